@@ -1,0 +1,113 @@
+"""From a table config to the runs it needs.
+
+A table config (``config/tables/<name>.yaml``) holds the base ``experiment`` of every run,
+``scales`` that override it (``paper`` as published, ``quick`` and ``tiny`` smaller), the
+table's ``rows`` and ``columns`` (each may ``set`` part of the experiment), the seeds, and
+the paper's reported numbers. A config may ``extend`` another one and then inherits its
+experiment, scales and seeds.
+
+A cell's run is ``experiment ⊕ scales[scale] ⊕ row.set ⊕ column.set``. Its identity is a
+hash of that resolved dict, so two tables that need the same run (Table 5's 2-layer row is
+Table 1's SIMOL 2-shot cell) share one set of files. The Snakefile and the ``table``
+command both resolve cells with this module, so they always agree on paths.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .io import stable_hash
+
+TABLES_DIR = Path("config/tables")
+
+
+def deep_merge(base: dict, override: dict | None) -> dict:
+    """A copy of ``base`` with ``override`` merged in recursively (override wins)."""
+    merged = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_table(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> dict:
+    """Read a table config by name (``simol_table1``) or path, following ``extends``."""
+    path = Path(name_or_path)
+    if path.suffix != ".yaml":
+        path = Path(tables_dir) / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"table config {path} does not exist")
+    spec = yaml.safe_load(path.read_text())
+    if not isinstance(spec, dict):
+        raise ValueError(f"table config {path}: expected a mapping at the top level")
+    if spec.get("name") != path.stem:
+        raise ValueError(f"table config {path}: field 'name' is {spec.get('name')!r}, expected {path.stem!r}")
+    parent_name = spec.get("extends")
+    if parent_name:
+        parent = load_table(parent_name, path.parent)
+        for key in ("experiment", "scales", "seeds"):
+            if key in parent:
+                spec[key] = deep_merge(parent[key], spec.get(key)) if isinstance(parent[key], dict) \
+                    else spec.get(key, parent[key])
+    return spec
+
+
+def resolve_experiment(spec: dict, scale: str, *overrides: dict | None) -> dict:
+    if scale not in spec["scales"]:
+        raise ValueError(f"scale: {scale!r} is not defined in table {spec['name']} "
+                         f"(defined: {sorted(spec['scales'])})")
+    experiment = deep_merge(spec["experiment"], spec["scales"][scale])
+    for override in overrides:
+        experiment = deep_merge(experiment, override)
+    data = experiment["data"]
+    if data.get("query") is None:
+        data["query"] = data["shots"]
+    return experiment
+
+
+def split_id(experiment: dict) -> str:
+    data = experiment["data"]
+    return f"{data['family']}-{data['shots']}shot-{stable_hash(data)}"
+
+
+def run_id(experiment: dict) -> str:
+    data, weighting = experiment["data"], experiment["weighting"]
+    return f"{data['family']}-{weighting['name']}-{data['shots']}shot-{stable_hash(experiment)}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    row: str
+    column: str
+    metric: str
+    run: str
+    split: str
+    experiment: dict
+
+
+def table_cells(spec: dict, scale: str) -> list[Cell]:
+    """Every (row, column) of the table that is run by the pipeline (rows marked ``run: false``
+    carry only the paper's numbers)."""
+    cells = []
+    for row in spec["rows"]:
+        if row.get("run", True) is False:
+            continue
+        for column in spec["columns"]:
+            experiment = resolve_experiment(spec, scale, row.get("set"), column.get("set"))
+            cells.append(Cell(row["label"], column["key"], column.get("metric", "overall"),
+                              run_id(experiment), split_id(experiment), experiment))
+    return cells
+
+
+def describe_scale(spec: dict, scale: str) -> str:
+    """One line naming the scale and what it means for this table's runs."""
+    experiment = resolve_experiment(spec, scale)
+    data, outer = experiment["data"], experiment["outer"]
+    return (f"{scale}: {outer['iterations']:,} meta-training iterations of {outer['meta_batch']} tasks, "
+            f"{data['train_tasks']:,} training tasks, {data['test_tasks']:,} meta-test tasks, "
+            f"seeds {', '.join(str(s) for s in spec['seeds'])}")

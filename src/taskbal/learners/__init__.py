@@ -1,0 +1,17 @@
+"""Inner adaptation (the base learners), batched over the tasks of a meta-batch."""
+from __future__ import annotations
+
+from torch import nn
+
+from .maml import MAML, TaskBatch
+
+REGISTRY = {"maml": MAML}
+
+
+def build_learner(name: str, model: nn.Module, **options):
+    if name not in REGISTRY:
+        raise ValueError(f"learner.name: unknown learner {name!r}; known: {sorted(REGISTRY)}")
+    return REGISTRY[name](model, **options)
+
+
+__all__ = ["MAML", "TaskBatch", "REGISTRY", "build_learner"]

@@ -1,0 +1,29 @@
+"""Outer combination of per-task meta-gradients: one file per method, one registry entry each."""
+from __future__ import annotations
+
+from .base import Combined, TaskGradients, Weighting
+from .cagrad import CAGrad
+from .improvement import ImprovementFunction
+from .mean import Mean
+from .mgda import MGDA
+from .pcgrad import PCGrad
+from .simol import SIMOL
+
+REGISTRY: dict[str, type[Weighting]] = {
+    "mean": Mean,
+    "simol": SIMOL,
+    "mgda": MGDA,
+    "cagrad": CAGrad,
+    "pcgrad": PCGrad,
+    "improvement": ImprovementFunction,
+}
+
+
+def build_weighting(name: str, num_params: int, feature_dim: int, seed: int, **hparams) -> Weighting:
+    """Instantiate the weighting called ``name`` (a key of REGISTRY) with its hyper-parameters."""
+    if name not in REGISTRY:
+        raise ValueError(f"weighting.name: unknown method {name!r}; known: {sorted(REGISTRY)}")
+    return REGISTRY[name](num_params=num_params, feature_dim=feature_dim, seed=seed, **hparams)
+
+
+__all__ = ["REGISTRY", "build_weighting", "Combined", "TaskGradients", "Weighting"]

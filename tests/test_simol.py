@@ -1,0 +1,114 @@
+"""SIMOL's weighting against closed forms and finite differences (notes/000_simol.md §2.8)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from taskbal.weighting import TaskGradients, build_weighting
+from taskbal.weighting.simol import SIMOL
+
+
+def tasks(k=6, d=20, f=4, seed=0, scale=1.0) -> TaskGradients:
+    g = torch.Generator().manual_seed(seed)
+    return TaskGradients(losses=torch.rand(k, generator=g, dtype=torch.float64),
+                         grads=scale * torch.randn(k, d, generator=g, dtype=torch.float64),
+                         features=torch.randn(k, f, generator=g, dtype=torch.float64),
+                         params=torch.zeros(d, dtype=torch.float64), iteration=0, generator=g)
+
+
+def test_objective_gradient_in_r_matches_the_closed_form():
+    simol = SIMOL(20, 4, seed=0, lambda_grad=0.3, lambda_mean=0.7)
+    batch = tasks()
+    gram = batch.grads @ batch.grads.T
+    r = torch.rand(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    (grad,) = torch.autograd.grad(simol.objective(r, gram), r)
+    k = 6
+    closed = -(gram @ r.detach()) / (0.3 * k**2) - 0.7 / k * (r.detach().mean() - 1)
+    torch.testing.assert_close(grad, closed)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_maximiser_over_free_weights_matches_the_linear_solve(k):
+    """K̃ is concave in r; its maximiser solves (G/(λ'k²) + λ''/k² 11ᵀ) r = λ''/k 1.
+    For k = 1 that is r* = λ''/(λ'' + ‖g‖²/λ') (notes A13)."""
+    lam1, lam2 = 2.0, 0.5
+    simol = SIMOL(20, 4, seed=0, lambda_grad=lam1, lambda_mean=lam2)
+    batch = tasks(k=k, scale=0.3)
+    gram = batch.grads @ batch.grads.T
+    r = torch.ones(k, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([r], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = -simol.objective(r, gram)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    system = gram.numpy() / (lam1 * k**2) + lam2 / k**2 * np.ones((k, k))
+    expected = np.linalg.solve(system, lam2 / k * np.ones(k))
+    np.testing.assert_allclose(r.detach().numpy(), expected, rtol=1e-5)
+    if k == 1:
+        norm_sq = float(gram[0, 0])
+        assert expected[0] == pytest.approx(lam2 / (lam2 + norm_sq / lam1))
+
+
+def test_direction_is_the_mean_of_reweighted_gradients_and_starts_near_mean():
+    simol = build_weighting("simol", 20, 4, seed=3)
+    batch = tasks(seed=2)
+    with torch.no_grad():
+        r = simol.weights(batch)
+    out = simol.combine(batch)
+    torch.testing.assert_close(out.direction, (r[:, None] * batch.grads).mean(0))
+    assert r.min() > 0.9 and r.max() < 1.1  # initialised so the first steps are MAML's
+
+
+def test_theta_step_is_gradient_ascent_checked_by_finite_differences():
+    lr = 1e-3
+    simol = SIMOL(20, 4, seed=0, theta_lr=lr, lambda_grad=1.0, lambda_mean=1.0)
+    simol.net.double()
+    batch = tasks(seed=4)
+    gram = batch.grads @ batch.grads.T
+    param = simol.net[0].weight
+    before = param.detach().clone()
+
+    def objective_with(entry_value):
+        with torch.no_grad():
+            saved = param[1, 2].item()
+            param[1, 2] = entry_value
+            value = simol.objective(simol.weights(batch), gram).item()
+            param[1, 2] = saved
+        return value
+
+    eps = 1e-6
+    x0 = before[1, 2].item()
+    finite_difference = (objective_with(x0 + eps) - objective_with(x0 - eps)) / (2 * eps)
+    simol.combine(batch)
+    step = (param.detach()[1, 2] - before[1, 2]).item()
+    assert step == pytest.approx(lr * finite_difference, rel=1e-4, abs=1e-12)
+
+
+def test_theta_at_next_defers_the_update_to_after_step():
+    simol = SIMOL(20, 4, seed=0, theta_at="next")
+    assert simol.needs_gradients_after_step
+    batch = tasks(seed=5)
+    before = [p.detach().clone() for p in simol.net.parameters()]
+    simol.combine(batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, simol.net.parameters()))
+    assert "simol_objective" in simol.after_step(tasks(seed=6))
+    assert not all(torch.equal(a, b) for a, b in zip(before, simol.net.parameters()))
+
+
+def test_state_round_trip_gives_identical_weights():
+    a = SIMOL(20, 4, seed=0)
+    a.combine(tasks(seed=7))
+    b = SIMOL(20, 4, seed=1)
+    b.load_state_dict(a.state_dict())
+    batch = tasks(seed=8)
+    torch.testing.assert_close(a.combine(batch).direction, b.combine(batch).direction)
+
+
+def test_bad_option_names_the_key():
+    with pytest.raises(ValueError, match="weighting.theta_at"):
+        SIMOL(20, 4, seed=0, theta_at="later")

@@ -1,0 +1,102 @@
+"""The training loop: same seed → same numbers; a killed run resumes to the same numbers."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import small_experiment
+from taskbal.evaluate import evaluate
+from taskbal.train import FINAL_FILE, RESUME_FILE, train
+
+
+def final_state(out_dir):
+    return torch.load(out_dir / FINAL_FILE, weights_only=False)["model"]
+
+
+def assert_same_model(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+WEIGHTINGS = [{"name": "mean"}, {"name": "simol"}, {"name": "improvement"}, {"name": "pcgrad"},
+              {"name": "mgda"}, {"name": "cagrad"}]
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS, ids=lambda w: w["name"])
+def test_same_seed_gives_identical_numbers(tmp_path, small_split, weighting):
+    experiment = small_experiment(weighting)
+    a = train(experiment, 1, small_split, tmp_path / "a", progress=False)
+    b = train(experiment, 1, small_split, tmp_path / "b", progress=False)
+    assert_same_model(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a/curve.csv"), pd.read_csv(tmp_path / "b/curve.csv"))
+    assert a["final_test_mse"] == b["final_test_mse"]
+    c = train(experiment, 2, small_split, tmp_path / "c", progress=False)
+    assert c["final_test_mse"] != a["final_test_mse"]
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS, ids=lambda w: w["name"])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_split, weighting):
+    experiment = small_experiment(weighting, iterations=12)
+    train(experiment, 0, small_split, tmp_path / "whole", progress=False)
+    stopped = train(experiment, 0, small_split, tmp_path / "parts", progress=False, stop_after=5,
+                    checkpoint_every=1000)
+    assert stopped == {"stopped_at": 5} and (tmp_path / "parts" / RESUME_FILE).exists()
+    summary = train(experiment, 0, small_split, tmp_path / "parts", progress=False)
+    assert summary["resumed_from"] == 5
+    assert not (tmp_path / "parts" / RESUME_FILE).exists()
+    assert_same_model(final_state(tmp_path / "whole"), final_state(tmp_path / "parts"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole/curve.csv"),
+                                  pd.read_csv(tmp_path / "parts/curve.csv"))
+
+
+def test_killed_process_resumes_to_the_same_numbers(tmp_path, small_split, tool_env):
+    """SIGKILL a real training process after its first checkpoint, restart it, compare."""
+    experiment = small_experiment({"name": "simol"}, iterations=1500)
+    command = [sys.executable, "-m", "taskbal", "train", "--spec", json.dumps(experiment), "--seed", "0",
+               "--split", str(small_split), "--checkpoint-every", "50", "--run-id", "r", "--scale", "test",
+               "--no-track"]
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(command + ["--out", str(killed_dir)], env=tool_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed_dir / RESUME_FILE).exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it run past the checkpoint, so the restart really repeats work
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert (killed_dir / RESUME_FILE).exists() and not (killed_dir / FINAL_FILE).exists()
+
+    subprocess.run(command + ["--out", str(killed_dir)], env=tool_env, check=True, capture_output=True)
+    resumed_from = json.loads((killed_dir / "train.json").read_text())["resumed_from"]
+    assert 0 < resumed_from < 1500
+    train(experiment, 0, small_split, tmp_path / "whole", progress=False)
+    assert_same_model(final_state(tmp_path / "whole"), final_state(killed_dir))
+
+
+def test_evaluation_agrees_with_the_last_curve_point(tmp_path, small_split):
+    summary = train(small_experiment(), 0, small_split, tmp_path, progress=False)
+    result = evaluate(tmp_path / FINAL_FILE, small_split, tmp_path, device="cpu")
+    per_task = pd.read_csv(tmp_path / "eval.csv")
+    assert len(per_task) == 40 and set(per_task.columns) >= {"task", "mse", "amplitude", "phase"}
+    assert result["mse_mean"] == pytest.approx(summary["final_test_mse"], rel=1e-6)
+    worst = per_task["mse"].nlargest(4).mean()
+    assert result["mse_worst10"] == pytest.approx(worst, rel=1e-6)
+
+
+def test_training_reduces_the_meta_test_error(tmp_path, small_split):
+    experiment = small_experiment(iterations=300)
+    experiment["outer"]["lr"] = 0.005
+    experiment["evaluation"]["curve_every"] = 50
+    train(experiment, 0, small_split, tmp_path, progress=False)
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert list(curve["iteration"]) == [0, 50, 100, 150, 200, 250, 300]
+    assert curve["test_mse"].iloc[-1] < 0.85 * curve["test_mse"].iloc[0]

@@ -1,0 +1,96 @@
+"""The Snakemake workflow: lint, the DAG, config validation, and a whole tiny-scale run."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
+
+
+def copy_workflow(repo, target):
+    for name in WORKFLOW_FILES:
+        source = repo / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        else:
+            shutil.copy(source, target / name)
+    return target
+
+
+def snakemake(args, cwd, env, check=True):
+    result = subprocess.run(["snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{(result.stdout + result.stderr)}")
+    return result
+
+
+def test_lint_is_clean(repo, tool_env):
+    result = snakemake(["--lint"], repo, tool_env)
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + (result.stdout + result.stderr)
+
+
+def test_dry_run_lists_the_whole_dag(repo, tool_env):
+    out = snakemake(["-n", "--quiet", "rules"], repo, tool_env).stdout
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    # Table 1: 6 methods × 2 shots; Table 5 adds 3- and 4-layer SIMOL (its 2-layer row is Table 1's run).
+    assert counts["train"] == (6 * 2 + 2) * 3
+    assert counts["evaluate"] == counts["train"]
+    assert counts["split"] == 2 and counts["table"] == 2 and counts["figure"] == 1
+
+
+def test_wrong_config_value_stops_with_the_key(repo, tool_env, tmp_path):
+    result = snakemake(["-n", "--config", "scale=huge"], repo, tool_env, check=False)
+    assert result.returncode != 0
+    assert "scale" in (result.stdout + result.stderr) and "huge" in (result.stdout + result.stderr)
+
+
+def test_wrong_table_value_names_the_file_and_the_key(repo, tool_env, tmp_path):
+    work = copy_workflow(repo, tmp_path)
+    path = work / "config/tables/simol_table1.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["rows"][1]["set"]["weighting"]["name"] = "mgdaa"
+    path.write_text(yaml.safe_dump(spec))
+    result = snakemake(["-n"], work, tool_env, check=False)
+    assert result.returncode != 0
+    assert "simol_table1.yaml" in (result.stdout + result.stderr) and "mgdaa" in (result.stdout + result.stderr)
+    assert "mini-batch MGDA" in (result.stdout + result.stderr)  # the row
+    assert not (work / "results").exists()  # nothing partial
+
+
+@pytest.mark.slow
+def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
+    work = copy_workflow(repo, tmp_path)
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    snakemake(["--config", "scale=tiny", "--quiet"], work, tool_env)
+
+    table1 = pd.read_csv(work / "results/tables/tiny/simol_table1.csv")
+    assert len(table1) == 6 * 4 and table1["ours_mean"].notna().all()
+    assert set(table1["row"]) == {"min average loss (MAML)", "mini-batch MGDA", "mini-batch CAGrad",
+                                  "mini-batch PCGrad", "mini-batch improvement function", "SIMOL"}
+    assert (table1["scale"] == "tiny").all()
+    markdown = (work / "results/tables/tiny/simol_table1.md").read_text()
+    assert "tiny" in markdown and "paper" in markdown
+    assert (work / "results/tables/tiny/simol_table1.tex").exists()
+    table5 = pd.read_csv(work / "results/tables/tiny/simol_table5.csv")
+    assert len(table5) == 3 * 2 and table5["ours_mean"].notna().all()
+    # The 2-layer row of Table 5 is Table 1's SIMOL 2-shot run: the same numbers.
+    t1 = table1[(table1["row"] == "SIMOL") & (table1["column"] == "overall_2shot")]["ours_mean"].item()
+    t5 = table5[(table5["row"] == "2 layers") & (table5["column"] == "overall")]["ours_mean"].item()
+    assert t1 == t5
+    assert (work / "results/figures/tiny/simol_figure2.png").stat().st_size > 10_000
+
+    with sqlite3.connect(work / "results/mlflow/mlflow.db") as db:
+        runs = db.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
+        tags = dict(db.execute("select key, count(*) from tags group by key").fetchall())
+    assert runs == 2 * 42  # one training and one evaluation run per (run, seed)
+    for key in ("tables", "method", "seed", "scale", "git_commit"):
+        assert tags.get(key) == runs, key
+
+    rerun = snakemake(["--config", "scale=tiny", "-n"], work, tool_env)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr

@@ -1,0 +1,13 @@
+rule split:
+    """Draw every train/validation/test task of a task family once, into a file with its hash."""
+    output:
+        tasks="results/splits/{scale}/{split}.npz",
+        meta="results/splits/{scale}/{split}.json",
+    params:
+        data=lambda w: json.dumps(SPLITS[w.scale, w.split]),
+    log:
+        "results/logs/{scale}/split/{split}.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "taskbal split --data {params.data:q} --out {output.tasks} > {log} 2>&1"
