@@ -66,7 +66,7 @@ def test_direction_is_the_mean_of_reweighted_gradients_and_starts_near_mean():
 
 def test_theta_step_is_gradient_ascent_checked_by_finite_differences():
     lr = 1e-3
-    simol = SIMOL(20, 4, seed=0, theta_lr=lr, lambda_grad=1.0, lambda_mean=1.0)
+    simol = SIMOL(20, 4, seed=0, theta_lr=lr, lambda_grad=1.0, lambda_mean=1.0, theta_optimizer="sgd")
     simol.net.double()
     batch = tasks(seed=4)
     gram = batch.grads @ batch.grads.T
