@@ -55,3 +55,55 @@ def test_mismatched_samples_raise():
 def test_unknown_metric_names_it():
     with pytest.raises(ValueError, match="metric"):
         summarise({0: np.ones(3)}, "median")
+
+
+def test_a_diverged_task_counts_as_the_worst_in_either_direction():
+    values = {0: np.array([0.5, np.nan] + [0.1] * 8)}
+    for lower_is_better in (True, False):
+        worst = worst_fraction(values, 0.1, lower_is_better)[0]
+        assert worst.size == 1 and np.isnan(worst[0])
+        assert np.isnan(summarise(values, "worst10", lower_is_better).mean)
+
+
+def test_worst_ten_percent_is_paired_by_rank_within_seed():
+    values = {1: np.array([5.0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]),
+              0: np.arange(20, 0, -1, dtype=float)}
+    summary = summarise(values, "worst10")
+    # seed 0 first (ascending seeds), each seed's two worst values sorted worst first
+    np.testing.assert_array_equal(summary.paired_sample, [20, 19, 20, 19])
+    assert summary.seeds == (0, 1) and summary.n_seeds == 2 and summary.n == 4
+    assert summary.ci == pytest.approx(ci95(np.array([20.0, 19, 20, 19])))
+
+
+def test_paired_test_of_worst_values_equals_scipy_on_rank_pairs():
+    rng = np.random.default_rng(1)
+    a = {s: rng.gamma(2.0, 1.0, 300) for s in range(3)}
+    b = {s: rng.gamma(2.0, 1.2, 300) for s in range(3)}
+    sa, sb = summarise(a, "worst10"), summarise(b, "worst10")
+    rank_a = np.concatenate([np.sort(a[s])[::-1][:30] for s in range(3)])
+    rank_b = np.concatenate([np.sort(b[s])[::-1][:30] for s in range(3)])
+    assert paired_t_test(sa, sb) == pytest.approx(scipy_stats.ttest_rel(rank_a, rank_b).pvalue)
+
+
+def test_samples_from_different_seeds_or_metrics_are_not_paired():
+    one = summarise({0: np.arange(10.0), 1: np.arange(10.0)}, "overall")
+    other_seeds = summarise({0: np.arange(10.0), 2: np.arange(10.0) + 1}, "overall")
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_t_test(one, other_seeds)
+    worst_of_200 = summarise({0: np.arange(200.0)}, "worst10")
+    twenty_tasks = summarise({0: np.arange(20.0)}, "overall")
+    assert worst_of_200.n == twenty_tasks.n == 20  # same length and seeds, different meaning
+    with pytest.raises(ValueError, match="cannot pair"):
+        paired_t_test(worst_of_200, twenty_tasks)
+
+
+def test_identical_samples_give_no_p_value():
+    summary = summarise({0: np.arange(10.0)}, "overall")
+    assert np.isnan(paired_t_test(summary, summary))
+
+
+def test_empty_input_is_refused_clearly():
+    with pytest.raises(ValueError, match="no seeds"):
+        summarise({}, "overall")
+    with pytest.raises(ValueError, match="seed 3"):
+        summarise({3: np.array([])}, "overall")

@@ -41,6 +41,9 @@ def test_best_row_star_verdicts_and_ordering():
     assert a.best and a.significant and a.p_value < 0.1
     assert a.verdict == "inside" and line(frame, "C", "overall").verdict == "outside"
     assert line(frame, "C", "worst10").verdict == "no paper value"
+    assert line(frame, "Lit", "worst10").verdict == "not run"  # no runs and no paper value
+    assert not frame[frame.row != "A"].significant.any() and frame[frame.row != "A"].p_value.isna().all()
+    assert (frame[frame.row != "Lit"].n_seeds == 3).all() and line(frame, "A", "worst10").n == 3 * 10
     assert line(frame, "Lit", "overall").verdict == "not run"
     assert a.ordering == "kept" and a.best_agrees and a.kendall_tau == 1.0
 
@@ -62,7 +65,7 @@ def test_written_files(tmp_path):
     assert sorted(p.name for p in paths) == ["demo_table.csv", "demo_table.md", "demo_table.tex"]
     markdown = (tmp_path / "demo_table.md").read_text()
     assert "quick: 2,000 iterations" in markdown and "Demo paper, Table 9" in markdown
-    assert "(paper 1 ± 0.1, inside)" in markdown and "**" in markdown
+    assert "(paper 1.0 ± 0.1, inside)" in markdown and "**" in markdown
     assert "paper's own published numbers" in markdown
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "demo_table.csv"), frame, check_dtype=False)
     assert "\\textbf" in (tmp_path / "demo_table.tex").read_text()
@@ -79,3 +82,68 @@ def test_plot_curves_writes_a_png(tmp_path):
     out = plot_curves(spec, curves, tmp_path / "fig.png", "tiny")
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+
+
+def test_higher_is_better_picks_the_highest_and_ranks_accordingly():
+    spec = dict(SPEC, lower_is_better=True)
+    accuracy = dict(SPEC, lower_is_better=False)
+    cells = cells_with_means({"A": 1.0, "B": 2.0, "C": 3.0})
+    assert line(build_table(spec, cells, "tiny"), "A", "overall").best
+    frame = build_table(accuracy, cells, "tiny")
+    assert line(frame, "C", "overall").best and line(frame, "C", "overall").significant
+    # the paper's 1 < 2 < 3 is read as C best too: the ordering is kept
+    assert line(frame, "C", "overall").ordering == "kept"
+
+
+def test_pairing_mismatch_names_the_column_and_rows():
+    cells = cells_with_means({"A": 1.0, "B": 2.0, "C": 3.0})
+    cells[("B", "overall")] = {s: v[:50] for s, v in cells[("B", "overall")].items()}
+    try:
+        build_table(SPEC, cells, "tiny")
+    except ValueError as error:
+        assert "'overall'" in str(error) and "'A'" in str(error) and "'B'" in str(error)
+    else:
+        raise AssertionError("samples of different lengths were paired")
+
+
+def test_every_paper_value_is_labelled_and_special_characters_are_escaped(tmp_path):
+    spec = dict(SPEC, rows=SPEC["rows"] + [{"label": "D_1 & co | x", "paper": {"overall": [9.0, 0.5]}}])
+    cells = cells_with_means({"A": 1.0, "B": 2.0, "C": 3.0})
+    frame = build_table(spec, cells, "quick")
+    write_table(frame, spec, tmp_path / "t", "quick", {"scale_description": "quick: 2,000 iterations"})
+    markdown = (tmp_path / "t.md").read_text()
+    table_lines = [l for l in markdown.splitlines() if l.startswith("| ") and not l.startswith("| method")]
+    assert len(table_lines) == 5
+    for row_line in table_lines:
+        for cell in row_line.strip("| ").split(" | ")[1:]:
+            assert "(paper " in cell or "(paper: n/a)" in cell, cell
+    assert "**\\*" in markdown  # A's star, outside the bold and escaped
+    assert "(paper 9.0 ± 0.5)" in markdown and "D\\_1 & co \\| x" in markdown
+    tex = (tmp_path / "t.tex").read_text()
+    assert "D\\_1 \\& co | x" in tex and "worst-10\\%" in tex and "quick: 2,000 iterations" in tex
+    assert "\\textbf{" in tex and "$^{*}$" in tex and "\\toprule" in tex
+    reread = pd.read_csv(tmp_path / "t.csv")
+    assert set(reread.verdict) == set(frame.verdict)  # verdicts survive a CSV round trip
+
+
+def test_plot_curves_aligns_seeds_with_different_lengths(tmp_path):
+    spec = {"source": "Demo, Figure 1", "rows": [{"label": "A"}], "log_y": True,
+            "columns": [{"key": "5shot", "label": "5-shot"}, {"key": "2shot", "label": "2-shot"}]}
+    short, long = np.arange(0, 51, 10), np.arange(0, 101, 10)
+    curves = {("A", "5shot"): {0: pd.DataFrame({"iteration": short, "test_mse": 1.0 / (1 + short)}),
+                               1: pd.DataFrame({"iteration": long, "test_mse": 2.0 / (1 + long)})}}
+    out = plot_curves(spec, curves, tmp_path / "sub" / "fig.png", "tiny", title_suffix=" (2 seeds)")
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 600
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["fig.png"]
+
+
+def test_paper_values_keep_the_paper_s_precision(tmp_path):
+    # YAML reads the paper's "1.70" as 1.7; the table must still print 1.70, as the paper does.
+    spec = dict(SPEC, rows=[{"label": "A", "paper": {"overall": [1.70, 0.11]}},
+                            {"label": "B", "paper": {"overall": [0.43, 0.10]}}], columns=SPEC["columns"][:1])
+    frame = build_table(spec, cells_with_means({"A": 1.0, "B": 2.0}), "tiny")
+    write_table(frame, spec, tmp_path / "t", "tiny", {})
+    markdown = (tmp_path / "t.md").read_text()
+    assert "(paper 1.70 ± 0.11," in markdown and "(paper 0.43 ± 0.10," in markdown
+    assert "(1.70 $\\pm$ 0.11)" in (tmp_path / "t.tex").read_text()

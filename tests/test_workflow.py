@@ -34,8 +34,9 @@ def test_lint_is_clean(repo, tool_env):
     assert "Congratulations, your workflow is in a good condition" in result.stdout + (result.stdout + result.stderr)
 
 
-def test_dry_run_lists_the_whole_dag(repo, tool_env):
-    out = snakemake(["-n", "--quiet", "rules"], repo, tool_env).stdout
+def test_dry_run_lists_the_whole_dag(repo, tool_env, tmp_path):
+    work = copy_workflow(repo, tmp_path)  # a clean copy: the user's results/ must not change the count
+    out = snakemake(["-n", "--quiet", "rules"], work, tool_env).stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
     # Table 1: 6 methods × 2 shots; Table 5 adds 3- and 4-layer SIMOL (its 2-layer row is Table 1's run).

@@ -14,7 +14,7 @@ import torch
 
 from .data import family_module
 from .io import atomic_path, write_json
-from .learners import build_learner
+from .learners import learner_for
 from .models import build_model
 from .train import pick_device
 
@@ -28,8 +28,7 @@ def load_trained(final_path: Path, split_path: Path, device: torch.device):
     tasks = family_module(experiment["data"]["family"]).Tasks(split_path)
     model = build_model(tasks.io_dims, experiment["model"]["hidden"]).to(device)
     model.load_state_dict(checkpoint["model"])
-    learner_options = {k: v for k, v in experiment["learner"].items() if k != "name"}
-    learner = build_learner(experiment["learner"]["name"], model, **learner_options)
+    learner = learner_for(experiment, model)
     return checkpoint, tasks, learner
 
 

@@ -1,44 +1,62 @@
-"""Figures drawn from training curves: one panel per column, one line per row."""
+"""Figures drawn from training curves: one panel per column, one line per row.
+
+Each line is the mean over seeds of a curve column (``test_mse`` by default) against the
+meta-training iteration, with a band of ±1 standard deviation over seeds (ddof=0, so a single
+seed draws no band rather than failing). Only the iterations that every seed recorded are
+drawn, so a seed with a longer or denser curve cannot shift the mean part-way along.
+
+Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas directly instead of
+pyplot: no global backend switch, no figure registry to leak into, safe to import anywhere.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from .io import atomic_path
 
-from .io import atomic_path  # noqa: E402
+
+def seed_mean_and_sd(per_seed: dict[int, pd.DataFrame], y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(iterations common to all seeds, mean over seeds, sd over seeds) of column ``y``."""
+    series = [frame.set_index("iteration")[y].astype(float) for _, frame in sorted(per_seed.items())]
+    aligned = pd.concat(series, axis=1, join="inner").sort_index()
+    return aligned.index.to_numpy(), aligned.mean(axis=1).to_numpy(), aligned.std(axis=1, ddof=0).to_numpy()
 
 
 def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
                 scale: str, y: str = "test_mse", title_suffix: str = "") -> Path:
     """Mean over seeds of ``y`` against the iteration, with a band of ±1 sd over seeds."""
     columns = spec["columns"]
-    figure, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 4.2), squeeze=False)
-    for axis, column in zip(axes[0], columns):
+    figure = Figure(figsize=(5.5 * len(columns), 4.6))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(columns), squeeze=False)[0]
+    colours = {row["label"]: f"C{i % 10}" for i, row in enumerate(spec["rows"])}  # same colour in every panel
+    log_y = spec.get("log_y", True)
+    for axis, column in zip(axes, columns):
         for row in spec["rows"]:
             per_seed = curves.get((row["label"], column["key"]))
             if not per_seed:
                 continue
-            stacked = np.stack([frame[y].to_numpy(dtype=float) for frame in per_seed.values()])
-            iterations = next(iter(per_seed.values()))["iteration"].to_numpy()
-            mean, sd = stacked.mean(0), stacked.std(0)
-            axis.plot(iterations, mean, label=row["label"], linewidth=1.4)
-            axis.fill_between(iterations, mean - sd, mean + sd, alpha=0.15)
+            iterations, mean, sd = seed_mean_and_sd(per_seed, y)
+            low = mean - sd
+            if log_y:  # a band reaching zero or below cannot be drawn on a log axis
+                low = np.where(low > 0, low, mean)
+            axis.plot(iterations, mean, label=row["label"], color=colours[row["label"]], linewidth=1.4)
+            axis.fill_between(iterations, low, mean + sd, color=colours[row["label"]], alpha=0.15, linewidth=0)
         axis.set_title(column["label"])
         axis.set_xlabel("meta-training iteration")
         axis.set_ylabel(spec.get("y_label", "meta-test MSE"))
-        if spec.get("log_y", True):
+        if log_y:
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     figure.suptitle(f"{spec['source']} — ours, scale {scale}{title_suffix}")
     figure.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
+        figure.savefig(tmp, dpi=120, format="png")  # format given: the temporary name ends in .tmp
     return out_png

@@ -3,9 +3,13 @@
 - overall: the per-task values of all seeds pooled (N = seeds × tasks); mean and a 95 %
   CI half-width 1.96 · sd / √N (Finn et al.'s convention).
 - worst10: per seed, the mean of the worst ⌈10 %⌉ tasks (highest error, or lowest
-  accuracy); the value is the mean over seeds; the CI is taken over the pooled worst values.
+  accuracy); the value is the mean over seeds; the CI half-width is 1.96 · sd / √M over the
+  pooled worst values (M = seeds × ⌈0.1 · tasks⌉). A NaN value (a diverged task) counts as the
+  worst in either direction, so a diverged run shows up as NaN instead of being hidden.
 - paired test: scipy's two-sided ``ttest_rel``; overall values are paired by (seed, task),
-  worst-10 % values by rank within each seed (worst with worst).
+  worst-10 % values by rank within each seed (worst with worst: the worst tasks of two
+  methods are different tasks, so rank is the only pairing there is). Seeds are always taken
+  in ascending order, so two summaries of the same seeds and tasks line up element by element.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ Z95 = 1.96
 
 
 def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal-approximation 95 % CI of the mean; NaN for fewer than 2 values."""
     values = np.asarray(values, dtype=float)
     if values.size < 2:
         return float("nan")
@@ -28,12 +33,15 @@ def ci95(values: np.ndarray) -> float:
 def worst_fraction(values_per_seed: dict[int, np.ndarray], fraction: float = 0.1,
                    lower_is_better: bool = True) -> dict[int, np.ndarray]:
     """Per seed, the worst ⌈fraction · tasks⌉ values, sorted worst first."""
+    check_values(values_per_seed)
     worst = {}
     for seed, values in sorted(values_per_seed.items()):
         values = np.asarray(values, dtype=float)
         count = max(1, math.ceil(fraction * values.size))
-        ordered = np.sort(values)[::-1] if lower_is_better else np.sort(values)
-        worst[seed] = ordered[:count]
+        # Larger badness = worse, in either direction; NaN is the worst of all. A stable sort
+        # keeps ties in task order, so the result does not depend on the sorting algorithm.
+        badness = np.where(np.isnan(values), np.inf, values if lower_is_better else -values)
+        worst[seed] = values[np.argsort(-badness, kind="stable")[:count]]
     return worst
 
 
@@ -43,23 +51,53 @@ class Summary:
     ci: float
     n: int
     paired_sample: np.ndarray  # what the paired t-test compares, in a fixed order
+    seeds: tuple[int, ...] = ()  # so that a paired test can refuse samples from different seeds
+    metric: str = "overall"
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
 
 
 def summarise(values_per_seed: dict[int, np.ndarray], metric: str, lower_is_better: bool = True) -> Summary:
+    """The table cell of ``metric`` ('overall' or 'worst10') from ``{seed: per-task values}``."""
+    check_values(values_per_seed)
+    seeds = tuple(sorted(values_per_seed))
     if metric == "overall":
-        pooled = np.concatenate([np.asarray(values_per_seed[s], dtype=float) for s in sorted(values_per_seed)])
-        return Summary(float(pooled.mean()), ci95(pooled), pooled.size, pooled)
+        pooled = np.concatenate([np.asarray(values_per_seed[s], dtype=float) for s in seeds])
+        return Summary(float(pooled.mean()), ci95(pooled), pooled.size, pooled, seeds, metric)
     if metric == "worst10":
         worst = worst_fraction(values_per_seed, 0.1, lower_is_better)
-        pooled = np.concatenate([worst[s] for s in sorted(worst)])
-        mean = float(np.mean([w.mean() for w in worst.values()]))
-        return Summary(mean, ci95(pooled), pooled.size, pooled)
+        pooled = np.concatenate([worst[s] for s in seeds])
+        # Mean of per-seed means: every seed weighs the same.
+        mean = float(np.mean([worst[s].mean() for s in seeds]))
+        return Summary(mean, ci95(pooled), pooled.size, pooled, seeds, metric)
     raise ValueError(f"metric: expected 'overall' or 'worst10', got {metric!r}")
 
 
 def paired_t_test(a: Summary, b: Summary) -> float:
-    """Two-sided p-value of the paired t-test between two summaries of the same tasks and seeds."""
+    """Two-sided p-value of the paired t-test between two summaries of the same tasks and seeds.
+
+    Raises ValueError when the samples cannot be paired: a p-value from mismatched pairs would
+    look valid and mean nothing. NaN when the samples are identical (the test is undefined).
+    """
     if a.paired_sample.shape != b.paired_sample.shape:
         raise ValueError(f"paired t-test needs samples of equal length, got {a.paired_sample.size} "
                          f"and {b.paired_sample.size} (different seeds or test tasks?)")
+    if a.seeds and b.seeds and a.seeds != b.seeds:
+        raise ValueError(f"paired t-test needs the same seeds, got {list(a.seeds)} and {list(b.seeds)}")
+    if a.metric != b.metric:
+        raise ValueError(f"paired t-test cannot pair a {a.metric!r} sample with a {b.metric!r} sample")
+    if np.array_equal(a.paired_sample, b.paired_sample):
+        return float("nan")  # scipy would warn about a zero variance and return NaN too
     return float(scipy_stats.ttest_rel(a.paired_sample, b.paired_sample).pvalue)
+
+
+def check_values(values_per_seed: dict[int, np.ndarray]) -> None:
+    """A clear error for input that would otherwise fail deep inside numpy."""
+    if not values_per_seed:
+        raise ValueError("no seeds: the dict of per-seed values is empty")
+    for seed, values in values_per_seed.items():
+        if np.ndim(values) != 1 or np.size(values) == 0:
+            raise ValueError(f"seed {seed}: expected a non-empty 1-D array of per-task values, "
+                             f"got shape {np.shape(values)}")

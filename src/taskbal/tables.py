@@ -1,15 +1,23 @@
 """A paper table with our numbers beside the paper's, and a verdict per cell.
 
 Per cell: our mean ± 95 % CI (``stats.summarise``), the paper's mean ± CI, and whether
-ours lies inside the paper's interval ('inside' / 'outside'; 'no paper value' where the paper
-gives no number; 'not run' where we have none). Per column: our best row (bold), a
-star when its improvement over our second best passes the paired t-test at the
-table's significance level (as the paper's captions define it), and whether our
-ranking of the rows equals the paper's ('kept' / 'changed', with Kendall's tau).
+ours lies inside the paper's interval ('inside': |ours − paper mean| ≤ paper CI, else 'outside';
+'no paper value' where the paper gives no number — not 'n/a', which pandas.read_csv would turn
+into NaN; 'not run' where we have no runs for the cell, e.g. a literature row).
+Per column: our best row (bold; rows whose value is NaN are not ranked), a star when its
+improvement over our second best passes the two-sided paired t-test at the table's
+significance level (default 0.1, as the paper's captions define it; only the best cell can
+carry a star or a p-value), and whether our ranking of the rows that have both values equals
+the paper's ('kept' / 'changed'; 'not comparable' with fewer than two such rows), with Kendall's
+tau between the two rankings and whether the best row is the same. Ties keep the config's row
+order. Our values are printed with ``spec['decimals']`` (default 3) decimals; the paper's with
+``spec['paper_decimals']``, by default the most decimals any paper value of the table has
+(YAML reads the paper's "1.70" as 1.7; this prints it as the paper does, and never rounds one).
 """
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +32,17 @@ COLUMNS = ["table", "scale", "row", "column", "metric", "ours_mean", "ours_ci", 
            "kendall_tau", "best_agrees"]
 
 
-def verdict(ours: float, paper: list | None) -> str:
+def verdict(ours: float | None, paper: list | None) -> str:
+    """``ours`` is None when the cell was not run; NaN (a diverged run) is 'outside'."""
+    if ours is None:
+        return "not run"
     if paper is None:
         return "no paper value"
-    if ours is None or math.isnan(ours):
-        return "not run"
     return "inside" if abs(ours - paper[0]) <= paper[1] else "outside"
 
 
 def ranking(values: dict[str, float], lower_is_better: bool) -> list[str]:
+    """Rows best first; ``sorted`` is stable, so ties keep the config's row order."""
     return sorted(values, key=lambda row: values[row] if lower_is_better else -values[row])
 
 
@@ -65,10 +75,10 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray]],
             column_lines.append({
                 "table": spec["name"], "scale": scale, "row": row["label"], "column": column["key"],
                 "metric": metric, "ours_mean": ours, "ours_ci": summary.ci if summary else float("nan"),
-                "n_seeds": len(values) if values else 0, "n": summary.n if summary else 0,
-                "paper_mean": paper[0] if paper else float("nan"),
-                "paper_ci": paper[1] if paper else float("nan"),
-                "verdict": verdict(ours, paper), "best": False, "significant": False,
+                "n_seeds": summary.n_seeds if summary else 0, "n": summary.n if summary else 0,
+                "paper_mean": float(paper[0]) if paper else float("nan"),
+                "paper_ci": float(paper[1]) if paper else float("nan"),
+                "verdict": verdict(summary.mean if summary else None, paper), "best": False, "significant": False,
                 "p_value": float("nan")})
         finite = {r: s.mean for r, s in summaries.items() if not math.isnan(s.mean)}
         if finite:
@@ -76,7 +86,11 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray]],
             best = next(l for l in column_lines if l["row"] == order[0])
             best["best"] = True
             if len(order) > 1:
-                best["p_value"] = paired_t_test(summaries[order[0]], summaries[order[1]])
+                try:
+                    best["p_value"] = paired_t_test(summaries[order[0]], summaries[order[1]])
+                except ValueError as error:
+                    raise ValueError(f"{spec['name']}, column {column['key']!r}: {order[0]!r} against "
+                                     f"{order[1]!r}: {error}") from error
                 best["significant"] = bool(best["p_value"] < level and finite[order[0]] != finite[order[1]])
         extra = column_verdicts(column_lines, lower)
         for line in column_lines:
@@ -89,71 +103,116 @@ def fmt(value: float, decimals: int) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{decimals}f}"
 
 
-def markdown_cell(line: pd.Series, decimals: int) -> str:
-    ours = f"{fmt(line.ours_mean, decimals)} ± {fmt(line.ours_ci, decimals)}"
-    if line.significant:
-        ours += "*"
+def paper_decimals(spec: dict) -> int:
+    """Decimals for the paper's values: ``spec['paper_decimals']``, else the most any of them has."""
+    if "paper_decimals" in spec:
+        return int(spec["paper_decimals"])
+    values = [v for row in spec["rows"] for pair in (row.get("paper") or {}).values() if pair for v in pair]
+    return min(6, max([-Decimal(repr(float(v))).as_tuple().exponent for v in values] + [0]))
+
+
+def paper_text(line, spec: dict, pm: str = "±") -> str:
+    digits = paper_decimals(spec)
+    return f"{line.paper_mean:.{digits}f} {pm} {line.paper_ci:.{digits}f}"
+
+
+def markdown_cell(line: pd.Series, decimals: int, spec: dict) -> str:
+    if line.verdict == "not run":
+        ours = "not run"
+    else:
+        ours = f"{fmt(line.ours_mean, decimals)} ± {fmt(line.ours_ci, decimals)}"
     if line.best:
         ours = f"**{ours}**"
+    if line.significant:
+        ours += "\\*"  # escaped: "**x***" would not render as bold x followed by a star
     if math.isnan(line.paper_mean):
-        return f"{ours} (paper: –)"
-    return f"{ours} (paper {line.paper_mean:g} ± {line.paper_ci:g}, {line.verdict})"
+        return f"{ours} (paper: n/a)"
+    paper = f"paper {paper_text(line, spec)}"
+    return f"{ours} ({paper})" if line.verdict == "not run" else f"{ours} ({paper}, {line.verdict})"
+
+
+def md_escape(text) -> str:
+    """Keep labels and captions literal: '|' would split a table cell, '*' and '_' start emphasis."""
+    return "".join("\\" + char if char in "|*_" else char for char in str(text))
 
 
 def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -> str:
     decimals = spec.get("decimals", 3)
     columns = spec["columns"]
-    out = [f"# {spec['name']}: {spec['source']}", "", f"> Paper's caption: {spec['title']}", "",
+    out = [f"# {spec['name']}: {spec['source']}", "", f"> Paper's caption: {md_escape(' '.join(spec['title'].split()))}", "",
            f"**Scale: {provenance.get('scale_description', scale)}**", ""]
     out += [f"- {key.replace('_', ' ')}: {value}" for key, value in provenance.items() if key != "scale_description"]
-    out += ["", "| " + " | ".join(["method"] + [c["label"] for c in columns]) + " |",
+    out += ["", "| " + " | ".join(["method"] + [md_escape(c["label"]) for c in columns]) + " |",
             "|" + "---|" * (len(columns) + 1)]
     for row in spec["rows"]:
         cells = []
         for column in columns:
             line = frame[(frame.row == row["label"]) & (frame.column == column["key"])].iloc[0]
-            cells.append(markdown_cell(line, decimals))
-        out.append("| " + " | ".join([row["label"]] + cells) + " |")
+            cells.append(markdown_cell(line, decimals, spec))
+        out.append("| " + " | ".join([md_escape(row["label"])] + cells) + " |")
     out += ["", "Ordering of the methods, ours against the paper's:"]
     for column in columns:
         line = frame[frame.column == column["key"]].iloc[0]
+        agrees = {True: "yes", False: "no"}.get(line.best_agrees, "–")
         out.append(f"- {column['label']}: {line.ordering} (Kendall's tau {fmt(line.kendall_tau, 2)}; "
-                   f"same best method: {line.best_agrees})")
+                   f"same best method: {agrees})")
     out += ["", "Legend: our value is the mean ± 95 % CI over the pooled seeds and meta-test tasks of "
-            "the runs listed above; **bold** is our best per column; * marks a paired t-test of our best "
+            "the runs listed above; **bold** is our best per column; \\* marks a paired t-test of our best "
             f"against our second best with p < {spec.get('significance_level', 0.1)}. The values marked "
-            "'paper' are the paper's own published numbers, copied from the publication, not ours; "
-            "'inside'/'outside' says whether our mean lies within the paper's 95 % CI.", ""]
+            f"'paper' are the paper's own published numbers, copied from the publication "
+            f"({spec['source']}), not ours; 'inside'/'outside' says whether our mean lies within the "
+            "paper's 95 % CI; 'paper: n/a': the paper gives no value; 'not run': we have no runs for the cell.", ""]
     return "\n".join(out)
+
+
+TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+TEX_PM = "$\\pm$"
+
+
+def tex_escape(text) -> str:
+    return "".join(TEX_SPECIALS.get(char, char) for char in str(text))
 
 
 def to_latex(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -> str:
     decimals = spec.get("decimals", 3)
     columns = spec["columns"]
-    out = ["\\begin{table}[t]", "\\centering",
-           f"\\caption{{{spec['source']} reproduced at scale \\texttt{{{scale}}}. Ours: mean $\\pm$ 95\\% CI; "
-           "in parentheses the paper's published value. \\textbf{Bold}: our best; $^{*}$: paired t-test "
-           f"against our second best, $p<{spec.get('significance_level', 0.1)}$.}}",
-           f"\\label{{tab:{spec['name']}}}",
+    described = provenance.get("scale_description")
+    out = ["% Generated by taskbal.tables; needs \\usepackage{booktabs}.",
+           "\\begin{table}[t]", "\\centering",
+           f"\\caption{{{tex_escape(spec['source'])} reproduced at scale \\texttt{{{tex_escape(scale)}}}"
+           + (f" ({tex_escape(described)})" if described else "") + ". Ours: mean $\\pm$ 95\\% CI; "
+           "in parentheses the paper's published value, copied from the publication. \\textbf{Bold}: our "
+           f"best; $^{{*}}$: paired t-test against our second best, $p<{spec.get('significance_level', 0.1)}$. "
+           f"Paper's caption: {tex_escape(' '.join(spec['title'].split()))}}}",
+           f"\\label{{tab:{spec['name']}-{scale}}}",
            "\\begin{tabular}{l" + "c" * len(columns) + "}", "\\toprule",
-           " & ".join(["Method"] + [c["label"].replace("%", "\\%") for c in columns]) + " \\\\", "\\midrule"]
+           " & ".join(["Method"] + [tex_escape(c["label"]) for c in columns]) + " \\\\", "\\midrule"]
     for row in spec["rows"]:
         cells = []
         for column in columns:
             line = frame[(frame.row == row["label"]) & (frame.column == column["key"])].iloc[0]
-            ours = f"{fmt(line.ours_mean, decimals)} $\\pm$ {fmt(line.ours_ci, decimals)}"
+            ours = ("--" if line.verdict == "not run"
+                    else f"{fmt(line.ours_mean, decimals)} $\\pm$ {fmt(line.ours_ci, decimals)}")
             if line.best:
                 ours = f"\\textbf{{{ours}}}"
             if line.significant:
                 ours += "$^{*}$"
-            paper = "" if math.isnan(line.paper_mean) else f" ({line.paper_mean:g} $\\pm$ {line.paper_ci:g})"
+            paper = " (n/a)" if math.isnan(line.paper_mean) else " (" + paper_text(line, spec, TEX_PM) + ")"
             cells.append(ours + paper)
-        out.append(" & ".join([row["label"].replace("%", "\\%")] + cells) + " \\\\")
+        out.append(" & ".join([tex_escape(row["label"])] + cells) + " \\\\")
     out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(out)
 
 
 def write_table(frame: pd.DataFrame, spec: dict, out_prefix: Path, scale: str, provenance: dict) -> list[Path]:
+    """Write ``out_prefix``.csv, .md and .tex, each atomically (temporary file, then os.replace).
+
+    Markdown and LaTeX are rendered before anything is written, so a rendering error leaves
+    no partial set of outputs.
+    """
     out_prefix = Path(out_prefix)
     outputs = {".csv": None, ".md": to_markdown(frame, spec, scale, provenance),
                ".tex": to_latex(frame, spec, scale, provenance)}

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .data import family_module
 from .io import atomic_path, write_json
-from .learners import build_learner
+from .learners import learner_for
 from .models import build_model
 from .weighting import TaskGradients, build_weighting
 
@@ -91,8 +91,7 @@ class Run:
         seed_everything(seed)
         self.tasks = family_module(data["family"]).Tasks(split_path)
         self.model = build_model(self.tasks.io_dims, experiment["model"]["hidden"]).to(device)
-        learner_options = {k: v for k, v in experiment["learner"].items() if k != "name"}
-        self.learner = build_learner(experiment["learner"]["name"], self.model, **learner_options)
+        self.learner = learner_for(experiment, self.model)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         weighting_options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
         self.weighting = build_weighting(experiment["weighting"]["name"], self.num_params,

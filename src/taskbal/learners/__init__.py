@@ -14,4 +14,10 @@ def build_learner(name: str, model: nn.Module, **options):
     return REGISTRY[name](model, **options)
 
 
-__all__ = ["MAML", "TaskBatch", "REGISTRY", "build_learner"]
+def learner_for(experiment: dict, model: nn.Module):
+    """The learner of a resolved experiment (its ``learner`` section) around ``model``."""
+    options = {key: value for key, value in experiment["learner"].items() if key != "name"}
+    return build_learner(experiment["learner"]["name"], model, **options)
+
+
+__all__ = ["MAML", "TaskBatch", "REGISTRY", "build_learner", "learner_for"]
