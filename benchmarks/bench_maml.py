@@ -53,8 +53,8 @@ class Learn2LearnLoop:
         self.iteration += 1
         return self.run.tasks.batch("train", indices)
 
-    def step(self):
-        batch = self.batch()
+    def accumulate_meta_gradient(self, batch) -> None:
+        """The mean meta-gradient of the batch, accumulated into the model's .grad."""
         self.optimizer.zero_grad()
         for i in range(META_BATCH):
             learner = self.maml.clone()
@@ -62,6 +62,9 @@ class Learn2LearnLoop:
                 learner.adapt(((learner(batch.support_x[i]) - batch.support_y[i]) ** 2).mean())
             query_loss = ((learner(batch.query_x[i]) - batch.query_y[i]) ** 2).mean()
             (query_loss / META_BATCH).backward()
+
+    def step(self):
+        self.accumulate_meta_gradient(self.batch())
         self.optimizer.step()
 
 
@@ -70,13 +73,7 @@ def equal_work_check(split: Path, shots: int) -> float:
     run = Run(experiment(shots), 0, split, torch.device("cpu"))
     batch = run.tasks.batch("train", run.order[:META_BATCH])
     _, ours = run.learner.meta_gradients(batch)
-    reference = Learn2LearnLoop(run)
-    reference.optimizer.zero_grad()
-    for i in range(META_BATCH):
-        learner = reference.maml.clone()
-        for _ in range(INNER_STEPS):
-            learner.adapt(((learner(batch.support_x[i]) - batch.support_y[i]) ** 2).mean())
-        (((learner(batch.query_x[i]) - batch.query_y[i]) ** 2).mean() / META_BATCH).backward()
+    Learn2LearnLoop(run).accumulate_meta_gradient(batch)
     theirs = torch.cat([p.grad.reshape(-1) for p in run.model.parameters()])
     return (ours.mean(0) - theirs).abs().max().item()
 

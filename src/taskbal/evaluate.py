@@ -15,6 +15,7 @@ import torch
 from .data import family_module
 from .io import atomic_path, write_json
 from .learners import learner_for
+from .stats import summarise
 from .models import build_model
 from .train import pick_device
 
@@ -49,8 +50,7 @@ def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str =
     frame = pd.DataFrame({"task": np.arange(len(errors)), "mse": errors, **tasks.task_table("test")})
     with atomic_path(out_dir / EVAL_FILE) as tmp:
         frame.to_csv(tmp, index=False)
-    worst = np.sort(errors)[::-1][: max(1, int(np.ceil(0.1 * len(errors))))]
     summary = {"test_tasks": len(errors), "mse_mean": float(errors.mean()),
-               "mse_worst10": float(worst.mean()), "seed": checkpoint["seed"]}
+               "mse_worst10": summarise({0: errors}, "worst10").mean, "seed": checkpoint["seed"]}
     write_json(out_dir / EVAL_SUMMARY_FILE, summary)
     return summary
