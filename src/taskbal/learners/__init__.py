@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from .cavia import CAVIA
 from .maml import MAML, TaskBatch
+from .metasgd import MetaSGD
+from .protonet import ProtoNet
+from .reptile import Reptile
 
-REGISTRY = {"maml": MAML}
+REGISTRY = {"maml": MAML, "metasgd": MetaSGD, "cavia": CAVIA, "reptile": Reptile, "protonet": ProtoNet}
 
 
 def build_learner(name: str, model: nn.Module, **options):

@@ -1,34 +1,63 @@
-"""Fully connected networks: the sinusoid regressor and SIMOL's re-weighting network."""
+"""Fully connected networks: the sinusoid regressor, SIMOL's re-weighting network, CAVIA's regressor.
+
+Config (``model:``): ``{name: mlp, hidden: [h1, h2, ...], context: 0}``.
+
+- ``hidden``: widths of the hidden layers. SIMOL's "2 fully-connected layers (each of size 32)" is
+  ``[32, 32]`` (learn2learn's SineModel); Finn et al.'s sinusoid network is ``[40, 40]``; Table 5's
+  "#layers" of SIMOL is ``len(hidden)``.
+- ``context``: number of CAVIA context parameters (Zintgraf et al. 2019, Sec. 4.1: the context vector
+  is concatenated to the input, so the first layer has ``in_dim + context`` inputs). 0 = none.
+  A network built with context but called without one sees the zero context (CAVIA's φ_0), so
+  MAML on such a network is well defined.
+
+Image inputs (io_dims = ((C, H, W), n_way)) are flattened.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 
 class MLP(nn.Sequential):
-    """in_dim → hidden[0] → ReLU → … → hidden[-1] → ReLU → out_dim.
+    """in_dim (+ context) → hidden[0] → ReLU → … → hidden[-1] → ReLU → out_dim."""
 
-    SIMOL's "2 fully-connected layers (each of size 32)" is ``hidden=[32, 32]``
-    (learn2learn's SineModel); Table 5's "#layers" is ``len(hidden)``.
-    """
-
-    def __init__(self, in_dim: int, hidden: list[int], out_dim: int):
+    def __init__(self, in_dim: int, hidden: list[int], out_dim: int, context: int = 0):
         layers: list[nn.Module] = []
-        width = in_dim
+        width = in_dim + context
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU()]
             width = size
         layers.append(nn.Linear(width, out_dim))
         super().__init__(*layers)
+        self.num_context = context
 
-    def batched_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Forward of k networks on k inputs: params[name] is [k, *shape], x is [k, n, in_dim].
+    def _with_context(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Concatenate the context vector to every input row (``h`` is [..., n, in_dim])."""
+        if self.num_context == 0:
+            return h
+        if context is None:
+            context = h.new_zeros(*h.shape[:-2], self.num_context)
+        return torch.cat([h, context.unsqueeze(-2).expand(*h.shape[:-1], self.num_context)], dim=-1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """One task: x is [n, in_dim] (or [n, C, H, W], flattened), context [num_context]."""
+        h = self._with_context(x.flatten(1), context)
+        for layer in self:
+            h = layer(h)
+        return h
+
+    def batched_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor,
+                        context: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward of k networks on k inputs: params[name] is [k, *shape], x is [k, n, in_dim],
+        context [k, num_context].
 
         The learners use this instead of ``vmap(functional_call)`` because one
         ``baddbmm`` per layer is about 1.8x faster on the CPU for networks this small
         (benchmarks/bench_maml.py measures both).
         """
-        h = x
+        h = self._with_context(x.flatten(2), context)
         linear_layers = [i for i, layer in enumerate(self) if isinstance(layer, nn.Linear)]
         for position, index in enumerate(linear_layers):
             weight, bias = params[f"{index}.weight"], params[f"{index}.bias"]
@@ -36,3 +65,17 @@ class MLP(nn.Sequential):
             if position < len(linear_layers) - 1:
                 h = torch.relu(h)
         return h
+
+
+def build(io_dims, hidden: list[int] | None = None, context: int = 0) -> MLP:
+    """The MLP of a ``model:`` section; ``io_dims`` = (input size or shape, output size)."""
+    if hidden is None:
+        raise ValueError("model.hidden: required by model 'mlp' (list of hidden widths, e.g. [40, 40])")
+    if not isinstance(hidden, (list, tuple)) or not hidden or any(
+            not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in hidden):
+        raise ValueError(f"model.hidden: expected a non-empty list of positive integers, got {hidden!r}")
+    if not isinstance(context, int) or isinstance(context, bool) or context < 0:
+        raise ValueError(f"model.context: expected an integer >= 0, got {context!r}")
+    inputs, outputs = io_dims
+    in_dim = inputs if isinstance(inputs, int) else math.prod(inputs)
+    return MLP(in_dim, list(hidden), outputs, context=context)
