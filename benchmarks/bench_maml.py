@@ -112,8 +112,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         split = Path(folder) / "tasks.npz"
-        write_splits(split, shots=args.shots, query=args.shots, train_tasks=20000, val_tasks=10,
-                     test_tasks=10, seed=0)
+        write_splits(split, dict(shots=args.shots, query=args.shots, train_tasks=20000, val_tasks=10,
+                                 test_tasks=10, split_seed=0))
         print(f"equal work: max |mean meta-gradient(ours) - learn2learn| = {equal_work_check(split, args.shots):.2e}")
         steps = contenders(split, args.shots, not args.no_weightings)
         for step in steps.values():  # warm-up

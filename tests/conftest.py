@@ -33,7 +33,7 @@ def small_split(tmp_path_factory) -> Path:
     from taskbal.data.sinusoid import write_splits
 
     path = tmp_path_factory.mktemp("splits") / "sinusoid-5shot.npz"
-    write_splits(path, shots=5, query=5, train_tasks=320, val_tasks=20, test_tasks=40, seed=7)
+    write_splits(path, dict(shots=5, query=5, train_tasks=320, val_tasks=20, test_tasks=40, split_seed=7))
     return path
 
 

@@ -10,15 +10,15 @@ from taskbal.io import read_json
 
 
 def test_same_seed_same_file_other_seed_other_file(tmp_path):
-    a = write_splits(tmp_path / "a.npz", shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, seed=1)
-    b = write_splits(tmp_path / "b.npz", shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, seed=1)
-    c = write_splits(tmp_path / "c.npz", shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, seed=2)
+    a = write_splits(tmp_path / "a.npz", dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=1))
+    b = write_splits(tmp_path / "b.npz", dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=1))
+    c = write_splits(tmp_path / "c.npz", dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=2))
     assert a["sha256"] == b["sha256"] != c["sha256"]
 
 
 def test_test_tasks_do_not_depend_on_the_training_pool_size(tmp_path):
-    write_splits(tmp_path / "a.npz", shots=5, query=5, train_tasks=100, val_tasks=10, test_tasks=30, seed=3)
-    write_splits(tmp_path / "b.npz", shots=5, query=5, train_tasks=500, val_tasks=10, test_tasks=30, seed=3)
+    write_splits(tmp_path / "a.npz", dict(shots=5, query=5, train_tasks=100, val_tasks=10, test_tasks=30, split_seed=3))
+    write_splits(tmp_path / "b.npz", dict(shots=5, query=5, train_tasks=500, val_tasks=10, test_tasks=30, split_seed=3))
     a, b = SinusoidTasks(tmp_path / "a.npz"), SinusoidTasks(tmp_path / "b.npz")
     torch.testing.assert_close(a.batch("test").query_y, b.batch("test").query_y)
 
@@ -40,7 +40,7 @@ def test_task_parameters_and_targets(small_split):
 
 def test_corrupted_file_is_refused_with_its_name(tmp_path):
     path = tmp_path / "s.npz"
-    write_splits(path, shots=2, query=2, train_tasks=10, val_tasks=2, test_tasks=2, seed=0)
+    write_splits(path, dict(shots=2, query=2, train_tasks=10, val_tasks=2, test_tasks=2, split_seed=0))
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF
     path.write_bytes(bytes(data))

@@ -17,7 +17,7 @@ from taskbal.train import FINAL_FILE, RESUME_FILE, train
 
 
 def final_state(out_dir):
-    return torch.load(out_dir / FINAL_FILE, weights_only=False)["model"]
+    return torch.load(out_dir / FINAL_FILE, weights_only=False)["learner"]["model"]
 
 
 def assert_same_model(a, b):

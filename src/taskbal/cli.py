@@ -17,28 +17,33 @@ def cmd_split(args) -> None:
     from .data import family_module
 
     data = json.loads(args.data)
-    family = family_module(data["family"])
-    meta = family.write_splits(args.out, shots=data["shots"], query=data["query"],
-                               train_tasks=data["train_tasks"], val_tasks=data["val_tasks"],
-                               test_tasks=data["test_tasks"], seed=data["split_seed"])
-    print(f"wrote {args.out}: {meta['sizes']} sha256 {meta['sha256'][:12]}")
+    meta = family_module(data["family"]).write_splits(Path(args.out), data)
+    print(f"wrote {args.out}: {meta.get('sizes', '')} sha256 {meta['sha256'][:12]}")
 
 
 def tags_from(args, kind: str, experiment: dict) -> dict[str, str]:
-    return {"kind": kind, "tables": args.tables, "method": experiment["weighting"]["name"],
+    tags = {"kind": kind, "tables": args.tables, "method": experiment["weighting"]["name"],
             "seed": str(args.seed), "scale": args.scale, "run": args.run_id,
-            "shots": str(experiment["data"]["shots"])}
+            "runner": experiment.get("runner", "meta"), "family": experiment["data"]["family"]}
+    for section in ("learner", "model"):
+        if "name" in experiment.get(section, {}):
+            tags[section] = str(experiment[section]["name"])
+    if "shots" in experiment["data"]:
+        tags["shots"] = str(experiment["data"]["shots"])
+    return tags
 
 
 def cmd_train(args) -> None:
     from . import tracking
-    from .train import CURVE_FILE, FINAL_FILE, SUMMARY_FILE, train
+    from .runners import runner_of
+    from .train import CURVE_FILE, FINAL_FILE, SUMMARY_FILE
 
     torch.set_num_threads(args.threads)
     experiment = json.loads(args.spec)
     out = Path(args.out)
-    summary = train(experiment, args.seed, Path(args.split), out, device=args.device,
-                    checkpoint_every=args.checkpoint_every, stop_after=args.stop_after)
+    options = {"stop_after": args.stop_after} if args.stop_after is not None else {}
+    summary = runner_of(experiment).train(experiment, args.seed, Path(args.split), out, device=args.device,
+                                          checkpoint_every=args.checkpoint_every, **options)
     print(json.dumps(summary, indent=2))
     if args.stop_after is not None or args.no_track:
         return
@@ -53,15 +58,16 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from . import tracking
-    from .evaluate import EVAL_FILE, EVAL_SUMMARY_FILE, evaluate
+    from .evaluate import EVAL_FILE, EVAL_SUMMARY_FILE
+    from .runners import runner_of
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    summary = evaluate(Path(args.final), Path(args.split), out, device=args.device)
+    experiment = torch.load(args.final, map_location="cpu", weights_only=False)["experiment"]
+    summary = runner_of(experiment).evaluate(Path(args.final), Path(args.split), out, device=args.device)
     print(json.dumps(summary, indent=2))
     if args.no_track:
         return
-    experiment = torch.load(args.final, map_location="cpu", weights_only=False)["experiment"]
     tracking.log_run(experiment=args.experiment, run_name=f"evaluate {args.run_id} seed{args.seed}",
                      params={**experiment, "seed": args.seed}, metrics=summary,
                      artifacts=[out / EVAL_FILE, out / EVAL_SUMMARY_FILE],
@@ -94,19 +100,29 @@ def cmd_table(args) -> None:
     if spec.get("kind", "table") == "table":
         from .tables import build_table, write_table
 
-        cells, runs = collect(spec, args.scale, runs_root, "eval.csv",
-                              lambda path: pd.read_csv(path)["mse"].to_numpy())
+        cells, runs = collect(spec, args.scale, runs_root, "eval.csv", pd.read_csv)
         provenance["runs"] = ", ".join(runs)
         frame = build_table(spec, cells, args.scale)
         for path in write_table(frame, spec, Path(args.out), args.scale, provenance):
             print(f"wrote {path}")
     else:
-        from .figures import plot_curves
+        from .claims import claims_markdown
+        from .figures import STYLES
+        from .io import atomic_path, read_json
 
+        style = (spec.get("figure") or {}).get("style", "curves")
+        if style not in STYLES:
+            raise ValueError(f"figure.style: unknown style {style!r}; known: {sorted(STYLES)}")
         curves, runs = collect(spec, args.scale, runs_root, "curve.csv", pd.read_csv)
-        out = Path(args.out).with_suffix(".png")
-        plot_curves(spec, curves, out, args.scale)
-        print(f"wrote {out}")
+        finals, _ = collect(spec, args.scale, runs_root, "eval.json", read_json)
+        provenance["runs"] = ", ".join(runs)
+        out = Path(args.out)
+        png, page = out.with_name(out.name + ".png"), out.with_name(out.name + ".md")
+        text = claims_markdown(spec, finals, args.scale, provenance, png.name)  # before writing anything
+        STYLES[style](spec, curves, png, args.scale)
+        with atomic_path(page) as tmp:
+            tmp.write_text(text)
+        print(f"wrote {png} and {page}")
 
 
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:

@@ -65,19 +65,23 @@ def resolve_experiment(spec: dict, scale: str, *overrides: dict | None) -> dict:
     for override in overrides:
         experiment = deep_merge(experiment, override)
     data = experiment["data"]
-    if data.get("query") is None:
+    if "shots" in data and data.get("query") is None:
         data["query"] = data["shots"]
     return experiment
 
 
+def shots_part(data: dict) -> str:
+    return f"-{data['shots']}shot" if "shots" in data else ""
+
+
 def split_id(experiment: dict) -> str:
     data = experiment["data"]
-    return f"{data['family']}-{data['shots']}shot-{stable_hash(data)}"
+    return f"{data['family']}{shots_part(data)}-{stable_hash(data)}"
 
 
 def run_id(experiment: dict) -> str:
     data, weighting = experiment["data"], experiment["weighting"]
-    return f"{data['family']}-{weighting['name']}-{data['shots']}shot-{stable_hash(experiment)}"
+    return f"{data['family']}-{weighting['name']}{shots_part(data)}-{stable_hash(experiment)}"
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,63 @@ def table_cells(spec: dict, scale: str) -> list[Cell]:
 def describe_scale(spec: dict, scale: str) -> str:
     """One line naming the scale and what it means for this table's runs."""
     experiment = resolve_experiment(spec, scale)
-    data, outer = experiment["data"], experiment["outer"]
-    return (f"{scale}: {outer['iterations']:,} meta-training iterations of {outer['meta_batch']} tasks, "
-            f"{data['train_tasks']:,} training tasks, {data['test_tasks']:,} meta-test tasks, "
-            f"seeds {', '.join(str(s) for s in spec['seeds'])}")
+    data, outer = experiment["data"], experiment.get("outer", {})
+    parts = []
+    if "iterations" in outer:
+        batch = f" of {outer['meta_batch']} tasks" if "meta_batch" in outer else ""
+        parts.append(f"{outer['iterations']:,} training iterations{batch}")
+    for key, label in (("train_tasks", "training tasks"), ("test_tasks", "meta-test tasks")):
+        if isinstance(data.get(key), int):
+            parts.append(f"{data[key]:,} {label}")
+    parts.append(f"seeds {', '.join(str(s) for s in spec['seeds'])}")
+    return f"{scale}: " + ", ".join(parts)
+
+
+def check_options(section: str, cls, options: dict, skip: int) -> None:
+    """Unknown options of a registered class name the config field (e.g. ``weighting.c``).
+
+    ``skip`` positional parameters of the constructor are supplied by the code, not the config.
+    """
+    import inspect
+
+    signature = inspect.signature(cls.__init__)
+    parameters = list(signature.parameters.values())[1 + skip:]  # after self and the code-supplied ones
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    known = {p.name for p in parameters}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"{section}.{unknown[0]}: unknown option of {section} {cls.__name__!r}; "
+                         f"known: {sorted(known)}")
+
+
+def check_experiment(experiment: dict) -> None:
+    """Names and options of a resolved experiment against the registries, before anything runs.
+
+    The JSON schema checks types; this checks what only the code knows: which families,
+    learners, weightings and runners exist and which options each accepts.
+    """
+    from .data import family_module
+    from .runners import runner_of
+
+    runner = runner_of(experiment)
+    family_module(experiment["data"]["family"])
+    if hasattr(runner, "check_experiment"):
+        runner.check_experiment(experiment)
+        return
+    from .learners import REGISTRY as LEARNERS
+    from .weighting import REGISTRY as WEIGHTINGS
+
+    missing = [key for key in ("model", "learner", "outer", "evaluation") if key not in experiment]
+    if missing:
+        raise ValueError(f"experiment.{missing[0]}: required by the meta-learning runner")
+    for key in ("lr", "meta_batch", "iterations"):
+        if key not in experiment["outer"]:
+            raise ValueError(f"outer.{key}: required by the meta-learning runner")
+
+    for section, registry, skip in (("learner", LEARNERS, 1), ("weighting", WEIGHTINGS, 3)):
+        name = experiment[section]["name"]
+        if name not in registry:
+            raise ValueError(f"{section}.name: unknown {section} {name!r}; known: {sorted(registry)}")
+        options = {k: v for k, v in experiment[section].items() if k != "name"}
+        check_options(section, registry[name], options, skip)

@@ -27,30 +27,36 @@ def load_trained(final_path: Path, split_path: Path, device: torch.device):
     checkpoint = torch.load(final_path, map_location=device, weights_only=False)
     experiment = checkpoint["experiment"]
     tasks = family_module(experiment["data"]["family"]).Tasks(split_path)
-    model = build_model(tasks.io_dims, experiment["model"]["hidden"]).to(device)
-    model.load_state_dict(checkpoint["model"])
+    model = build_model(experiment["model"], tasks.io_dims).to(device)
     learner = learner_for(experiment, model)
+    learner.load_state_dict(checkpoint["learner"])
     return checkpoint, tasks, learner
 
 
-def per_task_errors(learner, tasks, split: str, device: torch.device, chunk: int = 1000) -> np.ndarray:
-    """Post-adaptation query MSE of every task of ``split``, in chunks to bound memory."""
-    errors = []
+def per_task_metrics(learner, tasks, split: str, device: torch.device, chunk: int = 1000) -> dict[str, np.ndarray]:
+    """Post-adaptation metrics (loss, and mse or accuracy) of every task of ``split``, in chunks
+    to bound memory."""
+    parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, tasks.num_tasks(split), chunk):
         indices = torch.arange(start, min(start + chunk, tasks.num_tasks(split)))
-        errors.append(learner.adapted_query_losses(tasks.batch(split, indices).to(device)).cpu().numpy())
-    return np.concatenate(errors)
+        for name, values in learner.evaluate_tasks(tasks.batch(split, indices).to(device)).items():
+            parts.setdefault(name, []).append(values.detach().cpu().numpy())
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str = "auto") -> dict:
     out_dir = Path(out_dir)
     device_ = pick_device(device)
     checkpoint, tasks, learner = load_trained(Path(final_path), Path(split_path), device_)
-    errors = per_task_errors(learner, tasks, "test", device_)
-    frame = pd.DataFrame({"task": np.arange(len(errors)), "mse": errors, **tasks.task_table("test")})
+    metrics = per_task_metrics(learner, tasks, "test", device_)
+    count = len(next(iter(metrics.values())))
+    frame = pd.DataFrame({"task": np.arange(count), **metrics, **tasks.task_table("test")})
     with atomic_path(out_dir / EVAL_FILE) as tmp:
         frame.to_csv(tmp, index=False)
-    summary = {"test_tasks": len(errors), "mse_mean": float(errors.mean()),
-               "mse_worst10": summarise({0: errors}, "worst10").mean, "seed": checkpoint["seed"]}
+    summary = {"test_tasks": count, "seed": checkpoint["seed"]}
+    for name, values in metrics.items():
+        lower = name != "accuracy"
+        summary[f"{name}_mean"] = float(values.mean())
+        summary[f"{name}_worst10"] = summarise({0: values}, "worst10", lower).mean
     write_json(out_dir / EVAL_SUMMARY_FILE, summary)
     return summary

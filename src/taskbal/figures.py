@@ -60,3 +60,16 @@ def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame
     with atomic_path(out_png) as tmp:
         figure.savefig(tmp, dpi=120, format="png")  # format given: the temporary name ends in .tmp
     return out_png
+
+
+# Figure styles a figure config can name in ``figure: {style: ...}``: each draws one figure from
+# the curves of its cells, plot(spec, curves, out_png, scale).
+from .figures_moo import plot_distance_to_pareto_set, plot_toy_trajectories  # noqa: E402
+
+STYLES = {
+    "curves": plot_curves,
+    "distance_to_pareto_set": plot_distance_to_pareto_set,  # thesis Figs. 4.1-4.4
+    "toy_trajectories": plot_toy_trajectories,  # SIMOL Fig. 1
+}
+from .mtl.plots import plot_moblo_synthetic  # noqa: E402  (thesis Fig. A.1)
+STYLES["moblo_synthetic"] = plot_moblo_synthetic

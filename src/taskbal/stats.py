@@ -6,6 +6,12 @@
   accuracy); the value is the mean over seeds; the CI half-width is 1.96 · sd / √M over the
   pooled worst values (M = seeds × ⌈0.1 · tasks⌉). A NaN value (a diverged task) counts as the
   worst in either direction, so a diverged run shows up as NaN instead of being hidden.
+- worst_group / std_group (Nash-GBML's "worst" and "std. dev." over amplitude bins): per
+  seed, the mean of each group (bin) of tasks, then the worst group mean (highest error, or
+  lowest accuracy) or the standard deviation of the group means (ddof = 0: the bins are the
+  whole population of bins, not a sample); the value is the mean over seeds, the CI
+  half-width 1.96 · sd / √seeds over the per-seed values, and the paired sample is the
+  per-seed values.
 - paired test: scipy's two-sided ``ttest_rel``; overall values are paired by (seed, task),
   worst-10 % values by rank within each seed (worst with worst: the worst tasks of two
   methods are different tasks, so rank is the only pairing there is). Seeds are always taken
@@ -17,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats as scipy_stats
 
 Z95 = 1.96
@@ -59,9 +66,32 @@ class Summary:
         return len(self.seeds)
 
 
-def summarise(values_per_seed: dict[int, np.ndarray], metric: str, lower_is_better: bool = True) -> Summary:
-    """The table cell of ``metric`` ('overall' or 'worst10') from ``{seed: per-task values}``."""
+GROUP_METRICS = ("worst_group", "std_group")
+METRICS = ("overall", "worst10") + GROUP_METRICS
+
+
+def group_statistic(values: np.ndarray, groups: np.ndarray, metric: str, lower_is_better: bool) -> float:
+    """One seed's worst group mean or standard deviation of the group means."""
+    means = pd.Series(np.asarray(values, dtype=float)).groupby(np.asarray(groups)).mean().to_numpy()
+    if metric == "std_group":
+        return float(means.std(ddof=0))
+    if np.isnan(means).any():
+        return float("nan")  # a diverged group is the worst in either direction
+    return float(means.max() if lower_is_better else means.min())
+
+
+def summarise(values_per_seed: dict[int, np.ndarray], metric: str, lower_is_better: bool = True,
+              groups_per_seed: dict[int, np.ndarray] | None = None) -> Summary:
+    """The table cell of ``metric`` (one of METRICS) from ``{seed: per-task values}``
+    (and ``{seed: per-task group}`` for the group metrics)."""
     check_values(values_per_seed)
+    if metric in GROUP_METRICS:
+        if groups_per_seed is None:
+            raise ValueError(f"metric {metric!r} needs a group per task (a 'group' column in eval.csv)")
+        seeds = tuple(sorted(values_per_seed))
+        per_seed = np.array([group_statistic(values_per_seed[s], groups_per_seed[s], metric, lower_is_better)
+                             for s in seeds])
+        return Summary(float(per_seed.mean()), ci95(per_seed), per_seed.size, per_seed, seeds, metric)
     seeds = tuple(sorted(values_per_seed))
     if metric == "overall":
         pooled = np.concatenate([np.asarray(values_per_seed[s], dtype=float) for s in seeds])
@@ -72,7 +102,7 @@ def summarise(values_per_seed: dict[int, np.ndarray], metric: str, lower_is_bett
         # Mean of per-seed means: every seed weighs the same.
         mean = float(np.mean([worst[s].mean() for s in seeds]))
         return Summary(mean, ci95(pooled), pooled.size, pooled, seeds, metric)
-    raise ValueError(f"metric: expected 'overall' or 'worst10', got {metric!r}")
+    raise ValueError(f"metric: expected one of {list(METRICS)}, got {metric!r}")
 
 
 def paired_t_test(a: Summary, b: Summary) -> float:

@@ -58,7 +58,33 @@ def column_verdicts(lines: list[dict], lower_is_better: bool) -> dict:
             "best_agrees": ours[0] == paper[0]}
 
 
-def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray]], scale: str) -> pd.DataFrame:
+def column_sample(per_seed: dict[int, np.ndarray | pd.DataFrame], column: dict):
+    """{seed: values} (and {seed: groups} for group metrics) of one cell.
+
+    A seed's entry is either the per-task values already, or its eval.csv as a DataFrame; then
+    the rows matching the column's ``where`` are taken and its ``value`` column (default ``mse``).
+    """
+    if not all(isinstance(v, pd.DataFrame) for v in per_seed.values()):
+        return per_seed, None
+    value = column.get("value", "mse")
+    values, groups = {}, {}
+    for seed, frame in per_seed.items():
+        for key, wanted in (column.get("where") or {}).items():
+            if key not in frame.columns:
+                raise ValueError(f"column {column['key']!r}: 'where' names {key!r}, which eval.csv does not have "
+                                 f"(it has {list(frame.columns)})")
+            frame = frame[frame[key].astype(str) == str(wanted)]
+        if value not in frame.columns:
+            raise ValueError(f"column {column['key']!r}: value {value!r} is not a column of eval.csv "
+                             f"(it has {list(frame.columns)})")
+        values[seed] = frame[value].to_numpy(dtype=float)
+        if "group" in frame.columns:
+            groups[seed] = frame["group"].to_numpy()
+    return values, groups or None
+
+
+def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | pd.DataFrame]],
+                scale: str) -> pd.DataFrame:
     lower = spec.get("lower_is_better", True)
     level = spec.get("significance_level", 0.1)
     lines = []
@@ -68,7 +94,10 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray]],
         for row in spec["rows"]:
             paper = (row.get("paper") or {}).get(column["key"])
             values = cells.get((row["label"], column["key"]))
-            summary = summarise(values, metric, lower) if values else None
+            summary = None
+            if values:
+                values, groups = column_sample(values, column)
+                summary = summarise(values, metric, lower, groups)
             if summary:
                 summaries[row["label"]] = summary
             ours = summary.mean if summary else float("nan")

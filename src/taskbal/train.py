@@ -90,15 +90,15 @@ class Run:
         data, outer = experiment["data"], experiment["outer"]
         seed_everything(seed)
         self.tasks = family_module(data["family"]).Tasks(split_path)
-        self.model = build_model(self.tasks.io_dims, experiment["model"]["hidden"]).to(device)
+        self.model = build_model(experiment["model"], self.tasks.io_dims).to(device)
         self.learner = learner_for(experiment, self.model)
-        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.num_params = sum(p.numel() for p in self.learner.parameters())
         weighting_options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
         self.weighting = build_weighting(experiment["weighting"]["name"], self.num_params,
                                          self.tasks.feature_dim, seed, **weighting_options)
         if outer.get("optimizer", "adam") != "adam":
             raise ValueError(f"outer.optimizer: only 'adam' is supported, got {outer['optimizer']!r}")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=outer["lr"])
+        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=outer["lr"])
         self.iterations, self.meta_batch = outer["iterations"], outer["meta_batch"]
         self.order = task_order(seed, self.tasks.num_tasks("train"), self.iterations * self.meta_batch)
         self.curve = Curve(every=experiment["evaluation"]["curve_every"])
@@ -106,28 +106,37 @@ class Run:
         self.iteration = 0
 
     # -- one outer step -------------------------------------------------------------------------
-    def task_gradients(self, batch, iteration: int) -> TaskGradients:
+    def task_gradients(self, batch, iteration: int, indices: torch.Tensor) -> TaskGradients:
         losses, grads = self.learner.meta_gradients(batch)
+        task_ids, pool = self.pool_ids(indices)
         return TaskGradients(losses=losses, grads=grads, features=batch.features,
                              params=self.learner.flat_meta_parameters(), iteration=iteration,
                              generator=step_generator(self.seed, iteration),
-                             losses_at=lambda flat: self.learner.adapted_query_losses(batch, flat))
+                             losses_at=lambda flat: self.learner.adapted_query_losses(batch, flat),
+                             task_ids=task_ids, num_pool_tasks=pool)
+
+    def pool_ids(self, indices: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """What a distribution over training tasks lives on: the task itself, or its group when the
+        family groups training tasks (the skewed sinusoid's 100 amplitude bins, where TR-MAML keeps p)."""
+        if hasattr(self.tasks, "train_groups"):
+            return self.tasks.train_groups[indices], int(self.tasks.num_train_groups)
+        return indices, self.tasks.num_tasks("train")
 
     def step(self) -> dict:
         it = self.iteration
         indices = self.order[it * self.meta_batch:(it + 1) * self.meta_batch]
         batch = self.tasks.batch("train", indices).to(self.device)
-        tasks = self.task_gradients(batch, it)
+        tasks = self.task_gradients(batch, it, indices)
         combined = self.weighting.combine(tasks)
         self.apply_direction(combined.direction)
         stats = dict(combined.stats)
         if self.weighting.needs_gradients_after_step:
-            stats.update(self.weighting.after_step(self.task_gradients(batch, it)))
+            stats.update(self.weighting.after_step(self.task_gradients(batch, it, indices)))
         self.iteration += 1
         return {"train_loss": tasks.losses.mean().item(), **stats}
 
     def apply_direction(self, direction: torch.Tensor) -> None:
-        for param, grad in zip(self.model.parameters(), self.learner.unflatten(direction).values()):
+        for param, grad in zip(self.learner.parameters(), self.learner.unflatten(direction).values()):
             param.grad = grad.detach().clone()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -138,7 +147,7 @@ class Run:
 
     # -- resume state -----------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"iteration": self.iteration, "model": self.model.state_dict(),
+        return {"iteration": self.iteration, "learner": self.learner.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "weighting": self.weighting.state_dict(),
                 "curve_rows": self.curve.rows, "curve_window": self.curve.window,
                 "experiment": self.experiment, "seed": self.seed}
@@ -147,7 +156,7 @@ class Run:
         if state["experiment"] != self.experiment or state["seed"] != self.seed:
             raise ValueError("resume state belongs to a different experiment or seed; delete it to start over")
         self.iteration = state["iteration"]
-        self.model.load_state_dict(state["model"])
+        self.learner.load_state_dict(state["learner"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.weighting.load_state_dict(state["weighting"])
         self.curve.rows, self.curve.window = state["curve_rows"], state["curve_window"]
@@ -196,7 +205,7 @@ def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, devic
                **{f"final_{k}": v for k, v in run.curve.rows[-1].items() if k != "iteration"}}
     with atomic_path(out_dir / CURVE_FILE) as tmp:
         run.curve.frame().to_csv(tmp, index=False)
-    save_atomic({"model": run.model.state_dict(), "weighting": run.weighting.state_dict(),
+    save_atomic({"learner": run.learner.state_dict(), "weighting": run.weighting.state_dict(),
                  "experiment": experiment, "seed": seed}, out_dir / FINAL_FILE)
     write_json(out_dir / SUMMARY_FILE, summary)
     resume_path.unlink(missing_ok=True)

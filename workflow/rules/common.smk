@@ -4,7 +4,7 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from taskbal.config import TABLES_DIR, load_table, table_cells
+from taskbal.config import TABLES_DIR, check_experiment, load_table, table_cells
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -20,7 +20,8 @@ def load_validated_tables():
                     where = f"scale {scale!r}, row {cell.row!r}, column {cell.column!r}"
                     try:
                         validate(cell.experiment, "../schemas/experiment.schema.yaml", set_default=False)
-                    except WorkflowError as error:
+                        check_experiment(cell.experiment)
+                    except (WorkflowError, ValueError) as error:
                         raise WorkflowError(f"{where}: {error}")
         except (WorkflowError, ValueError, FileNotFoundError) as error:
             raise WorkflowError(f"{path}: {error}")

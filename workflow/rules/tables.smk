@@ -23,12 +23,14 @@ rule table:
 
 
 rule figure:
-    """A paper figure drawn from the training curves of its runs."""
+    """A paper figure drawn from the curves of its runs, with a page checking the paper's claims."""
     input:
         config="config/tables/{figure}.yaml",
         curves=lambda w: cell_files(w.figure, w.scale, "curve.csv"),
+        finals=lambda w: cell_files(w.figure, w.scale, "eval.json"),
     output:
         png="results/figures/{scale}/{figure}.png",
+        page="results/figures/{scale}/{figure}.md",
     log:
         "results/logs/{scale}/figure/{figure}.log",
     conda:
@@ -37,3 +39,16 @@ rule figure:
         "taskbal table --table {wildcards.figure} --scale {wildcards.scale}"
         " --runs-root results/runs/{wildcards.scale} --out results/figures/{wildcards.scale}/{wildcards.figure}"
         " > {log} 2>&1"
+
+
+# One rule per table or figure, named after its config, so that `snakemake nash_table2` builds it
+# at the configured scale (`--config scale=paper` for the published settings).
+for _name in TABLES:
+
+    rule:
+        name:
+            _name
+        input:
+            target_of(_name, config["scale"]),
+        localrule: True
+        default_target: False

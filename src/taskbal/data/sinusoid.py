@@ -36,11 +36,24 @@ def generate_split(rng: np.random.Generator, num_tasks: int, shots: int, query: 
     }
 
 
-def write_splits(path: Path | str, *, shots: int, query: int, train_tasks: int, val_tasks: int,
-                 test_tasks: int, seed: int) -> dict:
-    """Draw the three splits from ``seed`` and write them atomically; returns the sidecar metadata."""
+DATA_KEYS = ("family", "shots", "query", "train_tasks", "val_tasks", "test_tasks", "split_seed")
+
+
+def write_splits(path: Path | str, data: dict) -> dict:
+    """Draw the three splits of the experiment's ``data`` section and write them atomically.
+
+    ``data`` holds shots, query, train_tasks, val_tasks, test_tasks and split_seed (the
+    experiment's ``data`` section); returns the sidecar metadata.
+    """
+    unknown = sorted(set(data) - set(DATA_KEYS))
+    if unknown:
+        raise ValueError(f"data: unknown key(s) {unknown} for the sinusoid family; known: {list(DATA_KEYS)}")
+    missing = [key for key in DATA_KEYS[1:] if data.get(key) is None]
+    if missing:
+        raise ValueError(f"data: missing key(s) {missing} for the sinusoid family")
+    shots, query, seed = data["shots"], data["query"], data["split_seed"]
     path = Path(path)
-    sizes = {"train": train_tasks, "val": val_tasks, "test": test_tasks}
+    sizes = {"train": data["train_tasks"], "val": data["val_tasks"], "test": data["test_tasks"]}
     # One independent stream per split: changing the size of one split leaves the others unchanged.
     streams = np.random.SeedSequence(seed).spawn(len(SPLITS))
     arrays = {}

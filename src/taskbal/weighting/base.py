@@ -24,6 +24,9 @@ class TaskGradients:
     iteration: outer iteration index, 0-based.
     generator: a torch.Generator seeded from (seed, iteration), for methods that draw random numbers.
     losses_at: evaluates the same k tasks' query losses at other flattened meta-parameters.
+    task_ids:  [k] indices of the tasks in the training pool (for methods that keep a distribution
+               over training tasks, DA-MAML / TR-MAML); None when unknown.
+    num_pool_tasks: size of that pool (0 when unknown).
     """
 
     losses: torch.Tensor
@@ -33,6 +36,8 @@ class TaskGradients:
     iteration: int
     generator: torch.Generator
     losses_at: Callable[[torch.Tensor], torch.Tensor] | None = None
+    task_ids: torch.Tensor | None = None
+    num_pool_tasks: int = 0
 
     @property
     def num_tasks(self) -> int:

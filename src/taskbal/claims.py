@@ -1,0 +1,89 @@
+"""Verdicts on a paper's qualitative claims, for figures that print few or no numbers.
+
+A figure config lists ``claims``; each compares one scalar of the runs' ``eval.json`` (say
+the final distance to the Pareto front) between two rows of one column:
+
+    claims:
+      - text: "SIMOL ends closer to the Pareto front than mini-batch MGDA"
+        value: distance_to_front   # key of eval.json
+        better: SIMOL              # row label
+        than: mini-batch MGDA      # row label
+        column: main               # column key
+        lower_is_better: true
+
+The verdict is 'holds' when the mean over seeds of ``better`` beats that of ``than``, else
+'does not hold'; with two or more seeds the two-sided paired t-test over seeds (paired by
+seed: both rows use the same split and seeds) says whether the difference is significant at the
+table's ``significance_level``. A claim whose rows were not run is 'not run'.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from .stats import ci95
+
+
+def seed_values(finals: dict[tuple[str, str], dict[int, dict]], row: str, column: str, key: str) -> np.ndarray:
+    per_seed = finals.get((row, column))
+    if not per_seed:
+        return np.array([])
+    missing = [seed for seed, summary in per_seed.items() if key not in summary]
+    if missing:
+        raise ValueError(f"claim value {key!r}: eval.json of row {row!r}, column {column!r}, seed {missing[0]} "
+                         f"has no such key (it has {sorted(per_seed[missing[0]])})")
+    return np.array([float(per_seed[seed][key]) for seed in sorted(per_seed)])
+
+
+def judge(claim: dict, finals: dict, level: float) -> dict:
+    better = seed_values(finals, claim["better"], claim["column"], claim["value"])
+    than = seed_values(finals, claim["than"], claim["column"], claim["value"])
+    lower = claim.get("lower_is_better", True)
+    result = {"text": claim["text"], "value": claim["value"], "better": claim["better"], "than": claim["than"],
+              "column": claim["column"], "better_mean": float("nan"), "than_mean": float("nan"),
+              "better_ci": float("nan"), "than_ci": float("nan"), "p_value": float("nan"),
+              "verdict": "not run", "significant": False}
+    if better.size == 0 or than.size == 0:
+        return result
+    result.update(better_mean=float(better.mean()), than_mean=float(than.mean()),
+                  better_ci=ci95(better), than_ci=ci95(than))
+    holds = better.mean() < than.mean() if lower else better.mean() > than.mean()
+    result["verdict"] = "holds" if holds else "does not hold"
+    # The paired test is undefined when the per-seed differences do not vary (scipy warns, returns NaN).
+    if better.size == than.size and better.size >= 2 and np.ptp(better - than) > 1e-9 * max(1.0, float(np.abs(better - than).max())):
+        result["p_value"] = float(scipy_stats.ttest_rel(better, than).pvalue)
+        result["significant"] = bool(result["p_value"] < level)
+    return result
+
+
+def fmt(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.4g}"
+
+
+def claims_markdown(spec: dict, finals: dict, scale: str, provenance: dict, figure_name: str) -> str:
+    """The figure's companion page: what each claim says, our numbers, and the verdict."""
+    level = spec.get("significance_level", 0.1)
+    verdicts = [judge(claim, finals, level) for claim in spec.get("claims", [])]
+    out = [f"# {spec['name']}: {spec['source']}", "", f"![{spec['name']}]({figure_name})", "",
+           f"**Scale: {provenance.get('scale_description', scale)}**", ""]
+    out += [f"- {key.replace('_', ' ')}: {value}" for key, value in provenance.items() if key != "scale_description"]
+    out += ["", "## The paper's claims, checked on our runs", ""]
+    if not verdicts:
+        out.append("This figure's config states no claim.")
+    else:
+        out += ["| claim (the paper's) | value | ours: better row | ours: other row | p (paired, seeds) | verdict |",
+                "|---|---|---|---|---|---|"]
+        for v in verdicts:
+            significance = " (significant)" if v["significant"] else ""
+            out.append(f"| {v['text']} | {v['value']} ({v['column']}) | {v['better']}: {fmt(v['better_mean'])} "
+                       f"± {fmt(v['better_ci'])} | {v['than']}: {fmt(v['than_mean'])} ± {fmt(v['than_ci'])} | "
+                       f"{fmt(v['p_value'])} | {v['verdict']}{significance} |")
+    paper_rows = [(row["label"], row["paper"]) for row in spec["rows"] if row.get("paper")]
+    if paper_rows:
+        out += ["", "Numbers the paper states (the paper's, not ours):", ""]
+        out += [f"- {label}: {values}" for label, values in paper_rows]
+    out += ["", f"Ours: mean ± 95 % CI over seeds of each run's eval.json value; a claim 'holds' when our mean "
+            f"for the first row beats the second's; 'significant': paired t-test over seeds, p < {level}.", ""]
+    return "\n".join(out)

@@ -1,0 +1,50 @@
+"""Runner for multi-task learning (thesis Ye 2024: EW / MGDA / … baselines, NORMAL, MOML, FORUM).
+
+The loop, the options of the ``mtl`` section and the methods are described in taskbal/mtl/loop.py;
+the family contract (per-task tensors of images/labels) in taskbal/mtl/data.py. ``weighting.name``
+is the method: a registered weighting (single-level, shared gradients combined by it), ``normal``,
+or ``moml`` / ``forum`` (bi-level; ``mtl.bilevel`` picks hyper-cleaning or task weighting; the
+thesis' MoCo baseline is ``moml`` with ``combiner: moco``).
+
+train → out_dir/final.pt (the selected model), curve.csv (per-task training losses, weights, method
+statistics, per-task accuracy/loss on ``mtl.curve_split``), train.json; resumes from resume.pt.
+evaluate → eval.csv, one row per task of ``mtl.eval_split`` (default test) with columns task,
+accuracy (%), f1 (macro-F1, %), loss; eval.json (numbers only, MLflow logs them as metrics) with
+mean_accuracy, mean_f1, mean_loss, the per-task values as accuracy_<task> / f1_<task> / loss_<task>,
+and the selected iteration.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_path, write_json
+from ..mtl.loop import (Trainer, check_experiment, load_trained_model, pick_device, settings, task_metrics)
+
+EVAL_FILE, EVAL_SUMMARY_FILE = "eval.csv", "eval.json"
+
+__all__ = ["train", "evaluate", "check_experiment"]
+
+
+def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: str = "auto",
+          checkpoint_every: int = 500, stop_after: int | None = None, progress: bool = True) -> dict:
+    check_experiment(experiment)
+    trainer = Trainer(experiment, seed, Path(split_path), pick_device(device))
+    return trainer.run(Path(out_dir), checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
+
+
+def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str = "auto") -> dict:
+    model, data, final = load_trained_model(Path(final_path), Path(split_path), pick_device(device))
+    split = settings(final["experiment"])["eval_split"]
+    rows = task_metrics(model, data, split)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / EVAL_FILE) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    summary = {"selected_iteration": int(final["selected_iteration"]),
+               **{f"mean_{key}": float(np.mean([row[key] for row in rows])) for key in ("accuracy", "f1", "loss")}}
+    for row in rows:
+        summary.update({f"{key}_{row['task']}": row[key] for key in ("accuracy", "f1", "loss")})
+    write_json(out_dir / EVAL_SUMMARY_FILE, summary)
+    return summary

@@ -1,0 +1,234 @@
+"""Runner for SIMOL's Figure 1: full MGDA, mini-batch MGDA and SIMOL on the two-objective toy
+(Yu et al., ICLR 2023, §3 and Appendix A; the problem is in taskbal/data/simol_toy.py).
+
+The toy's "tasks" are its two objectives and its meta-parameters are the point x ∈ R² (no inner
+loop: f_τ(x) is evaluated directly). Each iteration samples a mini-batch of ``problem.batch_size``
+objectives (all of them when it equals 2 — "full" MGDA — otherwise drawn with
+``problem.task_probabilities``, 2/3 and 1/3 in the paper), hands their values and exact gradients to
+a weighting of taskbal.weighting (the same code the meta-learning runner uses: ``mgda`` gives full
+or mini-batch MGDA; any registered weighting works), and steps x along the combined direction.
+
+``weighting.name: simol`` is the one toy-specific path: the paper says "the meta-learner and the
+re-weighting network are represented by learnable vectors", so r_θ(τ) = θ_τ² with one learnable
+entry per objective (θ₀ = ``init_theta``, 1 by default) instead of weighting/simol.py's MLP on task
+features. Everything else — the direction (1/k) Σ_τ r_θ(τ) ∇f_τ with r detached, and the ascent on
+K̃_B(θ) = −‖(1/k) Σ r g‖²/(2λ̂') − λ̂''((1/k) Σ r − 1)²/2 — is weighting/simol.py's SIMOL code.
+
+Experiment section ``problem`` (defaults in brackets):
+    start               initial point x₀                                            [required]
+    iterations          number of steps                                             [required]
+    batch_size          objectives per step: 2 = full, 1 = the paper's mini-batch     [required]
+    task_probabilities  sampling probabilities of f₁, f₂ when batch_size < 2         [[2/3, 1/3]]
+    lr                  step size of x (paper: 0.01 for every method)                [0.01]
+    optimizer           sgd (plain steps x ← x − lr·d) or adam                       [sgd]
+    curve_every         iterations between rows of curve.csv                        [100]
+
+Choices where the paper is silent (notes/000_simol.md §4.0 and A13): the starting points are CAGrad's
+(−8.5, 7.5), (−8.5, −5), (9, 9); plain gradient steps (the paper gives only learning rates; CAGrad's
+toy uses Adam, available as ``optimizer: adam``); the number of iterations is the config's; a
+mini-batch of one objective is drawn independently each step from the run's seed. A run whose x
+turns non-finite (plain steps through the log-valleys, where gradients reach 1/5e−6) stops at its
+last finite point; train.json records ``diverged_at`` (−1: never).
+
+Outputs: curve.csv (iteration, x1, x2, f1, f2, distance_to_front, distance_to_pareto_set, the
+weights given to f₁ and f₂ in the step, and SIMOL's r statistics), train.json, final.pt; evaluate
+writes eval.csv (one row per objective: its final value) and eval.json (distance_to_front: Euclidean
+distance of (f₁, f₂)(x_T) to the analytic front; distance_to_pareto_set in x-space; f1, f2;
+min_norm: ‖Σ γ_i ∇f_i(x_T)‖ at the MGDA weights γ, the Pareto-stationarity gap).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import check_options
+from ..data.simol_toy import Tasks, resolved
+from ..io import atomic_path, write_json
+from ..weighting import REGISTRY, TaskGradients
+from ..weighting.mgda import min_norm_weights
+from ..weighting.simol import SIMOL
+
+CURVE_FILE, FINAL_FILE, SUMMARY_FILE = "curve.csv", "final.pt", "train.json"
+EVAL_FILE, EVAL_SUMMARY_FILE = "eval.csv", "eval.json"
+REQUIRED = ("start", "iterations", "batch_size")
+DEFAULTS = {"task_probabilities": [2.0 / 3.0, 1.0 / 3.0], "lr": 0.01, "optimizer": "sgd", "curve_every": 100}
+NUM_OBJECTIVES = 2
+
+
+class VectorReweighting(torch.nn.Module):
+    """r_θ(τ) = θ_τ², one learnable entry per objective (SIMOL Appendix A: "learnable vectors")."""
+
+    def __init__(self, num_tasks: int, init_theta: float):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.full((num_tasks,), float(init_theta), dtype=torch.float64))
+
+    def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
+        return self.theta[task_ids] ** 2
+
+
+class ToySIMOL(SIMOL):
+    """weighting/simol.py's SIMOL with the toy's vector re-weighting in place of the MLP."""
+
+    def __init__(self, num_params: int, feature_dim: int, seed: int, *, lambda_grad: float = 1.0,
+                 lambda_mean: float = 1.0, theta_lr: float = 0.1, theta_optimizer: str = "sgd",
+                 init_theta: float = 1.0):
+        super().__init__(num_params, feature_dim, seed, lambda_grad=lambda_grad, lambda_mean=lambda_mean,
+                         theta_lr=theta_lr, theta_optimizer=theta_optimizer)
+        self.net = VectorReweighting(NUM_OBJECTIVES, init_theta)
+        optimizer = torch.optim.SGD if theta_optimizer == "sgd" else torch.optim.Adam
+        self.optimizer = optimizer(self.net.parameters(), lr=theta_lr)
+
+    def weights(self, tasks: TaskGradients) -> torch.Tensor:
+        return self.net(tasks.task_ids).to(tasks.grads.dtype)
+
+
+def weighting_class(name: str):
+    if name == "simol":
+        return ToySIMOL
+    if name not in REGISTRY:
+        raise ValueError(f"weighting.name: unknown method {name!r}; known: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def settings(experiment: dict) -> dict:
+    section = experiment.get("problem") or {}
+    known = (*REQUIRED, *DEFAULTS)
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ValueError(f"problem.{unknown[0]}: unknown option of the simol_toy runner; known: {sorted(known)}")
+    missing = [key for key in REQUIRED if key not in section]
+    if missing:
+        raise ValueError(f"problem.{missing[0]}: required by the simol_toy runner")
+    conf = {**DEFAULTS, **section}
+    start = conf["start"]
+    if not (isinstance(start, (list, tuple)) and len(start) == 2 and all(isinstance(v, (int, float)) for v in start)):
+        raise ValueError(f"problem.start: expected two numbers [x1, x2], got {start!r}")
+    for key in ("iterations", "curve_every"):
+        if not isinstance(conf[key], int) or conf[key] < 1:
+            raise ValueError(f"problem.{key}: must be an integer >= 1, got {conf[key]!r}")
+    if conf["batch_size"] not in (1, 2):
+        raise ValueError(f"problem.batch_size: must be 1 or 2 (the toy has two objectives), got {conf['batch_size']!r}")
+    probabilities = np.asarray(conf["task_probabilities"], dtype=np.float64)
+    if probabilities.shape != (NUM_OBJECTIVES,) or np.any(probabilities < 0) or abs(probabilities.sum() - 1) > 1e-9:
+        raise ValueError(f"problem.task_probabilities: expected two non-negative numbers summing to 1, "
+                         f"got {conf['task_probabilities']!r}")
+    if conf["lr"] <= 0:
+        raise ValueError(f"problem.lr: must be > 0, got {conf['lr']}")
+    if conf["optimizer"] not in ("sgd", "adam"):
+        raise ValueError(f"problem.optimizer: expected 'sgd' or 'adam', got {conf['optimizer']!r}")
+    return conf
+
+
+def check_experiment(experiment: dict) -> None:
+    resolved(experiment["data"])
+    settings(experiment)
+    options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
+    check_options("weighting", weighting_class(experiment["weighting"]["name"]), options, skip=3)
+
+
+def sample_batch(rng: np.random.Generator, batch_size: int, probabilities: list[float]) -> np.ndarray:
+    """Indices of the objectives in this step's mini-batch (all of them for a full batch)."""
+    if batch_size >= NUM_OBJECTIVES:
+        return np.arange(NUM_OBJECTIVES)
+    return np.sort(rng.choice(NUM_OBJECTIVES, size=batch_size, replace=False, p=probabilities))
+
+
+def mgda_min_norm(grads: np.ndarray) -> tuple[float, np.ndarray]:
+    """‖Σ γ_i g_i‖ at the min-norm weights γ of all objectives' gradients (Pareto-stationarity gap)."""
+    gamma = min_norm_weights(grads @ grads.T)
+    return float(np.linalg.norm(gamma @ grads)), gamma
+
+
+def record(problem, x: np.ndarray, iteration: int, extra: dict) -> dict:
+    values, _ = problem.values_and_gradients(x)
+    row = {"iteration": iteration, "x1": float(x[0]), "x2": float(x[1]), "f1": float(values[0]),
+           "f2": float(values[1]), "distance_to_front": problem.distance_to_front(values),
+           "distance_to_pareto_set": problem.distance_to_pareto_set(x)}
+    row.update(extra)
+    return row
+
+
+def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: str = "auto",
+          checkpoint_every: int = 500, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run one method from one start. A run takes seconds to a minute, so it keeps no resume state:
+    ``checkpoint_every`` and ``stop_after`` (the resume machinery of other runners) are ignored and a
+    killed run simply starts again; ``device`` is unused (the toy runs on the CPU)."""
+    check_experiment(experiment)
+    conf = settings(experiment)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    problem = Tasks(split_path)
+    options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
+    weighting = weighting_class(experiment["weighting"]["name"])(2, NUM_OBJECTIVES, seed, **options)
+    x = torch.tensor(conf["start"], dtype=torch.float64, requires_grad=True)
+    optimizer = (torch.optim.SGD if conf["optimizer"] == "sgd" else torch.optim.Adam)([x], lr=conf["lr"])
+    rng = np.random.default_rng([seed, 1])
+    one_hot = torch.eye(NUM_OBJECTIVES, dtype=torch.float64)
+    rows = [record(problem, x.detach().numpy(), 0, {})]
+    window: list[dict] = []
+    started = time.perf_counter()
+    diverged_at = None
+    for iteration in range(conf["iterations"]):
+        if diverged_at is not None:
+            break
+        batch = sample_batch(rng, conf["batch_size"], conf["task_probabilities"])
+        values, grads = problem.values_and_gradients(x.detach().numpy())
+        ids = torch.as_tensor(batch)
+        tasks = TaskGradients(losses=torch.as_tensor(values[batch]), grads=torch.as_tensor(grads[batch]),
+                              features=one_hot[ids], params=x.detach().clone(), iteration=iteration,
+                              generator=torch.Generator().manual_seed(seed * 1_000_003 + iteration),
+                              task_ids=ids, num_pool_tasks=NUM_OBJECTIVES)
+        combined = weighting.combine(tasks)
+        previous = x.detach().clone()
+        optimizer.zero_grad()
+        x.grad = combined.direction.detach().clone()
+        optimizer.step()
+        if not torch.all(torch.isfinite(x)):  # a diverging run stops at its last finite point
+            with torch.no_grad():
+                x.copy_(previous)
+            diverged_at = iteration
+        step_weights = np.zeros(NUM_OBJECTIVES)
+        step_weights[batch] = combined.weights.detach().numpy()
+        window.append({"weight_f1": step_weights[0], "weight_f2": step_weights[1], **combined.stats})
+        done = iteration + 1
+        if done % conf["curve_every"] == 0 or done == conf["iterations"] or diverged_at is not None:
+            # Averages over the steps since the last row: which objective was drawn, with what weight.
+            means = {key: float(np.mean([w.get(key, np.nan) for w in window])) for key in window[0]}
+            rows.append(record(problem, x.detach().numpy(), done, means))
+            window = []
+    seconds = time.perf_counter() - started
+    with atomic_path(out_dir / CURVE_FILE) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    with atomic_path(out_dir / FINAL_FILE) as tmp:
+        torch.save({"experiment": experiment, "seed": seed, "x": x.detach().numpy().copy(),
+                    "weighting": weighting.state_dict()}, tmp)
+    summary = {"final_distance_to_front": rows[-1]["distance_to_front"], "iterations": conf["iterations"],
+               "diverged_at": -1 if diverged_at is None else diverged_at,  # numbers only (MLflow metrics)
+               "seconds": seconds, "f1": rows[-1]["f1"], "f2": rows[-1]["f2"]}
+    write_json(out_dir / SUMMARY_FILE, summary)
+    if progress:
+        print(f"{experiment['weighting']['name']} (batch {conf['batch_size']}) from {conf['start']}: "
+              f"distance to the front {summary['final_distance_to_front']:.4g} after {conf['iterations']} steps")
+    return summary
+
+
+def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str = "auto") -> dict:
+    final = torch.load(final_path, map_location="cpu", weights_only=False)
+    problem = Tasks(split_path)
+    x = np.asarray(final["x"], dtype=np.float64)
+    values, grads = problem.values_and_gradients(x)
+    min_norm, gamma = mgda_min_norm(grads)
+    out_dir = Path(out_dir)
+    frame = pd.DataFrame({"objective": ["f1", "f2"], "value": values})
+    with atomic_path(out_dir / EVAL_FILE) as tmp:
+        frame.to_csv(tmp, index=False)
+    summary = {"distance_to_front": problem.distance_to_front(values),
+               "distance_to_pareto_set": problem.distance_to_pareto_set(x),
+               "f1": float(values[0]), "f2": float(values[1]), "x1": float(x[0]), "x2": float(x[1]),
+               "min_norm": min_norm, "mgda_weight_f1": float(gamma[0])}
+    write_json(out_dir / EVAL_SUMMARY_FILE, summary)
+    return summary

@@ -1,0 +1,65 @@
+"""Claim verdicts of figure pages, and the group metrics of Nash-GBML-style tables."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taskbal.claims import claims_markdown, judge
+from taskbal.stats import summarise
+from taskbal.tables import column_sample
+
+CLAIM = {"text": "A ends lower than B", "value": "distance", "better": "A", "than": "B", "column": "main",
+         "lower_is_better": True}
+
+
+def finals(a: list[float], b: list[float]) -> dict:
+    return {("A", "main"): {s: {"distance": v} for s, v in enumerate(a)},
+            ("B", "main"): {s: {"distance": v} for s, v in enumerate(b)}}
+
+
+def test_claim_holds_and_is_significant_when_every_seed_agrees():
+    result = judge(CLAIM, finals([0.1, 0.2, 0.15, 0.12], [1.0, 1.1, 0.9, 1.2]), level=0.1)
+    assert result["verdict"] == "holds" and result["significant"]
+    assert result["better_mean"] == pytest.approx(0.1425)
+
+
+def test_claim_does_not_hold_when_the_order_is_reversed():
+    result = judge(CLAIM, finals([1.0, 1.1], [0.1, 0.2]), level=0.1)
+    assert result["verdict"] == "does not hold"
+    higher = judge({**CLAIM, "lower_is_better": False}, finals([1.0, 1.1], [0.1, 0.2]), level=0.1)
+    assert higher["verdict"] == "holds"
+
+
+def test_claim_of_rows_not_run_and_missing_key():
+    assert judge(CLAIM, {("A", "main"): {0: {"distance": 1.0}}}, level=0.1)["verdict"] == "not run"
+    with pytest.raises(ValueError, match="distance.*row 'A'"):
+        judge(CLAIM, {("A", "main"): {0: {"other": 1.0}}, ("B", "main"): {0: {"distance": 1.0}}}, level=0.1)
+
+
+def test_claims_page_labels_the_claim_as_the_paper_s():
+    spec = {"name": "toy", "source": "Paper, Figure 1", "claims": [CLAIM], "rows": [{"label": "A"}, {"label": "B"}]}
+    page = claims_markdown(spec, finals([0.1, 0.2], [1.0, 1.1]), "tiny", {"seeds": "0, 1"}, "toy.png")
+    assert "claim (the paper's)" in page and "| holds" in page and "toy.png" in page
+
+
+def test_group_metrics_by_hand():
+    values = {0: np.array([1.0, 3.0, 10.0, 14.0]), 1: np.array([2.0, 2.0, 4.0, 6.0])}
+    groups = {0: np.array([0, 0, 1, 1]), 1: np.array([0, 0, 1, 1])}
+    worst = summarise(values, "worst_group", True, groups)
+    assert worst.mean == pytest.approx((12.0 + 5.0) / 2)  # group means: seed 0 (2, 12), seed 1 (2, 5)
+    spread = summarise(values, "std_group", True, groups)
+    assert spread.mean == pytest.approx((5.0 + 1.5) / 2)  # population sd of two means = half their gap
+    best_is_highest = summarise(values, "worst_group", False, groups)
+    assert best_is_highest.mean == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="group"):
+        summarise(values, "worst_group", True, None)
+
+
+def test_column_sample_filters_rows_and_picks_the_value():
+    frame = pd.DataFrame({"task": ["mnist", "fashion", "mnist"], "accuracy": [0.9, 0.8, 0.7], "group": [0, 1, 0]})
+    values, groups = column_sample({0: frame}, {"key": "c", "value": "accuracy", "where": {"task": "mnist"}})
+    np.testing.assert_allclose(values[0], [0.9, 0.7])
+    np.testing.assert_array_equal(groups[0], [0, 0])
+    with pytest.raises(ValueError, match="'nope' is not a column"):
+        column_sample({0: frame}, {"key": "c", "value": "nope"})
