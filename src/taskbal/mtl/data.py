@@ -1,0 +1,104 @@
+"""Multi-task data for the MTL loop: per-task tensors of a family, and deterministic mini-batches.
+
+The MTL family contract (what ``runners/mtl.py`` reads from ``data.family``'s ``Tasks(path)``):
+
+    task_names                 sequence of the m task names (eval.csv's ``task`` column)
+    splits                     the split names it holds; must include "train" and "test";
+                               "val" is the UL data of the bi-level methods and the curves' split;
+                               any other name (e.g. "val2", hyper-cleaning's second validation set
+                               that selects the model) can be named by ``mtl.select_on``
+    arrays(split, task)        (x, y): inputs [n, ...] (float) and integer class labels [n]
+                               (numpy arrays or tensors); for hyper-cleaning the "train" labels are
+                               the corrupted ones the per-sample weights must learn to discount
+    num_classes(task)          optional: classes of the task (else max label + 1 over the splits)
+    corrupted(task)            optional: bool [n_train], which training labels were corrupted
+                               (hyper-cleaning diagnostics only; never used for training)
+
+Mini-batches: batch k of a task in a named ``stream`` (the single-level training stream, the LL
+and UL streams of a bi-level method) is slice k mod B of a permutation drawn from
+(seed, stream, task, epoch = k div B), B = batches per epoch — every sample is seen once per epoch,
+and the batch depends only on (seed, iteration), so a resumed run sees the same data.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+STREAMS = ("train", "lower", "upper")
+
+
+@dataclass
+class TaskBatch:
+    x: torch.Tensor
+    y: torch.Tensor
+    indices: torch.Tensor  # positions of the samples in their task's split
+
+
+def _tensor(array, dtype) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array).to(dtype)
+
+
+class MultiTaskData:
+    """All splits of a multi-task family as tensors on one device."""
+
+    def __init__(self, tasks, device: torch.device | str = "cpu"):
+        for attribute in ("task_names", "splits", "arrays"):
+            if not hasattr(tasks, attribute):
+                raise ValueError(f"data.family: the family's Tasks has no {attribute!r}; the MTL runner needs a "
+                                 "multi-task family (task_names, splits, arrays(split, task))")
+        self.source = tasks
+        self.names = [str(name) for name in tasks.task_names]
+        self.device = torch.device(device)
+        missing = [split for split in ("train", "test") if split not in tasks.splits]
+        if missing:
+            raise ValueError(f"data.family: the MTL runner needs split {missing[0]!r}; the family has {list(tasks.splits)}")
+        self.tensors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for split in tasks.splits:
+            pairs = []
+            for name in self.names:
+                x, y = tasks.arrays(split, name)
+                pairs.append((_tensor(x, torch.float32).to(self.device), _tensor(y, torch.int64).to(self.device)))
+            self.tensors[split] = pairs
+        self.num_classes = [self._classes(i) for i in range(len(self.names))]
+        self.input_dim = int(np.prod(self.tensors["train"][0][0].shape[1:]))
+
+    def _classes(self, task: int) -> int:
+        if hasattr(self.source, "num_classes"):
+            return int(self.source.num_classes(self.names[task]))
+        return int(max(int(pairs[task][1].max()) for pairs in self.tensors.values()) + 1)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.names)
+
+    def has_split(self, split: str) -> bool:
+        return split in self.tensors
+
+    def size(self, split: str, task: int) -> int:
+        return int(self.tensors[split][task][1].shape[0])
+
+    def split(self, split: str, task: int) -> TaskBatch:
+        x, y = self.tensors[split][task]
+        return TaskBatch(x, y, torch.arange(y.shape[0], device=self.device))
+
+    def batch(self, split: str, iteration: int, seed: int, batch_size: int, stream: str) -> list[TaskBatch]:
+        """Mini-batch ``iteration`` of every task (batch_size <= 0 or >= the split size: the whole split)."""
+        if stream not in STREAMS:
+            raise ValueError(f"stream: unknown {stream!r}; known: {list(STREAMS)}")
+        out = []
+        for task in range(self.num_tasks):
+            n = self.size(split, task)
+            if batch_size <= 0 or batch_size >= n:
+                out.append(self.split(split, task))
+                continue
+            per_epoch = n // batch_size
+            epoch, position = divmod(iteration, per_epoch)
+            key = [seed, zlib.crc32(f"{stream}/{split}".encode()), task, epoch]
+            order = np.random.default_rng(key).permutation(n)[position * batch_size:(position + 1) * batch_size]
+            indices = torch.as_tensor(order, device=self.device)
+            x, y = self.tensors[split][task]
+            out.append(TaskBatch(x[indices], y[indices], indices))
+        return out

@@ -1,0 +1,365 @@
+"""The one multi-task training loop: a shared encoder, one head per task, any thesis method.
+
+Every MTL method is a *step* object with ``step(iteration) -> stats`` and a resumable state:
+
+  * a registered weighting (``weighting.name``: mean = EW, mgda, pcgrad, cagrad, …): single-level
+    training, the per-task shared gradients combined by taskbal.weighting (mtl/weighted.py);
+  * ``normal``: NORMAL's ODE neck and task positions (mtl/normal.py), EW or any ``combiner``;
+  * ``moml`` / ``forum``: bi-level methods (mtl/moml.py, mtl/forum.py) on a network MOBLO problem
+    (``mtl.bilevel``: hyper_cleaning or task_weighting, mtl/problems.py); the network's parameters
+    are the problem's ω and are copied back into the network after every step.
+
+The loop around them is shared: deterministic batches (mtl/data.py), a curve row every
+``curve_every`` iterations (means of the step statistics since the last row, plus per-task accuracy
+and loss on ``curve_split``), model selection on ``select_on`` (mean accuracy; the thesis'
+hyper-cleaning selects on its second validation set), checkpoints to resume.pt every
+``checkpoint_every`` iterations (a resumed run ends with the same numbers as an uninterrupted one),
+and final.pt / curve.csv / train.json at the end.
+
+Experiment section ``mtl`` (defaults in brackets):
+    iterations        training (or UL) iterations                                  [required]
+    hidden            encoder widths, Linear+ReLU each                             [[512, 256]]
+    batch_size        per-task mini-batch (single-level and the LL of bi-level)    [100]
+    optimizer, lr, weight_decay   single-level optimiser (adam | sgd)              [adam, 1e-3, 0]
+    scale             mean | sum: the direction of the mean or the summed loss      [mean]
+    heads             weighted | unit: head i's gradient scaled by w_i or not        [weighted]
+    curve_every       iterations between curve rows                               [50]
+    curve_split       split evaluated at every curve row (null: none)              [val]
+    select_on         split whose mean accuracy picks the reported model (null: last) [null]
+    bilevel           hyper_cleaning | task_weighting (moml / forum only)          [hyper_cleaning]
+    upper_split       UL data of bi-level methods                                  [val]
+    upper_batch_size  per-task UL mini-batch (<= 0: the whole split)               [100]
+    lower_batches     iteration | step: one LL batch per UL iteration, or per LL step [iteration]
+    alpha_init        hyper-cleaning's initial per-sample logit                    [0.0]
+    eval_split        split that evaluate() reports                                [test]
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import family_module
+from ..io import atomic_path, write_json
+from ..weighting import REGISTRY as WEIGHTINGS
+from .data import MultiTaskData
+from .forum import FORUM
+from .model import MultiTaskNet
+from .moml import MOML, check_combiner
+from .normal import NECK_OPTIONS, NORMAL, NORMAL_OPTIONS, NormalNeck, split_options
+from .problems import LOWER_BATCHES, PROBLEMS, HyperCleaning
+from .weighted import WeightedMTL, task_loss
+
+RESUME_FILE, FINAL_FILE, CURVE_FILE, SUMMARY_FILE = "resume.pt", "final.pt", "curve.csv", "train.json"
+BILEVEL = {"moml": MOML, "forum": FORUM}
+DEFAULTS = {"hidden": [512, 256], "batch_size": 100, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
+            "scale": "mean", "heads": "weighted", "curve_every": 50, "curve_split": "val", "select_on": None,
+            "bilevel": "hyper_cleaning", "upper_split": "val", "upper_batch_size": 100, "alpha_init": 0.0,
+            "lower_batches": "iteration", "eval_split": "test"}
+REQUIRED = ("iterations",)
+
+
+# --------------------------------------------------------------------------- configuration
+def settings(experiment: dict) -> dict:
+    section = experiment.get("mtl") or {}
+    known = (*REQUIRED, *DEFAULTS)
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ValueError(f"mtl.{unknown[0]}: unknown option of the mtl runner; known: {sorted(known)}")
+    missing = [key for key in REQUIRED if key not in section]
+    if missing:
+        raise ValueError(f"mtl.{missing[0]}: required by the mtl runner")
+    conf = {**DEFAULTS, **section}
+    for key in ("iterations", "curve_every", "batch_size"):
+        if not isinstance(conf[key], int) or isinstance(conf[key], bool) or conf[key] < 1:
+            raise ValueError(f"mtl.{key}: must be an integer >= 1, got {conf[key]!r}")
+    if not isinstance(conf["upper_batch_size"], int):
+        raise ValueError(f"mtl.upper_batch_size: must be an integer, got {conf['upper_batch_size']!r}")
+    if not conf["lr"] > 0:
+        raise ValueError(f"mtl.lr: must be > 0, got {conf['lr']}")
+    if conf["weight_decay"] < 0:
+        raise ValueError(f"mtl.weight_decay: must be >= 0, got {conf['weight_decay']}")
+    if conf["bilevel"] not in PROBLEMS:
+        raise ValueError(f"mtl.bilevel: unknown {conf['bilevel']!r}; known: {sorted(PROBLEMS)}")
+    if conf["lower_batches"] not in LOWER_BATCHES:
+        raise ValueError(f"mtl.lower_batches: unknown {conf['lower_batches']!r}; known: {list(LOWER_BATCHES)}")
+    return conf
+
+
+def method_and_options(experiment: dict) -> tuple[str, dict]:
+    options = dict(experiment["weighting"])
+    name = options.pop("name")
+    if name not in BILEVEL and name != "normal" and name not in WEIGHTINGS:
+        raise ValueError(f"weighting.name: the mtl runner runs a registered weighting {sorted(WEIGHTINGS)}, "
+                         f"'normal', or a bi-level method {sorted(BILEVEL)}; got {name!r}")
+    return name, options
+
+
+def check_experiment(experiment: dict) -> None:
+    """Names and options, before anything runs (data splits are checked when they are read)."""
+    from ..config import check_options
+
+    family_module(experiment["data"]["family"])
+    settings(experiment)
+    name, options = method_and_options(experiment)
+    if name in BILEVEL:
+        check_options("weighting", BILEVEL[name], options, skip=4)
+        if name == "moml":
+            check_combiner(options.get("combiner", "mgda"), options.get("combiner_options"))
+    elif name == "normal":
+        known = {*NORMAL_OPTIONS, *NECK_OPTIONS}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"weighting.{unknown[0]}: unknown option of weighting 'normal'; known: {sorted(known)}")
+        combiner = options.get("combiner", "mean")
+        if combiner not in WEIGHTINGS:
+            raise ValueError(f"weighting.combiner: unknown {combiner!r}; known: {sorted(WEIGHTINGS)}")
+        check_options("weighting.combiner_options", WEIGHTINGS[combiner], dict(options.get("combiner_options") or {}),
+                      skip=3)
+    else:
+        check_options("weighting", WEIGHTINGS[name], options, skip=3)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(conf: dict, data: MultiTaskData, name: str, options: dict) -> MultiTaskNet:
+    """The network, initialised from the global torch seed (set by the caller)."""
+    neck = None
+    if name == "normal":
+        neck_options, _ = split_options(options)
+        width = conf["hidden"][-1]
+        neck = NormalNeck(width, data.num_tasks, **neck_options)
+    return MultiTaskNet(data.input_dim, list(conf["hidden"]), data.num_classes, neck)
+
+
+# --------------------------------------------------------------------------- metrics
+def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean over the classes present in labels or predictions of 2TP / (2TP + FP + FN)."""
+    scores = []
+    for c in np.union1d(labels, predictions):
+        tp = np.sum((predictions == c) & (labels == c))
+        fp = np.sum((predictions == c) & (labels != c))
+        fn = np.sum((predictions != c) & (labels == c))
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+@torch.no_grad()
+def task_metrics(model: MultiTaskNet, data: MultiTaskData, split: str, chunk: int = 4096) -> list[dict]:
+    """Per task: accuracy and macro-F1 in percent (as the thesis reports them) and the mean loss."""
+    rows = []
+    for task, name in enumerate(data.names):
+        batch = data.split(split, task)
+        logits = torch.cat([model(batch.x[i:i + chunk], task) for i in range(0, batch.x.shape[0], chunk)])
+        predictions = logits.argmax(1)
+        labels = batch.y.cpu().numpy()
+        rows.append({"task": name, "accuracy": 100.0 * float((predictions == batch.y).float().mean()),
+                     "f1": 100.0 * macro_f1(labels, predictions.cpu().numpy()),
+                     "loss": float(task_loss(logits, batch.y))})
+    return rows
+
+
+# --------------------------------------------------------------------------- bi-level adapter
+class BilevelStep:
+    """MOML / FORUM on a network problem; keeps the network's parameters equal to the method's ω."""
+
+    def __init__(self, method, problem, model: MultiTaskNet, data: MultiTaskData):
+        self.method, self.problem, self.model, self.data = method, problem, model, data
+        self.corrupted = None
+        if isinstance(problem, HyperCleaning) and hasattr(data.source, "corrupted"):
+            self.corrupted = [torch.as_tensor(np.asarray(data.source.corrupted(name)), device=data.device).bool()
+                              for name in data.names]
+        self.sync()
+
+    def sync(self) -> None:
+        torch.nn.utils.vector_to_parameters(self.method.model_parameters(), self.model.parameters())
+
+    def diagnostics(self) -> dict[str, float]:
+        """Hyper-cleaning: mean σ(α) on clean and on corrupted training samples (never used to train)."""
+        if self.corrupted is None:
+            return {}
+        stats = {}
+        for task, (name, mask) in enumerate(zip(self.data.names, self.corrupted)):
+            weights = self.problem.sample_weights(self.method.alpha.detach(), task)
+            if mask.any():
+                stats[f"sample_weight_corrupted_{name}"] = float(weights[mask].mean())
+            if (~mask).any():
+                stats[f"sample_weight_clean_{name}"] = float(weights[~mask].mean())
+        return stats
+
+    def step(self, iteration: int) -> dict[str, float]:
+        stats = self.method.step(iteration)
+        self.sync()
+        stats.update(self.diagnostics())
+        return stats
+
+    def state_dict(self) -> dict:
+        return self.method.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state)
+        self.sync()
+
+
+def build_step(experiment: dict, conf: dict, model: MultiTaskNet, data: MultiTaskData, seed: int):
+    name, options = method_and_options(experiment)
+    loop_options = {key: conf[key] for key in ("batch_size", "optimizer", "lr", "weight_decay", "scale", "heads")}
+    if name in BILEVEL:
+        steps = options.get("lower_steps", inspect.signature(BILEVEL[name]).parameters["lower_steps"].default)
+        problem_options = {"batch_size": conf["batch_size"], "upper_batch_size": conf["upper_batch_size"],
+                           "upper_split": conf["upper_split"], "lower_batches": conf["lower_batches"],
+                           "steps_per_iteration": steps}
+        if conf["bilevel"] == "hyper_cleaning":
+            problem_options["alpha_init"] = conf["alpha_init"]
+        problem = PROBLEMS[conf["bilevel"]](model, data, seed, **problem_options)
+        method = BILEVEL[name](problem, problem.initial_alpha(), problem.initial_omega(), seed, **options)
+        return BilevelStep(method, problem, model, data)
+    if name == "normal":
+        _, training = split_options(options)
+        return NORMAL(model, data, seed, **training, **loop_options)
+    return WeightedMTL(model, data, seed, name, options, **loop_options)
+
+
+# --------------------------------------------------------------------------- the loop
+class Trainer:
+    def __init__(self, experiment: dict, seed: int, split_path: Path, device: torch.device):
+        self.experiment, self.seed, self.device = experiment, seed, device
+        self.conf = settings(experiment)
+        seed_everything(seed)
+        tasks = family_module(experiment["data"]["family"]).Tasks(split_path)
+        self.data = MultiTaskData(tasks, device)
+        for key in ("curve_split", "select_on", "eval_split"):
+            split = self.conf[key]
+            if split is not None and not self.data.has_split(split):
+                raise ValueError(f"mtl.{key}: the family has no split {split!r} (it has {list(self.data.tensors)})")
+        name, options = method_and_options(experiment)
+        self.model = build_model(self.conf, self.data, name, options).to(device)
+        self.step_object = build_step(experiment, self.conf, self.model, self.data, seed)
+        self.iteration = 0
+        self.rows: list[dict] = []
+        self.window: list[dict] = []
+        self.best: dict | None = None  # {"iteration", "score", "model"}
+
+    # -- curve and selection ----------------------------------------------------------------------
+    def evaluations(self) -> dict[str, float]:
+        values = {}
+        for split in dict.fromkeys(s for s in (self.conf["curve_split"], self.conf["select_on"]) if s):
+            rows = task_metrics(self.model, self.data, split)
+            for row in rows:
+                values[f"{split}_accuracy_{row['task']}"] = row["accuracy"]
+                values[f"{split}_loss_{row['task']}"] = row["loss"]
+            values[f"{split}_mean_accuracy"] = float(np.mean([row["accuracy"] for row in rows]))
+        return values
+
+    def close_window(self) -> dict:
+        row = {"iteration": self.iteration}
+        keys = list(dict.fromkeys(key for step in self.window for key in step))
+        row.update({key: float(np.nanmean([step.get(key, np.nan) for step in self.window])) for key in keys})
+        row.update(self.evaluations())
+        self.rows.append(row)
+        self.window = []
+        select_on = self.conf["select_on"]
+        if select_on is not None:
+            score = row[f"{select_on}_mean_accuracy"]
+            if self.best is None or score > self.best["score"]:
+                self.best = {"iteration": self.iteration, "score": score,
+                             "model": copy.deepcopy(self.model.state_dict())}
+        return row
+
+    # -- resume state -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"iteration": self.iteration, "model": self.model.state_dict(), "step": self.step_object.state_dict(),
+                "rows": self.rows, "window": self.window, "best": self.best,
+                "experiment": self.experiment, "seed": self.seed}
+
+    def load_state(self, state: dict) -> None:
+        if state["experiment"] != self.experiment or state["seed"] != self.seed:
+            raise ValueError("resume state belongs to a different experiment or seed; delete it to start over")
+        self.iteration = state["iteration"]
+        self.model.load_state_dict(state["model"])
+        self.step_object.load_state_dict(state["step"])
+        self.rows, self.window, self.best = state["rows"], state["window"], state["best"]
+
+    def final_model_state(self) -> tuple[dict, int]:
+        if self.best is not None:
+            return self.best["model"], self.best["iteration"]
+        return self.model.state_dict(), self.iteration
+
+    # -- run --------------------------------------------------------------------------------------
+    def run(self, out_dir: Path, checkpoint_every: int = 500, stop_after: int | None = None,
+            progress: bool = True) -> dict:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        resume_path = out_dir / RESUME_FILE
+        if resume_path.exists():
+            self.load_state(torch.load(resume_path, map_location=self.device, weights_only=False))
+        if self.iteration == 0 and not self.rows:
+            self.close_window()
+        started, start_iteration = time.perf_counter(), self.iteration
+        total = self.conf["iterations"]
+        while self.iteration < total:
+            self.window.append(self.step_object.step(self.iteration))
+            self.iteration += 1
+            if self.iteration % self.conf["curve_every"] == 0 or self.iteration == total:
+                row = self.close_window()
+                if progress:
+                    shown = {k: f"{v:.4g}" for k, v in row.items() if k.endswith("mean_accuracy")}
+                    print(f"iteration {self.iteration}/{total} {shown}", flush=True)
+            if self.iteration % checkpoint_every == 0 and self.iteration < total:
+                save_atomic(self.state(), resume_path)
+            if stop_after is not None and self.iteration - start_iteration >= stop_after and self.iteration < total:
+                save_atomic(self.state(), resume_path)
+                return {"stopped_at": self.iteration}
+        seconds = time.perf_counter() - started
+        model_state, selected = self.final_model_state()
+        with atomic_path(out_dir / CURVE_FILE) as tmp:
+            pd.DataFrame(self.rows).to_csv(tmp, index=False)
+        extra = {}
+        if isinstance(self.step_object, BilevelStep):
+            extra["alpha"] = self.step_object.method.alpha.detach().cpu().clone()
+        save_atomic({"experiment": self.experiment, "seed": self.seed, "model": model_state,
+                     "last_model": self.model.state_dict(), "selected_iteration": selected, **extra}, out_dir / FINAL_FILE)
+        last = self.rows[-1]
+        summary = {"iterations": total, "seconds": seconds, "resumed_from": start_iteration,
+                   "iterations_per_second": (total - start_iteration) / max(seconds, 1e-9),
+                   "selected_iteration": selected, "num_params": sum(p.numel() for p in self.model.parameters()),
+                   **{f"final_{k}": v for k, v in last.items() if k != "iteration" and isinstance(v, float)
+                      and math.isfinite(v)}}
+        write_json(out_dir / SUMMARY_FILE, summary)
+        resume_path.unlink(missing_ok=True)
+        return summary
+
+
+def save_atomic(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_trained_model(final_path: Path, split_path: Path, device: torch.device):
+    """(model with the selected parameters, data, final.pt contents)."""
+    final = torch.load(final_path, map_location=device, weights_only=False)
+    experiment = final["experiment"]
+    conf = settings(experiment)
+    data = MultiTaskData(family_module(experiment["data"]["family"]).Tasks(split_path), device)
+    name, options = method_and_options(experiment)
+    model = build_model(conf, data, name, options).to(device)
+    model.load_state_dict(final["model"])
+    model.eval()
+    return model, data, final

@@ -1,0 +1,149 @@
+"""One single-level multi-task step for every registered weighting (EW = ``mean``, ``mgda``, …).
+
+Thesis Ch. 2 (Eq. 2.1–2.3): the shared parameters θ receive a combination of the per-task
+gradients ∇_θ L_i; each head φ_i receives its own task's gradient. Per iteration:
+
+    L_i = mean cross-entropy of task i's mini-batch                       (per-task losses [m])
+    g_i = ∇_θ L_i                                                          (per-task gradients [m, d])
+    (d, w) = weighting.combine(L, g)          the SAME registry and code as meta-learning
+    θ.grad = s·d,    φ_i.grad = s·w_i ∇_{φ_i} L_i   (heads: weighted)   or   ∇_{φ_i} L_i   (heads: unit)
+
+with s = 1 (``scale: mean``: ``mean`` gives the gradient of the average loss (1/m) Σ L_i, the
+thesis' EW, Eq. 2.1) or s = m (``scale: sum``: the gradient of Σ L_i, LibMTL's EW). With
+``heads: weighted`` and a linear weighting the whole update is the gradient of Σ_i w_i L_i;
+``heads: unit`` is LibMTL's convention (heads always get their own unweighted gradient).
+
+Per-task gradients are taken one task at a time (each task has its own input batch, the
+"multi-input" setting of the thesis' hyper-cleaning and Office experiments), one backward pass
+each. ``losses_at`` evaluates the same batches at other shared parameters (for weightings that
+probe the losses, e.g. the improvement function). Weightings that need the gradients after the
+step (``needs_gradients_after_step``) get them on the same batches, as in taskbal.train.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..weighting import build_weighting
+from ..weighting.base import Combined, TaskGradients
+from .data import MultiTaskData, TaskBatch
+from .model import MultiTaskNet
+from .moml import step_generator
+
+SCALES = ("mean", "sum")
+HEADS = ("weighted", "unit")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+class WeightedMTL:
+    """Single-level MTL with a weighting of the per-task shared gradients."""
+
+    name = "weighted"
+
+    def __init__(self, model: MultiTaskNet, data: MultiTaskData, seed: int, weighting: str,
+                 weighting_options: dict | None, *, batch_size: int, optimizer: str = "adam", lr: float = 1e-3,
+                 weight_decay: float = 0.0, scale: str = "mean", heads: str = "weighted"):
+        if scale not in SCALES:
+            raise ValueError(f"mtl.scale: unknown {scale!r}; known: {list(SCALES)}")
+        if heads not in HEADS:
+            raise ValueError(f"mtl.heads: unknown {heads!r}; known: {list(HEADS)}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"mtl.optimizer: unknown {optimizer!r}; known: {list(OPTIMIZERS)}")
+        self.model, self.data, self.seed = model, data, seed
+        self.batch_size, self.scale, self.heads = batch_size, scale, heads
+        self.shared_named = model.shared_named_parameters()
+        self.shared = [p for _, p in self.shared_named]
+        self.num_shared = sum(p.numel() for p in self.shared)
+        m = data.num_tasks
+        self.weighting = build_weighting(weighting, self.num_shared, m, seed, **(weighting_options or {}))
+        task_specific = {id(p) for name, p in model.named_parameters() if name in model.task_specific_names()}
+        trained = [p for p in model.parameters() if id(p) not in task_specific]
+        cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        self.optimizer = cls(trained, lr=lr, weight_decay=weight_decay)
+
+    # -- hooks for methods that also need gradients w.r.t. the neck's state (NORMAL) -------------
+    def extra_grad_inputs(self, task: int, z: torch.Tensor) -> list[torch.Tensor]:
+        return []
+
+    def after_combine(self, extras: list, iteration: int) -> dict[str, float]:
+        return {}
+
+    # -- one step ---------------------------------------------------------------------------------
+    def task_terms(self, batches: list[TaskBatch]):
+        """(losses [m], shared gradients [m, d], head gradients per task, extras per task)."""
+        losses, shared_rows, head_grads, extras = [], [], [], []
+        for task, batch in enumerate(batches):
+            logits, z, velocity = self.model(batch.x, task, return_state=True)
+            loss = task_loss(logits, batch.y)
+            head = self.model.head_parameters(task)
+            extra = self.extra_grad_inputs(task, z)
+            grads = torch.autograd.grad(loss, [*self.shared, *head, *extra], allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, [*self.shared, *head, *extra])]
+            n_shared, n_head = len(self.shared), len(head)
+            shared_rows.append(torch.cat([g.reshape(-1) for g in grads[:n_shared]]))
+            head_grads.append(grads[n_shared:n_shared + n_head])
+            extras.append((grads[n_shared + n_head:], z.detach(), None if velocity is None else velocity.detach()))
+            losses.append(loss.detach())
+        return torch.stack(losses), torch.stack(shared_rows).detach(), head_grads, extras
+
+    def flat_shared(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.shared])
+
+    def losses_at(self, batches: list[TaskBatch], flat: torch.Tensor) -> torch.Tensor:
+        params, offset = {}, 0
+        for name, p in self.shared_named:
+            params[name] = flat[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        with torch.no_grad():
+            return torch.stack([task_loss(torch.func.functional_call(self.model, params, (b.x, i)), b.y)
+                                for i, b in enumerate(batches)])
+
+    def task_gradients(self, batches, iteration: int):
+        losses, grads, head_grads, extras = self.task_terms(batches)
+        m = len(batches)
+        tasks = TaskGradients(losses=losses, grads=grads, features=torch.eye(m, device=grads.device),
+                              params=self.flat_shared(), iteration=iteration,
+                              generator=step_generator(self.seed, iteration),
+                              losses_at=lambda flat: self.losses_at(batches, flat),
+                              task_ids=torch.arange(m), num_pool_tasks=m)
+        return tasks, head_grads, extras
+
+    def apply(self, combined: Combined, head_grads) -> None:
+        factor = float(self.data.num_tasks) if self.scale == "sum" else 1.0
+        direction = combined.direction.detach() * factor
+        offset = 0
+        for p in self.shared:
+            p.grad = direction[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        for task, grads in enumerate(head_grads):
+            weight = factor * float(combined.weights[task]) if self.heads == "weighted" else 1.0
+            for p, g in zip(self.model.head_parameters(task), grads):
+                p.grad = weight * g.detach()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, iteration: int) -> dict[str, float]:
+        batches = self.data.batch("train", iteration, self.seed, self.batch_size, "train")
+        tasks, head_grads, extras = self.task_gradients(batches, iteration)
+        combined = self.weighting.combine(tasks)
+        extra_stats = self.after_combine(extras, iteration)
+        self.apply(combined, head_grads)
+        stats = {f"train_loss_{name}": float(v) for name, v in zip(self.data.names, tasks.losses)}
+        stats.update({f"weight_{name}": float(w) for name, w in zip(self.data.names, combined.weights)})
+        stats.update({key: float(value) for key, value in combined.stats.items()})
+        stats.update(extra_stats)
+        if self.weighting.needs_gradients_after_step:
+            after, _, _ = self.task_gradients(batches, iteration)
+            stats.update(self.weighting.after_step(after))
+        return stats
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "weighting": self.weighting.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighting.load_state_dict(state["weighting"])
