@@ -112,3 +112,20 @@ def test_state_round_trip_gives_identical_weights():
 def test_bad_option_names_the_key():
     with pytest.raises(ValueError, match="weighting.theta_at"):
         SIMOL(20, 4, seed=0, theta_at="later")
+
+
+@pytest.mark.parametrize("features", ["support", "support+loss"])
+def test_closed_form_theta_gradient_matches_autograd(features):
+    simol = SIMOL(20, 4, seed=0, lambda_grad=0.3, lambda_mean=0.7, features=features, hidden=[8, 5, 6])
+    simol.net.double()
+    with torch.no_grad():  # move r away from its initial ≈ 1 so every term of K̃ matters
+        simol.net[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    batch = tasks(seed=9)
+    objective, gradients, r = simol.theta_gradients(batch)
+    reference = simol.objective(simol.weights(batch), batch.grads @ batch.grads.T)
+    expected = torch.autograd.grad(reference, list(simol.net.parameters()))
+    assert objective == pytest.approx(reference.item(), rel=1e-12)
+    torch.testing.assert_close(r, simol.weights(batch).detach(), rtol=1e-12, atol=0)
+    assert len(gradients) == len(expected)
+    for mine, theirs in zip(gradients, expected):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-14)

@@ -283,3 +283,20 @@ def test_registry_builds_every_method(name, dtype):
     assert out.direction.shape == (d,) and out.direction.dtype == dtype
     assert out.weights.shape == (k,) and out.weights.dtype == dtype
     assert torch.isfinite(out.direction).all() and torch.isfinite(out.weights).all()
+
+
+@pytest.mark.parametrize("kind,k,seed,c", CAGRAD_CASES + [("random", 32, 8, 0.4), ("shared", 32, 9, 0.1)])
+def test_cagrad_active_set_is_certified_and_never_worse_than_slsqp(kind, k, seed, c):
+    from taskbal.weighting.cagrad import _active_set_weights
+
+    grads = random_grads(kind, k, seed)
+    gram = grads @ grads.T
+    normalised = gram / np.mean(np.diag(gram))
+    exact = _active_set_weights(normalised, normalised.mean(axis=1), c * np.sqrt(normalised.mean()))
+    assert exact is not None  # the closed-form path itself answered (no SLSQP fallback)
+    assert_on_simplex(exact)
+    slsqp = cagrad_weights(gram, c, solver="slsqp")
+    ours, theirs = cagrad_objective(exact, gram, c), cagrad_objective(slsqp, gram, c)
+    assert ours <= theirs + 1e-12 * abs(theirs)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    np.testing.assert_allclose(exact, slsqp, atol=2e-3)

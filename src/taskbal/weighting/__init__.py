@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from .base import Combined, TaskGradients, Weighting
 from .cagrad import CAGrad
+from .damaml import DAMAML
+from .explore_exploit import ExploreExploit
 from .improvement import ImprovementFunction
 from .mean import Mean
 from .mgda import MGDA
 from .pcgrad import PCGrad
 from .simol import SIMOL
+from .tow import TOW
+from .tr_maml import TRMAML
 
 REGISTRY: dict[str, type[Weighting]] = {
     "mean": Mean,
@@ -16,6 +20,10 @@ REGISTRY: dict[str, type[Weighting]] = {
     "cagrad": CAGrad,
     "pcgrad": PCGrad,
     "improvement": ImprovementFunction,
+    "tr_maml": TRMAML,
+    "damaml": DAMAML,
+    "explore_exploit": ExploreExploit,
+    "tow": TOW,
 }
 
 

@@ -11,8 +11,12 @@ trained by gradient *ascent* on the mini-batch objective (Eqs. 13–14)::
     K̃_B(θ) = −1/(2λ̂') · ‖(1/k) Σ_τ r_θ(τ) g_τ‖² − λ̂''/2 · ((1/k) Σ_τ r_θ(τ) − 1)²
     θ ← θ + β' ∇_θ K̃_B(θ)
 
-The norm is computed from the k×k Gram matrix G = [⟨g_i, g_j⟩], so ‖·‖² = rᵀGr / k²
-and no second copy of the k gradients is kept.
+With G = [⟨g_i, g_j⟩] the k×k Gram matrix, ‖·‖² = rᵀGr / k² (``objective``). The training
+step computes ∇_θ K̃_B in closed form (``theta_gradients``):
+∂K̃/∂r = −Gr/(λ̂'k²) − λ̂''/k·(r̄ − 1), with Gr = g(gᵀr) (G is never formed), back-propagated
+by hand through r = out², the linear layers and their ReLUs. These are the numbers autograd
+gives for ``objective`` (to float rounding; tests/test_simol.py checks both) at about half of
+the weighting's former cost (benchmarks/bench_weighting.py).
 
 Choices where the paper is silent or inconsistent (notes/000_simol.md §7):
 - Input of r_θ (A7, config ``features``): ``support`` feeds each task's support set
@@ -34,6 +38,8 @@ Choices where the paper is silent or inconsistent (notes/000_simol.md §7):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..models import MLP
 from .base import Combined, TaskGradients, Weighting
@@ -61,21 +67,18 @@ class SIMOL(Weighting):
         with torch.no_grad():
             self.net[-1].weight.mul_(init_scale / max(self.net[-1].weight.abs().max().item(), 1e-12))
             self.net[-1].bias.fill_(1.0)
+        # One multi-tensor SGD update / one fused Adam kernel over the network's tensors: the same
+        # update as the per-tensor loops (Adam's to float rounding) at a fraction of the overhead.
         if theta_optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=theta_lr)
+            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=theta_lr, foreach=True)
         elif theta_optimizer == "adam":
-            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=theta_lr)
+            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=theta_lr, fused=True)
         else:
             raise ValueError(f"weighting.theta_optimizer: expected 'sgd' or 'adam', got {theta_optimizer!r}")
 
     def weights(self, tasks: TaskGradients) -> torch.Tensor:
         """r_θ(τ) for the k tasks: the squared output of the re-weighting network."""
-        self.net.to(tasks.features.device)  # in place: the optimiser keeps the same parameters
-        net_dtype = self.net[0].weight.dtype
-        inputs = tasks.features.to(net_dtype)
-        if self.features == "support+loss":
-            inputs = torch.cat([inputs, tasks.losses[:, None].to(net_dtype)], dim=1)
-        return self.net(inputs).squeeze(1).pow(2).to(tasks.grads.dtype)
+        return self.net(self.network_inputs(tasks)).squeeze(1).pow(2).to(tasks.grads.dtype)
 
     def objective(self, r: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
         """K̃_B(θ) of Eq. 13 from the weights and the Gram matrix of the task gradients."""
@@ -83,26 +86,74 @@ class SIMOL(Weighting):
         norm_sq = r @ gram @ r / k**2
         return -norm_sq / (2 * self.lambda_grad) - self.lambda_mean / 2 * (r.mean() - 1) ** 2
 
-    def ascend(self, tasks: TaskGradients) -> float:
-        """One step θ ← θ + β' ∇_θ K̃_B(θ); returns K̃_B before the step."""
-        gram = tasks.grads @ tasks.grads.T
-        objective = self.objective(self.weights(tasks), gram)
-        self.optimizer.zero_grad()
-        (-objective).backward()  # the optimisers minimise: ascend on K̃ by descending on −K̃
-        self.optimizer.step()
-        return objective.item()
+    def network_inputs(self, tasks: TaskGradients) -> torch.Tensor:
+        if self.net[0].weight.device != tasks.features.device:
+            self.net.to(tasks.features.device)  # in place: the optimiser keeps the same parameters
+        net_dtype = self.net[0].weight.dtype
+        inputs = tasks.features.to(net_dtype)
+        if self.features == "support+loss":
+            inputs = torch.cat([inputs, tasks.losses[:, None].to(net_dtype)], dim=1)
+        return inputs
+
+    @torch.no_grad()
+    def theta_gradients(self, tasks: TaskGradients) -> tuple[float, list[torch.Tensor], torch.Tensor]:
+        """K̃_B(θ), ∇_θ K̃_B(θ) (one tensor per parameter of the network) and r_θ, by hand.
+
+        Forward through the Linear/ReLU stack keeping the activations, ∂K̃/∂r in closed form,
+        then the chain rule backwards: ∂K̃/∂out = 2·out·∂K̃/∂r, and per linear layer
+        ∂W = δᵀh_in, ∂b = Σδ, δ_in = (δW)·[h_in > 0].
+        """
+        activations = [self.network_inputs(tasks)]
+        layers = list(self.net)
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                activations.append(F.linear(activations[-1], layer.weight, layer.bias))
+            elif isinstance(layer, nn.ReLU):
+                activations.append(torch.relu(activations[-1]))
+            else:  # pragma: no cover - SIMOL builds Linear/ReLU networks only
+                raise TypeError(f"SIMOL: no closed-form gradient through {type(layer).__name__}")
+        out = activations[-1].squeeze(1)
+        r = out.pow(2).to(tasks.grads.dtype)  # K̃ in the gradients' precision, as ``objective``
+        k = r.shape[0]
+        gram_r = tasks.grads @ (tasks.grads.T @ r)  # G r without forming G
+        r_gram_r, mean_gap = torch.stack([r @ gram_r, r.mean() - 1]).tolist()
+        objective = -(r_gram_r / k**2) / (2 * self.lambda_grad) - self.lambda_mean / 2 * mean_gap**2
+        d_r = gram_r * (-1.0 / (self.lambda_grad * k**2)) - self.lambda_mean / k * mean_gap
+        delta = (2 * out * d_r.to(out.dtype))[:, None]
+        gradients = []
+        for index in range(len(layers) - 1, -1, -1):
+            layer, below = layers[index], activations[index]
+            if isinstance(layer, nn.Linear):
+                gradients += [delta.sum(0), delta.T @ below]  # bias, weight (reversed below)
+                if index > 0:
+                    delta = delta @ layer.weight
+            else:  # ReLU: pass δ where the unit was active (autograd's own ReLU backward)
+                delta = torch.ops.aten.threshold_backward(delta, activations[index + 1], 0)
+        return objective, gradients[::-1], r
+
+    def ascend(self, tasks: TaskGradients) -> tuple[float, torch.Tensor]:
+        """One step θ ← θ + β' ∇_θ K̃_B(θ); returns K̃_B before the step and r_θ(τ) before the step."""
+        objective, gradients, r = self.theta_gradients(tasks)
+        for parameter, gradient in zip(self.net.parameters(), gradients):
+            parameter.grad = -gradient  # the optimisers minimise: ascend on K̃ by descending on −K̃
+        self.optimizer.step()  # (the next call overwrites .grad, so no zero_grad is needed)
+        return objective, r
 
     def combine(self, tasks: TaskGradients) -> Combined:
-        with torch.no_grad():
-            r = self.weights(tasks)
-        direction = r @ tasks.grads / tasks.num_tasks
-        stats = {"simol_r_mean": r.mean().item(), "simol_r_min": r.min().item(), "simol_r_max": r.max().item()}
         if self.theta_at == "current":
-            stats["simol_objective"] = self.ascend(tasks)
+            objective, r = self.ascend(tasks)
+            stats = {"simol_objective": objective}
+        else:
+            with torch.no_grad():
+                r = self.weights(tasks)
+            stats = {}
+        direction = r @ tasks.grads / tasks.num_tasks
+        r_mean, r_min, r_max = torch.stack([r.mean(), r.min(), r.max()]).tolist()
+        stats.update({"simol_r_mean": r_mean, "simol_r_min": r_min, "simol_r_max": r_max})
         return Combined(direction=direction, weights=r / tasks.num_tasks, stats=stats)
 
     def after_step(self, tasks: TaskGradients) -> dict[str, float]:
-        return {"simol_objective": self.ascend(tasks)} if self.theta_at == "next" else {}
+        return {"simol_objective": self.ascend(tasks)[0]} if self.theta_at == "next" else {}
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
