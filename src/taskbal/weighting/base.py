@@ -27,6 +27,10 @@ class TaskGradients:
     task_ids:  [k] indices of the tasks in the training pool (for methods that keep a distribution
                over training tasks, DA-MAML / TR-MAML); None when unknown.
     num_pool_tasks: size of that pool (0 when unknown).
+    learner:   the learner (for methods that re-evaluate tasks at other meta-parameters: TOW).
+    upcoming:  upcoming(n) → the TaskBatches of this and the next n−1 outer iterations (fewer at the end
+               of training), for methods that plan several outer steps ahead (TOW).
+    optimizer: the outer optimiser, read-only (TOW simulates its steps).
     """
 
     losses: torch.Tensor
@@ -38,6 +42,9 @@ class TaskGradients:
     losses_at: Callable[[torch.Tensor], torch.Tensor] | None = None
     task_ids: torch.Tensor | None = None
     num_pool_tasks: int = 0
+    learner: object | None = None
+    upcoming: Callable[[int], list] | None = None
+    optimizer: torch.optim.Optimizer | None = None
 
     @property
     def num_tasks(self) -> int:
