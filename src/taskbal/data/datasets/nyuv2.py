@@ -1,0 +1,50 @@
+"""NYUv2 (Silberman et al. 2012) as pre-processed by MTAN / LibMTL: 795 train + 654 val images, 288x384,
+with 13-class segmentation, depth and surface normals.
+
+Layout after ``prepare`` (what LibMTL's ``NYUv2(root)`` reads)::
+
+    <root>/nyuv2/nyuv2.zip
+    <root>/nyuv2/nyuv2/{train,val}/{image,label,depth,normal}/<i>.npy
+
+``image`` float32 [288,384,3], ``label`` float32 [288,384] (-1 = ignore), ``depth`` [288,384,1],
+``normal`` [288,384,3]. Downloaded as the zip Dropbox makes of the MTAN authors' shared folder;
+checksums: none published (recorded when first fetched).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ..download import FileSpec, UnsafeArchiveError, safe_extract
+
+ARCHIVE = FileSpec("nyuv2.zip", ("https://www.dropbox.com/sh/86nssgwm6hm3vkb/AACrnUQ4GxpdrBbLjb6n-mWNa?dl=1",))
+FILES = (ARCHIVE,)
+FOLDER = "nyuv2"
+PARTS = ("image", "label", "depth", "normal")
+MANUAL = """\
+If the automatic download of the Dropbox shared folder (as a zip, ``?dl=1``) fails:
+open https://www.dropbox.com/sh/86nssgwm6hm3vkb/AACrnUQ4GxpdrBbLjb6n-mWNa?dl=0 , choose "Download"
+(the whole folder, as a zip of train/ and val/ with image, label, depth, normal .npy files; about
+3 GB) and save it as nyuv2.zip (do not unpack it)."""
+
+
+def prepare(dataset_dir: Path) -> None:
+    target = dataset_dir / FOLDER
+    if (target / "train" / "image").is_dir() and (target / "val" / "image").is_dir():
+        return
+    scratch = dataset_dir / ".nyuv2-unpack"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        safe_extract(dataset_dir / ARCHIVE.name, scratch)
+        found = [p.parent for p in sorted(scratch.rglob("train")) if (p / "image").is_dir()]
+        if not found or not (found[0] / "val" / "image").is_dir():
+            raise UnsafeArchiveError(f"{dataset_dir / ARCHIVE.name}: no train/image and val/image folders inside")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(found[0], target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+from ..protocols import build_nyuv2 as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

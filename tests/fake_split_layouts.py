@@ -1,0 +1,121 @@
+"""Small generated datasets in the upstream layouts the split builders read.
+
+Class names are the real ones where the protocol depends on them (mini- and tiered-ImageNet
+WordNet ids; 30 background + 20 evaluation Omniglot alphabets; 200 CUB class folders), with
+few, tiny images per class, so the builders' counts can be checked against the papers'.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from taskbal.data.standard_classes import MINI_IMAGENET, TIERED_IMAGENET
+
+
+def _png(path: Path, rng: np.random.Generator, size=(8, 8), mode="L") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = size if mode == "L" else (*size, 3)
+    Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8)).save(path)
+
+
+def _jpg(path: Path, rng: np.random.Generator, size=(8, 8)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)).save(path, format="JPEG")
+
+
+def mini_imagenet_pickles(root: Path, per_class: int = 20, side: int = 4, drop: str | None = None) -> Path:
+    """``mini-imagenet-cache-{train,validation,test}.pkl``: {'image_data': N×s×s×3 uint8, 'class_dict'}."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, file in (("train", "train"), ("val", "validation"), ("test", "test")):
+        classes = [c for c in MINI_IMAGENET[split] if c != drop]
+        n = len(classes) * per_class
+        order = rng.permutation(n)  # rows of a class are not contiguous in the real files either
+        class_dict = {c: sorted(order[i * per_class:(i + 1) * per_class].tolist()) for i, c in enumerate(classes)}
+        data = {"image_data": rng.integers(0, 256, size=(n, side, side, 3), dtype=np.uint8), "class_dict": class_dict}
+        with open(root / f"mini-imagenet-cache-{file}.pkl", "wb") as handle:
+            pickle.dump(data, handle, protocol=4)
+    return root
+
+
+def tiered_imagenet_labels(root: Path, per_class: int = 3) -> Path:
+    """``{train,val,test}_labels.pkl`` with Ren et al.'s keys (label_specific[_str], label_general[_str])."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        names = list(TIERED_IMAGENET[split])
+        rng.shuffle(names)
+        labels = rng.permutation(np.repeat(np.arange(len(names)), per_class))
+        general = [f"category_{split}_{i}" for i in range({"train": 20, "val": 6, "test": 8}[split])]
+        data = {"label_specific": labels, "label_specific_str": names,
+                "label_general": labels % len(general), "label_general_str": general}
+        with open(root / f"{split}_labels.pkl", "wb") as handle:
+            pickle.dump(data, handle, protocol=2)
+    return root
+
+
+def omniglot_tree(root: Path, characters: int = 2, drawings: int = 20) -> Path:
+    """``omniglot-py/images_{background,evaluation}/<Alphabet>/characterNN/<id>_NN.png``: 30 + 20 alphabets."""
+    rng = np.random.default_rng(2)
+    for part, count in (("background", 30), ("evaluation", 20)):
+        for a in range(count):
+            for c in range(1, characters + 1):
+                for d in range(1, drawings + 1):
+                    _png(root / "omniglot-py" / f"images_{part}" / f"{part.title()}_Alphabet_{a:02d}"
+                         / f"character{c:02d}" / f"{a:02d}{c:02d}_{d:02d}.png", rng, size=(4, 4))
+    return root
+
+
+def cub_tree(root: Path, per_class: int = 3) -> Path:
+    """``CUB_200_2011/images/NNN.Name/*.jpg`` for the 200 classes."""
+    rng = np.random.default_rng(3)
+    for c in range(1, 201):
+        for i in range(per_class):
+            _jpg(root / "CUB_200_2011" / "images" / f"{c:03d}.Bird_{c:03d}" / f"Bird_{c:03d}_{i:04d}_{c}.jpg",
+                 rng, size=(4, 4))
+    return root
+
+
+def celeba_partition(root: Path, sizes=(8, 3, 4)) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    labels = np.repeat([0, 1, 2], sizes)
+    lines = [f"{i + 1:06d}.jpg {label}" for i, label in enumerate(labels)]
+    (root / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def office_tree(root: Path, domains: dict[str, str], classes=("back_pack", "bike", "calculator"), per_class=10) -> Path:
+    rng = np.random.default_rng(4)
+    for folder in domains.values():
+        for cls in classes:
+            for i in range(per_class):
+                _jpg(root / folder / cls / f"frame_{i + 1:04d}.jpg", rng, size=(4, 4))
+    return root
+
+
+def nyuv2_tree(root: Path, train: int = 5, test: int = 4) -> Path:
+    rng = np.random.default_rng(5)
+    for folder, n in (("train", train), ("val", test)):
+        for i in range(n):
+            for modality, shape in (("image", (4, 6, 3)), ("label", (4, 6)), ("depth", (4, 6, 1)),
+                                    ("normal", (4, 6, 3))):
+                path = root / folder / modality / f"{i}.npy"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, rng.standard_normal(shape).astype(np.float32))
+    return root
+
+
+def qm9_raw(root: Path, molecules: int = 60, uncharacterized=(3, 17, 42)) -> Path:
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    header = "mol_id,A,B,C,mu,alpha,homo,lumo,gap,r2,zpve,u0,u298,h298,g298,cv,u0_atom,u298_atom,h298_atom,g298_atom"
+    rows = [f"gdb_{i},1,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0" for i in range(1, molecules + 1)]
+    (raw / "gdb9.sdf.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    text = ["Uncharacterized molecules (fake)", "", "   Index   GDB17   ", "  ---"]
+    text += [f"{i:7d}  C{i}  0.1  0.2" for i in uncharacterized]
+    text += ["  ---", ""]
+    (raw / "uncharacterized.txt").write_text("\n".join(text) + "\n")
+    return root

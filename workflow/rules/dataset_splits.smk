@@ -1,0 +1,40 @@
+# Splits of the real datasets: `snakemake splits_<name>` (e.g. splits_mini_imagenet) writes every
+# variant of that dataset's split file, results/dataset_splits/<name>/<variant>.json — the exact
+# classes / images / molecules of train, val and test under the paper's protocol, fixed evaluation
+# episodes where the paper evaluates on sampled tasks, and the file's SHA-256 inside it. One variant:
+# `snakemake results/dataset_splits/omniglot/alphabet.json`. Needs the dataset (rule data_<name>).
+# Variants and their builder options: taskbal/data/split_variants.py; config
+# `dataset_splits: {<name>: {<variant>: {<option>: <value>}}}` adds or replaces variants.
+from taskbal.data import split_variants
+from taskbal.data.protocols import BUILDERS
+
+
+rule dataset_split:
+    """One split file of a real dataset under a paper's protocol (see taskbal.data.protocols)."""
+    input:
+        "resources/{name}/.verified",
+    output:
+        "results/dataset_splits/{name}/{variant}.json",
+    wildcard_constraints:
+        name="|".join(BUILDERS),
+        variant="[A-Za-z0-9_]+",
+    params:
+        options=lambda w: split_variants.options_json(w.name, w.variant, config),
+    log:
+        "results/logs/dataset_splits/{name}/{variant}.log",
+    conda:
+        "../../environment.yml"
+    localrule: True
+    shell:
+        "taskbal data split {wildcards.name} --root resources --out {output} --options {params.options:q} "
+        "> {log} 2>&1"
+
+
+for _name in BUILDERS:
+
+    rule:
+        name:
+            f"splits_{_name}"
+        input:
+            [f"results/dataset_splits/{_name}/{v}.json" for v in split_variants.variants(_name, config)],
+        localrule: True
