@@ -39,6 +39,8 @@ lint: install
 
 benchmark: install
 	$(PY) benchmarks/bench_maml.py
+	$(PY) benchmarks/bench_weighting.py
+	$(PY) benchmarks/bench_tow.py
 
 mlflow-ui: install
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow/mlflow.db --host 127.0.0.1 --port 5000

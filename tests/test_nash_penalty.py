@@ -314,6 +314,41 @@ def test_maml_learner_with_penalty_matches_finite_differences():
     torch.testing.assert_close(grads[1], fd, rtol=1e-5, atol=1e-7)
 
 
+def test_adapted_penalty_steps_after_the_plain_step_with_the_closed_form_pull():
+    """``at: adapted`` with one inner step: φ = ψ − α ∂p_C/∂ψ_i at ψ = θ − α∇L (closed-form partial
+    −(2wK/B)(θ − ψ̄)); the literal ``inner`` game leaves ψ unchanged with one step."""
+    from taskbal.learners import MAML, TaskBatch
+    from taskbal.models import MLP
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 6, 1, generator=generator, dtype=DTYPE) * 10 - 5
+    amplitude = torch.rand(4, 1, 1, generator=generator, dtype=DTYPE) * 4 + 1
+    batch = TaskBatch(x[:, :3], amplitude * torch.sin(x[:, :3]), x[:, 3:], amplitude * torch.sin(x[:, 3:]),
+                      torch.zeros(4, 1, dtype=DTYPE))
+    w, N, alpha = 0.5, 4, 0.1
+    options = {"name": "centroid", "weight": w, "num_tasks_total": N, "inner_lr": alpha}
+
+    def adapted(at):
+        learner = MAML(MLP(1, [5], 1).double(), inner_steps=1, inner_lr=alpha, penalty={**options, "at": at})
+        copies = learner.per_task_copies(learner.meta_parameters(), 4)
+        out = learner.adapt(copies, batch.support_x, batch.support_y, create_graph=False)
+        return flatten_batched(out), learner.flat_meta_parameters()
+
+    torch.manual_seed(0)
+    plain, theta = adapted("inner")
+    torch.manual_seed(0)
+    pulled, _ = adapted("adapted")
+    K = (4 / (alpha * N)) ** 2
+    expected = plain + alpha * (2 * w * K / 4) * (theta - plain.mean(0))
+    torch.testing.assert_close(pulled, expected)
+    assert (pulled - plain).abs().max() > 1e-3  # the pull is not negligible in this instance
+
+
+def flatten_batched(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(p.shape[0], -1) for p in params.values()], dim=1)
+
+
 # -- configuration errors --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,field", [

@@ -95,3 +95,25 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
 
     rerun = snakemake(["--config", "scale=tiny", "-n"], work, tool_env)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+@pytest.mark.slow
+def test_tiny_scale_builds_the_other_papers_targets(repo, tool_env, tmp_path):
+    """Nash-GBML Table 2 (every GBML learner, both penalties, TR-MAML), SIMOL Figure 1 (toy runner),
+    thesis Figure A.1 (bi-level MOML / FORUM) and Figure 4.1 (black-box ASMG) through their named rules."""
+    work = copy_workflow(repo, tmp_path)
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    targets = ["nash_table2", "simol_figure1", "thesis_figure_a1", "thesis_figure4_1"]
+    snakemake(["--config", "scale=tiny", "--quiet", "--", *targets], work, tool_env)
+
+    table2 = pd.read_csv(work / "results/tables/tiny/nash_table2.csv")
+    spec = yaml.safe_load((work / "config/tables/nash_table2.yaml").read_text())
+    assert len(table2) == len(spec["rows"]) * len(spec["columns"])
+    assert table2["ours_mean"].notna().all() and (table2["n_seeds"] == 2).all()
+    assert {"MAML", "Meta-SGD", "CAVIA", "TR-MAML"} <= set(table2["row"])
+    for name in targets[1:]:
+        page = (work / f"results/figures/tiny/{name}.md").read_text()
+        assert "tiny" in page and "paper" in page.lower(), name
+        assert (work / f"results/figures/tiny/{name}.png").stat().st_size > 10_000, name
+    rerun = snakemake(["--config", "scale=tiny", "-n", "--", *targets], work, tool_env)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr

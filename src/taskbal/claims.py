@@ -5,7 +5,8 @@ the final distance to the Pareto front) between two rows of one column:
 
     claims:
       - text: "SIMOL ends closer to the Pareto front than mini-batch MGDA"
-        value: distance_to_front   # key of eval.json
+        value: distance_to_front   # key of eval.json (or curve_mean_<curve.csv column>: its mean
+                                   # over the training curve after iteration 0)
         better: SIMOL              # row label
         than: mini-batch MGDA      # row label
         column: main               # column key
@@ -15,6 +16,10 @@ The verdict is 'holds' when the mean over seeds of ``better`` beats that of ``th
 'does not hold'; with two or more seeds the two-sided paired t-test over seeds (paired by
 seed: both rows use the same split and seeds) says whether the difference is significant at the
 table's ``significance_level``. A claim whose rows were not run is 'not run'.
+
+Numbers a figure's text does state go under a row's ``paper:`` (column key → [value, CI]) as in
+tables; with ``figure: {paper_value: <eval.json key>}`` each is set against our mean over seeds of
+that key, with the verdict 'reached' when ours is at least as good (the spec's ``lower_is_better``).
 """
 from __future__ import annotations
 
@@ -58,6 +63,27 @@ def judge(claim: dict, finals: dict, level: float) -> dict:
     return result
 
 
+def paper_numbers(spec: dict, finals: dict, key: str, lower: bool) -> list[dict]:
+    """Each number a figure's rows give under ``paper:`` (per column key: [value, CI]) against our mean
+    over seeds of ``key`` in the runs' eval.json; 'reached' when ours is at least as good."""
+    results = []
+    for row in spec["rows"]:
+        for column, reported in (row.get("paper") or {}).items():
+            if reported is None:
+                continue
+            paper = float(reported[0])
+            ours = seed_values(finals, row["label"], column, key)
+            result = {"row": row["label"], "column": column, "paper": paper, "ours": float("nan"),
+                      "ours_ci": float("nan"), "ratio": float("nan"), "verdict": "not run"}
+            if ours.size:
+                mean = float(ours.mean())
+                reached = mean <= paper if lower else mean >= paper
+                result.update(ours=mean, ours_ci=ci95(ours), ratio=mean / paper if paper else float("nan"),
+                              verdict="reached" if reached else "not reached")
+            results.append(result)
+    return results
+
+
 def fmt(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.4g}"
 
@@ -80,8 +106,28 @@ def claims_markdown(spec: dict, finals: dict, scale: str, provenance: dict, figu
             out.append(f"| {v['text']} | {v['value']} ({v['column']}) | {v['better']}: {fmt(v['better_mean'])} "
                        f"± {fmt(v['better_ci'])} | {v['than']}: {fmt(v['than_mean'])} ± {fmt(v['than_ci'])} | "
                        f"{fmt(v['p_value'])} | {v['verdict']}{significance} |")
+    if spec.get("finals"):
+        out += ["", "## Final values (ours: mean ± 95 % CI over seeds)", "",
+                "| method | " + " | ".join(f["label"] for f in spec["finals"]) + " |",
+                "|---|" + "---|" * len(spec["finals"])]
+        for row in spec["rows"]:
+            cells = []
+            for final in spec["finals"]:
+                values = seed_values(finals, row["label"], final["column"], final["value"])
+                cells.append("not run" if values.size == 0 else f"{fmt(float(values.mean()))} ± {fmt(ci95(values))}")
+            out.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     paper_rows = [(row["label"], row["paper"]) for row in spec["rows"] if row.get("paper")]
-    if paper_rows:
+    key = (spec.get("figure") or {}).get("paper_value")
+    if paper_rows and key:
+        lower = spec.get("lower_is_better", True)
+        out += ["", f"## Numbers the paper states, against ours ({key})", "",
+                "| row | column | the paper's | ours | ours / paper's | verdict |", "|---|---|---|---|---|---|"]
+        for v in paper_numbers(spec, finals, key, lower):
+            out.append(f"| {v['row']} | {v['column']} | {fmt(v['paper'])} | {fmt(v['ours'])} ± {fmt(v['ours_ci'])} | "
+                       f"{fmt(v['ratio'])} | {v['verdict']} |")
+        out += ["", f"'reached': our mean over seeds is at most the paper's value "
+                f"({'lower' if lower else 'higher'} is better)."]
+    elif paper_rows:
         out += ["", "Numbers the paper states (the paper's, not ours):", ""]
         out += [f"- {label}: {values}" for label, values in paper_rows]
     out += ["", f"Ours: mean ± 95 % CI over seeds of each run's eval.json value; a claim 'holds' when our mean "

@@ -1,4 +1,4 @@
-"""Commands the Snakemake rules call: ``taskbal split | train | evaluate | table``.
+"""Commands the Snakemake rules call: ``taskbal split | train | evaluate | table | data``.
 
 Each command reads files, writes files, and (for train and evaluate) logs an MLflow run.
 """
@@ -7,10 +7,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
-import torch
+# numpy's OpenBLAS starts one thread per core by default; with one job per core (Snakemake) that
+# oversubscribes the CPU, and BLAS-heavy jobs (CMA-ES's eigendecompositions) then ran 25 times
+# slower on 2 busy cores. One BLAS thread per job unless the environment says otherwise; must be
+# set before numpy is first imported (torch imports it).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 
 def cmd_split(args) -> None:
@@ -76,27 +83,68 @@ def cmd_evaluate(args) -> None:
 
 def collect(spec: dict, scale: str, runs_root: Path, filename: str, reader):
     """Per cell, per seed: ``reader(path)`` of ``runs_root/<run>/seed<s>/<filename>``."""
-    from .config import table_cells
+    from .config import seeds_of, table_cells
 
     collected, runs = {}, set()
     for cell in table_cells(spec, scale):
         runs.add(cell.run)
         collected[(cell.row, cell.column)] = {
-            seed: reader(runs_root / cell.run / f"seed{seed}" / filename) for seed in spec["seeds"]}
+            seed: reader(runs_root / cell.run / f"seed{seed}" / filename) for seed in seeds_of(spec, scale)}
     return collected, sorted(runs)
+
+
+def add_curve_means(finals: dict, curves: dict) -> None:
+    """Let claims and finals also name ``curve_mean_<column>``: the mean of a numeric curve.csv column
+    over the curve's points after iteration 0 (e.g. the worst-task accuracy over the whole training)."""
+    for key, per_seed in finals.items():
+        for seed, summary in per_seed.items():
+            curve = (curves.get(key) or {}).get(seed)
+            if curve is None or "iteration" not in curve:
+                continue
+            later = curve[curve["iteration"] > 0]
+            for column in later.columns:
+                if column != "iteration" and later[column].dtype.kind in "fi" and later[column].notna().any():
+                    summary.setdefault(f"curve_mean_{column}", float(later[column].mean()))
+
+
+def data_sources(spec: dict, scale: str, runs_root: Path) -> str:
+    """Which real data the table's splits were built from (their sidecars' ``data_source``), if any.
+
+    Split files live next to the runs: results/splits/<scale>/ beside results/runs/<scale>/.
+    """
+    from .config import table_cells
+    from .io import read_json
+
+    splits_dir = Path(runs_root).parent.parent / "splits" / scale
+    seen: list[str] = []
+    for split in sorted({cell.split for cell in table_cells(spec, scale)}):
+        path = splits_dir / f"{split}.json"
+        if not path.is_file():
+            continue
+        meta = read_json(path)
+        tests = (meta.get("images") or {}).get("test")
+        for name, text in (meta.get("data_source") or {}).items():
+            test = tests.get(name) if isinstance(tests, dict) else None
+            line = text + (f" (test images: {test})" if test else "")
+            if line not in seen:
+                seen.append(line)
+    return " | ".join(seen)
 
 
 def cmd_table(args) -> None:
     import pandas as pd
 
-    from .config import describe_scale, load_table
+    from .config import describe_scale, load_table, seeds_of
     from .tracking import git_commit
 
     spec = load_table(args.table, Path(args.tables_dir))
     runs_root = Path(args.runs_root)
     provenance = {"scale_description": describe_scale(spec, args.scale), "git_commit": git_commit(),
                   "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                  "seeds": ", ".join(str(s) for s in spec["seeds"])}
+                  "seeds": ", ".join(str(s) for s in seeds_of(spec, args.scale))}
+    sources = data_sources(spec, args.scale, runs_root)
+    if sources:
+        provenance["data"] = sources
     if spec.get("kind", "table") == "table":
         from .tables import build_table, write_table
 
@@ -115,6 +163,7 @@ def cmd_table(args) -> None:
             raise ValueError(f"figure.style: unknown style {style!r}; known: {sorted(STYLES)}")
         curves, runs = collect(spec, args.scale, runs_root, "curve.csv", pd.read_csv)
         finals, _ = collect(spec, args.scale, runs_root, "eval.json", read_json)
+        add_curve_means(finals, curves)
         provenance["runs"] = ", ".join(runs)
         out = Path(args.out)
         png, page = out.with_name(out.name + ".png"), out.with_name(out.name + ".md")
@@ -123,6 +172,44 @@ def cmd_table(args) -> None:
         with atomic_path(page) as tmp:
             tmp.write_text(text)
         print(f"wrote {png} and {page}")
+
+
+def cmd_data(args) -> None:
+    from .data.datasets import DATASETS, DownloadError, ManualDownloadRequired, describe, fetch_dataset
+
+    if args.data_command == "list":
+        print(f"{'name':16} {'how':18} {'files':>5}  {'checksums':12} summary")
+        for name in DATASETS:
+            row = describe(name)
+            print(f"{name:16} {row['how']:18} {row['files']:>5}  {row['checksums']:12} {row['summary']}")
+        return
+    for name in args.names:
+        try:
+            record = fetch_dataset(name, Path(args.root), local=args.local, offline_only=args.offline,
+                                   progress=not args.no_progress, retries=args.retries)
+        except (ManualDownloadRequired, DownloadError) as error:
+            print(f"taskbal data fetch {name}: {error}", file=sys.stderr)
+            sys.exit(3)
+        unverified = f"; no published checksum, SHA-256 recorded: {record['unverified']}" if record["unverified"] else ""
+        print(f"{name}: {len(record['files'])} file(s) verified, source: {record['source']}{unverified}")
+
+
+def cmd_data_split(args) -> None:
+    from .data.protocols import build_splits
+
+    try:
+        options = json.loads(args.options)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--options: not valid JSON ({error})") from error
+    if not isinstance(options, dict):
+        raise ValueError("--options: expected a JSON object")
+    try:
+        data = build_splits(args.name, Path(args.root) / args.name, Path(args.out), **options)
+    except TypeError as error:  # an option the builder does not take
+        raise ValueError(f"--options for {args.name}: {error}") from error
+    exact = "exact" if data["exact"] else f"approximation: {data.get('deviation', '')}"
+    print(f"wrote {args.out}: {args.name} {data['protocol']}; {json.dumps(data['counts'])}; {exact}; "
+          f"sha256 {data['sha256'][:12]}")
 
 
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +256,25 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--out", required=True, help="output path without extension")
     table.add_argument("--tables-dir", default="config/tables")
     table.set_defaults(func=cmd_table)
+    data = sub.add_parser("data", help="download, verify and unpack datasets into resources/")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    data_sub.add_parser("list", help="the datasets and how each is obtained").set_defaults(func=cmd_data)
+    fetch = data_sub.add_parser("fetch", help="download (or take from a local copy), verify, unpack")
+    fetch.add_argument("names", nargs="+", help="dataset names (see `taskbal data list`)")
+    fetch.add_argument("--root", default="resources")
+    fetch.add_argument("--local", default=None, help="a local directory or archive holding the dataset's files")
+    fetch.add_argument("--offline", action="store_true", help="no network: local copies or offline sources only")
+    fetch.add_argument("--retries", type=int, default=5)
+    fetch.add_argument("--no-progress", action="store_true")
+    fetch.set_defaults(func=cmd_data)
+    data_split = data_sub.add_parser("split", help="write a dataset's train/val/test split (paper protocol) to a file")
+    data_split.add_argument("name", help="dataset name (mini_imagenet, tiered_imagenet, omniglot, cub, celeba, "
+                                         "office31, office_home, nyuv2, qm9)")
+    data_split.add_argument("--root", default="resources", help="datasets root; reads <root>/<name>/")
+    data_split.add_argument("--out", required=True, help="split file (JSON with its SHA-256)")
+    data_split.add_argument("--options", default="{}", help="builder options as JSON, e.g. "
+                            '\'{"protocol": "character", "episodes": {"test": {"ways": 5, "shots": 1, "count": 600}}}\'')
+    data_split.set_defaults(func=cmd_data_split)
     return root
 
 

@@ -50,7 +50,7 @@ def load_table(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> dict:
     parent_name = spec.get("extends")
     if parent_name:
         parent = load_table(parent_name, path.parent)
-        for key in ("experiment", "scales", "seeds"):
+        for key in ("experiment", "scales", "seeds", "scale_seeds"):
             if key in parent:
                 spec[key] = deep_merge(parent[key], spec.get(key)) if isinstance(parent[key], dict) \
                     else spec.get(key, parent[key])
@@ -108,6 +108,12 @@ def table_cells(spec: dict, scale: str) -> list[Cell]:
     return cells
 
 
+def seeds_of(spec: dict, scale: str) -> list[int]:
+    """The seeds of a table at a scale: ``scale_seeds[scale]`` when given (fewer seeds for ``tiny``,
+    so a many-row table stays a quick end-to-end check), else ``seeds``."""
+    return list((spec.get("scale_seeds") or {}).get(scale, spec["seeds"]))
+
+
 def describe_scale(spec: dict, scale: str) -> str:
     """One line naming the scale and what it means for this table's runs."""
     experiment = resolve_experiment(spec, scale)
@@ -119,7 +125,7 @@ def describe_scale(spec: dict, scale: str) -> str:
     for key, label in (("train_tasks", "training tasks"), ("test_tasks", "meta-test tasks")):
         if isinstance(data.get(key), int):
             parts.append(f"{data[key]:,} {label}")
-    parts.append(f"seeds {', '.join(str(s) for s in spec['seeds'])}")
+    parts.append(f"seeds {', '.join(str(s) for s in seeds_of(spec, scale))}")
     return f"{scale}: " + ", ".join(parts)
 
 

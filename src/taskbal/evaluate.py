@@ -58,5 +58,11 @@ def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str =
         lower = name != "accuracy"
         summary[f"{name}_mean"] = float(values.mean())
         summary[f"{name}_worst10"] = summarise({0: values}, "worst10", lower).mean
+    if hasattr(tasks, "groups"):  # tasks grouped (amplitude bins, the binary image tasks): per-group means
+        groups = tasks.groups("test").numpy()
+        for name, values in metrics.items():
+            means = pd.Series(values).groupby(groups).mean()
+            summary[f"{name}_group_mean"] = float(means.mean())
+            summary[f"{name}_worst_group"] = float(means.min() if name == "accuracy" else means.max())
     write_json(out_dir / EVAL_SUMMARY_FILE, summary)
     return summary

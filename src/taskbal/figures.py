@@ -1,6 +1,7 @@
 """Figures drawn from training curves: one panel per column, one line per row.
 
-Each line is the mean over seeds of a curve column (``test_mse`` by default) against the
+Each line is the mean over seeds of a curve column (the panel's column ``curve``, by default
+``test_mse``) against the
 meta-training iteration, with a band of ±1 standard deviation over seeds (ddof=0, so a single
 seed draws no band rather than failing). Only the iterations that every seed recorded are
 drawn, so a seed with a longer or denser curve cannot shift the mean part-way along.
@@ -41,7 +42,7 @@ def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame
             per_seed = curves.get((row["label"], column["key"]))
             if not per_seed:
                 continue
-            iterations, mean, sd = seed_mean_and_sd(per_seed, y)
+            iterations, mean, sd = seed_mean_and_sd(per_seed, column.get("curve", y))
             low = mean - sd
             if log_y:  # a band reaching zero or below cannot be drawn on a log axis
                 low = np.where(low > 0, low, mean)

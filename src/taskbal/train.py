@@ -102,7 +102,11 @@ class Run:
         self.iterations, self.meta_batch = outer["iterations"], outer["meta_batch"]
         self.order = task_order(seed, self.tasks.num_tasks("train"), self.iterations * self.meta_batch)
         self.curve = Curve(every=experiment["evaluation"]["curve_every"])
-        self.eval_batches = {split: self.tasks.batch(split).to(device) for split in ("val", "test")}
+        # A family with its own curve metrics (per-task accuracies of the binary image tasks) evaluates
+        # in chunks itself; the others hand over their whole val/test batches once.
+        self.curve_hook = getattr(self.tasks, "curve_metrics", None)
+        self.eval_batches = {} if self.curve_hook else {
+            split: self.tasks.batch(split).to(device) for split in ("val", "test")}
         self.iteration = 0
 
     # -- one outer step -------------------------------------------------------------------------
@@ -113,7 +117,14 @@ class Run:
                              params=self.learner.flat_meta_parameters(), iteration=iteration,
                              generator=step_generator(self.seed, iteration),
                              losses_at=lambda flat: self.learner.adapted_query_losses(batch, flat),
-                             task_ids=task_ids, num_pool_tasks=pool)
+                             task_ids=task_ids, num_pool_tasks=pool, learner=self.learner,
+                             upcoming=lambda n: self.upcoming_batches(iteration, n), optimizer=self.optimizer)
+
+    def upcoming_batches(self, iteration: int, n: int) -> list:
+        """The training batches of iterations ``iteration`` … ``iteration + n − 1`` (cut at the last one)."""
+        stop = min(iteration + n, self.iterations)
+        return [self.tasks.batch("train", self.order[it * self.meta_batch:(it + 1) * self.meta_batch]).to(self.device)
+                for it in range(iteration, stop)]
 
     def pool_ids(self, indices: torch.Tensor) -> tuple[torch.Tensor, int]:
         """What a distribution over training tasks lives on: the task itself, or its group when the
@@ -142,6 +153,8 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
 
     def evaluate_mean_mse(self) -> dict:
+        if self.curve_hook:
+            return self.curve_hook(self.learner, self.device)
         return {f"{split}_mse": self.learner.adapted_query_losses(batch).mean().item()
                 for split, batch in self.eval_batches.items()}
 
@@ -190,7 +203,7 @@ def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, devic
         bar.update(1)
         if run.iteration % run.curve.every == 0 or run.iteration == run.iterations:
             row = run.curve.close_window(run.iteration, run.evaluate_mean_mse())
-            bar.set_postfix(test_mse=f"{row['test_mse']:.3f}")
+            bar.set_postfix({key: f"{row[key]:.3f}" for key in ("test_mse", "test_accuracy_mean") if key in row})
         if run.iteration % checkpoint_every == 0 and run.iteration < run.iterations:
             save_atomic(run.state(), resume_path)
         if stop_after is not None and run.iteration - start_iteration >= stop_after:

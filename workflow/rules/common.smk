@@ -4,7 +4,7 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from taskbal.config import TABLES_DIR, check_experiment, load_table, table_cells
+from taskbal.config import TABLES_DIR, check_experiment, load_table, seeds_of, table_cells
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -69,6 +69,16 @@ def default_targets():
     return [target_of(name, config["scale"]) for name in config["tables"]]
 
 
+def split_inputs(scale, split):
+    """Dataset files a split is built from (a family's ``input_files(data)``; none for generated
+    families), so that the DAG fetches a dataset before drawing its splits."""
+    from taskbal.data import family_module
+
+    data = SPLITS[scale, split]
+    family = family_module(data["family"])
+    return family.input_files(data) if hasattr(family, "input_files") else []
+
+
 def run_dir(scale, run, seed):
     return f"results/runs/{scale}/{run}/seed{seed}"
 
@@ -77,4 +87,4 @@ def cell_files(spec_name, scale, filename):
     """The per-seed files of every run cell of a table."""
     spec = TABLES[spec_name]
     runs = sorted({cell.run for cell in table_cells(spec, scale)})
-    return [f"{run_dir(scale, run, seed)}/{filename}" for run in runs for seed in spec["seeds"]]
+    return [f"{run_dir(scale, run, seed)}/{filename}" for run in runs for seed in seeds_of(spec, scale)]

@@ -1,5 +1,7 @@
 rule split:
     """Draw every train/validation/test task of a task family once, into a file with its hash."""
+    input:
+        data=lambda w: split_inputs(w.scale, w.split),
     output:
         tasks="results/splits/{scale}/{split}.npz",
         meta="results/splits/{scale}/{split}.json",

@@ -264,14 +264,23 @@ class MAML:
         penalty = self.penalty if with_penalty else None
         if penalty is not None and anchor is None:
             anchor = self.penalty_anchor(task_params)
+        at_adapted = penalty is not None and getattr(penalty, "at", "inner") == "adapted"
         state: dict = {}
+        penalty_state: dict = {}  # the penalty step of ``at: adapted`` keeps its own Adam moments
         for step in range(self.inner_steps):
             current = dict(zip(names, values))
             objective = self.task_losses(self.network_view(task_params, current), x, y).sum()
-            if penalty is not None:
+            if penalty is not None and not at_adapted:
                 objective = objective + penalty(anchor, current, step).sum()
             grads = torch.autograd.grad(objective, values, create_graph=create_graph)
             values = self.inner_update(task_params, names, values, list(grads), step, state)
+            if at_adapted:
+                # Not in the paper (nash_penalty.py, ``at``): a second step on the penalty alone,
+                # taken at the parameters the plain step reached, so it acts from the first step.
+                adapted = dict(zip(names, values))
+                pull = penalty(anchor, adapted, step, where="adapted").sum()
+                grads = torch.autograd.grad(pull, values, create_graph=create_graph)
+                values = self.inner_update(task_params, names, values, list(grads), step, penalty_state)
         return self.network_view(task_params, dict(zip(names, values)))
 
     def inner_update(self, task_params: Params, names: list[str], values: list[torch.Tensor],

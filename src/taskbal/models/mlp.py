@@ -9,6 +9,8 @@ Config (``model:``): ``{name: mlp, hidden: [h1, h2, ...], context: 0}``.
   is concatenated to the input, so the first layer has ``in_dim + context`` inputs). 0 = none.
   A network built with context but called without one sees the zero context (CAVIA's φ_0), so
   MAML on such a network is well defined.
+- ``activation``: ``relu`` (default) or ``tanh`` (DA-MAML's "two-layer, tanh-activated neural
+  network").
 
 Image inputs (io_dims = ((C, H, W), n_way)) are flattened.
 """
@@ -19,19 +21,22 @@ import math
 import torch
 from torch import nn
 
+ACTIVATIONS = {"relu": (nn.ReLU, torch.relu), "tanh": (nn.Tanh, torch.tanh)}
+
 
 class MLP(nn.Sequential):
-    """in_dim (+ context) → hidden[0] → ReLU → … → hidden[-1] → ReLU → out_dim."""
+    """in_dim (+ context) → hidden[0] → act → … → hidden[-1] → act → out_dim (act: ReLU or tanh)."""
 
-    def __init__(self, in_dim: int, hidden: list[int], out_dim: int, context: int = 0):
+    def __init__(self, in_dim: int, hidden: list[int], out_dim: int, context: int = 0, activation: str = "relu"):
         layers: list[nn.Module] = []
         width = in_dim + context
         for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation][0]()]
             width = size
         layers.append(nn.Linear(width, out_dim))
         super().__init__(*layers)
         self.num_context = context
+        self.activation = ACTIVATIONS[activation][1]
 
     def _with_context(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Concatenate the context vector to every input row (``h`` is [..., n, in_dim])."""
@@ -63,11 +68,11 @@ class MLP(nn.Sequential):
             weight, bias = params[f"{index}.weight"], params[f"{index}.bias"]
             h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
             if position < len(linear_layers) - 1:
-                h = torch.relu(h)
+                h = self.activation(h)
         return h
 
 
-def build(io_dims, hidden: list[int] | None = None, context: int = 0) -> MLP:
+def build(io_dims, hidden: list[int] | None = None, context: int = 0, activation: str = "relu") -> MLP:
     """The MLP of a ``model:`` section; ``io_dims`` = (input size or shape, output size)."""
     if hidden is None:
         raise ValueError("model.hidden: required by model 'mlp' (list of hidden widths, e.g. [40, 40])")
@@ -76,6 +81,8 @@ def build(io_dims, hidden: list[int] | None = None, context: int = 0) -> MLP:
         raise ValueError(f"model.hidden: expected a non-empty list of positive integers, got {hidden!r}")
     if not isinstance(context, int) or isinstance(context, bool) or context < 0:
         raise ValueError(f"model.context: expected an integer >= 0, got {context!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"model.activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
     inputs, outputs = io_dims
     in_dim = inputs if isinstance(inputs, int) else math.prod(inputs)
-    return MLP(in_dim, list(hidden), outputs, context=context)
+    return MLP(in_dim, list(hidden), outputs, context=context, activation=activation)

@@ -85,6 +85,18 @@ class ToySIMOL(SIMOL):
     def weights(self, tasks: TaskGradients) -> torch.Tensor:
         return self.net(tasks.task_ids).to(tasks.grads.dtype)
 
+    def network_inputs(self, tasks: TaskGradients) -> torch.Tensor:
+        return tasks.task_ids
+
+    def theta_gradients(self, tasks: TaskGradients) -> tuple[float, list[torch.Tensor], torch.Tensor]:
+        """K̃_B(θ), ∇_θ K̃_B(θ) and r_θ by autograd of ``objective``: SIMOL's closed-form backward
+        is written for its Linear/ReLU network, not for this vector."""
+        with torch.enable_grad():
+            r = self.weights(tasks)
+            objective = self.objective(r, tasks.grads @ tasks.grads.T)
+            gradients = torch.autograd.grad(objective, list(self.net.parameters()))
+        return objective.item(), list(gradients), r.detach()
+
 
 def weighting_class(name: str):
     if name == "simol":
