@@ -48,6 +48,26 @@ def sha256_file(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def sidecar(path: Path | str) -> Path:
+    """The JSON file beside a split or problem file that records how it was made and its SHA-256."""
+    return Path(path).with_suffix(".json")
+
+
+def verified_sidecar(path: Path | str, kind: str = "split") -> dict:
+    """The sidecar of ``path`` once the file's SHA-256 matches the one recorded there; a missing or
+    changed file is an error naming it (a stale split must never be read as the one recorded)."""
+    path = Path(path)
+    if not path.exists() or not sidecar(path).exists():
+        raise FileNotFoundError(f"{kind} file {path} (or its sidecar {sidecar(path).name}) is missing; "
+                                "run the split rule first")
+    meta = read_json(sidecar(path))
+    actual = sha256_file(path)
+    if actual != meta["sha256"]:
+        raise ValueError(f"{kind} file {path}: SHA-256 {actual} does not match {meta['sha256']} "
+                         f"recorded in {sidecar(path).name}; delete both and rerun the split rule")
+    return meta
+
+
 def stable_hash(data: dict, length: int = 8) -> str:
     """A short hash of a JSON-serialisable dict that does not depend on key order."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, read_json, sha256_file, write_json
+from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 
 PROBLEMS = ("shift_l1_ellipsoid", "shift_l_half_ellipsoid", "mixed_ellipsoid_rastrigin")
 DATA_KEYS = ("family", "problem", "dim")
@@ -105,23 +105,12 @@ def write_splits(path: Path | str, data: dict) -> dict:
     return meta
 
 
-def sidecar(path: Path | str) -> Path:
-    return Path(path).with_suffix(".json")
-
-
 class BlackBoxProblem:
     """A written problem: objective values of points and the thesis' distance to the Pareto set."""
 
     def __init__(self, path: Path | str):
         path = Path(path)
-        if not path.exists() or not sidecar(path).exists():
-            raise FileNotFoundError(f"problem file {path} (or its sidecar {sidecar(path).name}) is missing; "
-                                    "run the split rule first")
-        self.meta = read_json(sidecar(path))
-        actual = sha256_file(path)
-        if actual != self.meta["sha256"]:
-            raise ValueError(f"problem file {path}: SHA-256 {actual} does not match {self.meta['sha256']} "
-                             f"recorded in {sidecar(path).name}; delete both and rerun the split rule")
+        self.meta = verified_sidecar(path, "problem")
         with np.load(path) as arrays:
             self.consts = {key: arrays[key] for key in arrays.files}
         self.problem, self.dim = self.meta["problem"], int(self.meta["dim"])

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, read_json, sha256_file, write_json
+from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 from . import idx
 
 SPLITS = ("train", "val", "val2", "test")
@@ -139,10 +139,6 @@ def write_splits(path: Path | str, data: dict) -> dict:
     return meta
 
 
-def sidecar(path: Path | str) -> Path:
-    return Path(path).with_suffix(".json")
-
-
 class HyperCleaningTasks:
     """The MTL family view of a split file: per dataset (task) and split, images and labels."""
 
@@ -150,14 +146,7 @@ class HyperCleaningTasks:
 
     def __init__(self, path: Path | str):
         path = Path(path)
-        if not path.exists() or not sidecar(path).exists():
-            raise FileNotFoundError(f"split file {path} (or its sidecar {sidecar(path).name}) is missing; "
-                                    "run the split rule first")
-        self.meta = read_json(sidecar(path))
-        actual = sha256_file(path)
-        if actual != self.meta["sha256"]:
-            raise ValueError(f"split file {path}: SHA-256 {actual} does not match {self.meta['sha256']} "
-                             f"recorded in {sidecar(path).name}; delete both and rerun the split rule")
+        self.meta = verified_sidecar(path, "split")
         with np.load(path) as handle:
             self.split_arrays = {key: handle[key] for key in handle.files}
         self.task_names = list(self.meta["datasets"])

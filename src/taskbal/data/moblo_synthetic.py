@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, read_json, sha256_file, write_json
+from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 from ..mtl.bilevel import MOBLOProblem
 
 DATA_KEYS = ("family", "upper_targets")
@@ -37,10 +37,6 @@ def resolved(data: dict) -> dict:
             and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in targets)):
         raise ValueError(f"data.upper_targets: expected a list of at least two numbers, got {targets!r}")
     return conf
-
-
-def sidecar(path: Path | str) -> Path:
-    return Path(path).with_suffix(".json")
 
 
 def write_splits(path: Path | str, data: dict) -> dict:
@@ -101,14 +97,7 @@ class Tasks(SyntheticMOBLO):
 
     def __init__(self, path: Path | str):
         path = Path(path)
-        if not path.exists() or not sidecar(path).exists():
-            raise FileNotFoundError(f"problem file {path} (or its sidecar {sidecar(path).name}) is missing; "
-                                    "run the split rule first")
-        self.meta = read_json(sidecar(path))
-        actual = sha256_file(path)
-        if actual != self.meta["sha256"]:
-            raise ValueError(f"problem file {path}: SHA-256 {actual} does not match {self.meta['sha256']} "
-                             f"recorded in {sidecar(path).name}; delete both and rerun the split rule")
+        self.meta = verified_sidecar(path, "problem")
         with np.load(path) as arrays:
             super().__init__(arrays["upper_targets"])
 

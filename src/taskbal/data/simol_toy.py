@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, read_json, sha256_file, write_json
+from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 
 EPS = 5e-6
 SIGNS = {"paper": -1.0, "cagrad": 1.0}
@@ -131,10 +131,6 @@ def write_splits(path: Path | str, data: dict) -> dict:
     return meta
 
 
-def sidecar(path: Path | str) -> Path:
-    return Path(path).with_suffix(".json")
-
-
 class ToyProblem:
     """The written toy: objective values and gradients, and distances to its Pareto front."""
 
@@ -144,14 +140,7 @@ class ToyProblem:
 
     def __init__(self, path: Path | str):
         path = Path(path)
-        if not path.exists() or not sidecar(path).exists():
-            raise FileNotFoundError(f"toy file {path} (or its sidecar {sidecar(path).name}) is missing; "
-                                    "run the split rule first")
-        self.meta = read_json(sidecar(path))
-        actual = sha256_file(path)
-        if actual != self.meta["sha256"]:
-            raise ValueError(f"toy file {path}: SHA-256 {actual} does not match {self.meta['sha256']} "
-                             f"recorded in {sidecar(path).name}; delete both and rerun the split rule")
+        self.meta = verified_sidecar(path, "toy")
         with np.load(path) as arrays:
             self.front = {key: arrays[key] for key in arrays.files}
         self.sign = self.meta["f2_tanh_sign"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, read_json, sha256_file, write_json
+from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 from ..learners import TaskBatch
 
 SPLITS = ("train", "val", "test")
@@ -70,10 +70,6 @@ def write_splits(path: Path | str, data: dict) -> dict:
     return meta
 
 
-def sidecar(path: Path | str) -> Path:
-    return Path(path).with_suffix(".json")
-
-
 class SinusoidTasks:
     """Read-only view of a split file; hands out TaskBatch objects by task index."""
 
@@ -81,14 +77,7 @@ class SinusoidTasks:
 
     def __init__(self, path: Path | str):
         path = Path(path)
-        if not path.exists() or not sidecar(path).exists():
-            raise FileNotFoundError(f"split file {path} (or its sidecar {sidecar(path).name}) is missing; "
-                                    "run the split rule first")
-        self.meta = read_json(sidecar(path))
-        actual = sha256_file(path)
-        if actual != self.meta["sha256"]:
-            raise ValueError(f"split file {path}: SHA-256 {actual} does not match {self.meta['sha256']} "
-                             f"recorded in {sidecar(path).name}; delete both and rerun the split rule")
+        self.meta = verified_sidecar(path, "split")
         with np.load(path) as data:
             self.arrays = {key: torch.from_numpy(data[key]) for key in data.files}
         self.shots = self.meta["shots"]
