@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import random
 import time
 from pathlib import Path
 
@@ -48,6 +47,7 @@ import torch
 
 from ..data import family_module
 from ..io import atomic_path, write_json
+from ..train import pick_device, seed_everything
 from ..weighting import REGISTRY as WEIGHTINGS
 from .data import MultiTaskData
 from .forum import FORUM
@@ -125,18 +125,6 @@ def check_experiment(experiment: dict) -> None:
                       skip=3)
     else:
         check_options("weighting", WEIGHTINGS[name], options, skip=3)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def build_model(conf: dict, data: MultiTaskData, name: str, options: dict) -> MultiTaskNet:
