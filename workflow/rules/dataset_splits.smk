@@ -43,17 +43,15 @@ for _name in BUILDERS:
 # Datasets whose splits belong to a task family (MNIST, Fashion-MNIST: DA-MAML's binary tasks and the
 # thesis' hyper-cleaning draw their exact images per table): `splits_<name>` builds every table split
 # file, at the configured scale, that reads the dataset.
-def family_splits_reading(dataset, scale):
-    flag = f"{DATA_ROOT}/{dataset}/.verified"
-    return sorted(f"results/splits/{s}/{split}.npz" for (s, split) in SPLITS
-                  if s == scale and flag in split_inputs(s, split))
-
-
 for _name in sorted(set(DATASETS) - set(BUILDERS)):
 
     rule:
         name:
             f"splits_{_name}"
         input:
-            family_splits_reading(_name, config["scale"]),
+            sorted(
+                f"results/splits/{_scale}/{_split}.npz"
+                for (_scale, _split) in SPLITS
+                if _scale == config["scale"] and dataset_flag(_name) in split_inputs(_scale, _split)
+            ),
         localrule: True
