@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from taskbal.weighting import TaskGradients, build_weighting
-from taskbal.weighting.simol import SIMOL
+from taskbal.weighting.simol import SIMOL, ThetaAscent
 
 
 def tasks(k=6, d=20, f=4, seed=0, scale=1.0) -> TaskGradients:
@@ -67,7 +67,7 @@ def test_direction_is_the_mean_of_reweighted_gradients_and_starts_near_mean():
 def test_theta_step_is_gradient_ascent_checked_by_finite_differences():
     lr = 1e-3
     simol = SIMOL(20, 4, seed=0, theta_lr=lr, lambda_grad=1.0, lambda_mean=1.0, theta_optimizer="sgd")
-    simol.net.double()
+    simol.to(dtype=torch.float64)
     batch = tasks(seed=4)
     gram = batch.grads @ batch.grads.T
     param = simol.net[0].weight
@@ -117,15 +117,54 @@ def test_bad_option_names_the_key():
 @pytest.mark.parametrize("features", ["support", "support+loss"])
 def test_closed_form_theta_gradient_matches_autograd(features):
     simol = SIMOL(20, 4, seed=0, lambda_grad=0.3, lambda_mean=0.7, features=features, hidden=[8, 5, 6])
-    simol.net.double()
+    simol.to(dtype=torch.float64)
     with torch.no_grad():  # move r away from its initial ≈ 1 so every term of K̃ matters
         simol.net[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
     batch = tasks(seed=9)
-    objective, gradients, r = simol.theta_gradients(batch)
+    objective, gradient, r = simol.theta_gradients(batch)
     reference = simol.objective(simol.weights(batch), batch.grads @ batch.grads.T)
     expected = torch.autograd.grad(reference, list(simol.net.parameters()))
-    assert objective == pytest.approx(reference.item(), rel=1e-12)
+    assert objective.item() == pytest.approx(reference.item(), rel=1e-12)
     torch.testing.assert_close(r, simol.weights(batch).detach(), rtol=1e-12, atol=0)
-    assert len(gradients) == len(expected)
-    for mine, theirs in zip(gradients, expected):
-        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(gradient, torch.cat([g.reshape(-1) for g in expected]), rtol=1e-10, atol=1e-14)
+    theta = simol.theta  # θ is the network's storage: its layers are views of it
+    assert all(p.untyped_storage().data_ptr() == theta.untyped_storage().data_ptr() for p in simol.net.parameters())
+
+
+@pytest.mark.parametrize("method", ["sgd", "adam"])
+def test_theta_ascent_matches_torch_optimisers_maximising(method):
+    """ThetaAscent on one flat tensor = torch.optim.SGD / Adam with maximize=True, step by step."""
+    generator = torch.Generator().manual_seed(11)
+    start = torch.randn(30, dtype=torch.float64, generator=generator)
+    mine = start.clone()
+    ascent = ThetaAscent(mine, method, lr=0.05)
+    theirs = torch.nn.Parameter(start.clone())
+    optimiser = (torch.optim.SGD if method == "sgd" else torch.optim.Adam)([theirs], lr=0.05, maximize=True,
+                                                                           foreach=False)
+    for _ in range(7):
+        gradient = torch.randn(30, dtype=torch.float64, generator=generator)
+        ascent.step(gradient)
+        theirs.grad = gradient.clone()
+        optimiser.step()
+        torch.testing.assert_close(mine, theirs.detach(), rtol=1e-14, atol=1e-15)
+    restored = ThetaAscent(mine.clone(), method, lr=0.05)
+    restored.load_state_dict(ascent.state_dict())
+    gradient = torch.randn(30, dtype=torch.float64, generator=generator)
+    ascent.step(gradient)
+    restored.step(gradient)
+    torch.testing.assert_close(restored.theta, mine, rtol=0, atol=0)
+
+
+def test_moving_to_another_precision_keeps_the_network_and_theta_in_step():
+    simol = SIMOL(20, 4, seed=0)
+    before = simol.weights(tasks(seed=1)).double()
+    simol.to(dtype=torch.float64)
+    assert simol.theta.dtype == torch.float64 and simol.net[0].weight.dtype == torch.float64
+    torch.testing.assert_close(simol.weights(tasks(seed=1)), before, rtol=1e-6, atol=0)
+    simol.combine(tasks(seed=2))  # the step moves the network through its views of θ
+    assert not torch.allclose(simol.weights(tasks(seed=1)), before)
+
+
+def test_unknown_theta_optimizer_names_the_key():
+    with pytest.raises(ValueError, match="weighting.theta_optimizer"):
+        SIMOL(20, 4, seed=0, theta_optimizer="rmsprop")

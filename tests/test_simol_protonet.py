@@ -44,7 +44,7 @@ def setup(split, seed=0, init_scale=0.5):
     simol = build_weighting("simol", sum(p.numel() for p in learner.parameters()), tasks.feature_dim, seed,
                             init_scale=init_scale, theta_optimizer="sgd", theta_lr=1e-3, lambda_grad=0.5,
                             lambda_mean=2.0)
-    simol.net.double()
+    simol.to(dtype=torch.float64)
     batch = tasks.batch("train", torch.arange(5))
     batch = type(batch)(batch.support_x.double(), batch.support_y, batch.query_x.double(), batch.query_y,
                         batch.features.double())

@@ -50,7 +50,7 @@ from ..data.simol_toy import Tasks, resolved
 from ..io import atomic_path, write_json
 from ..weighting import REGISTRY, TaskGradients
 from ..weighting.mgda import min_norm_weights
-from ..weighting.simol import SIMOL
+from ..weighting.simol import SIMOL, ThetaAscent
 
 CURVE_FILE, FINAL_FILE, SUMMARY_FILE = "curve.csv", "final.pt", "train.json"
 EVAL_FILE, EVAL_SUMMARY_FILE = "eval.csv", "eval.json"
@@ -79,8 +79,8 @@ class ToySIMOL(SIMOL):
         super().__init__(num_params, feature_dim, seed, lambda_grad=lambda_grad, lambda_mean=lambda_mean,
                          theta_lr=theta_lr, theta_optimizer=theta_optimizer)
         self.net = VectorReweighting(NUM_OBJECTIVES, init_theta)
-        optimizer = torch.optim.SGD if theta_optimizer == "sgd" else torch.optim.Adam
-        self.optimizer = optimizer(self.net.parameters(), lr=theta_lr)
+        self.theta = self.net.theta.detach()  # the same storage: the ascent moves the vector in place
+        self.ascent = ThetaAscent(self.theta, theta_optimizer, theta_lr)
 
     def weights(self, tasks: TaskGradients) -> torch.Tensor:
         return self.net(tasks.task_ids).to(tasks.grads.dtype)
@@ -88,14 +88,14 @@ class ToySIMOL(SIMOL):
     def network_inputs(self, tasks: TaskGradients) -> torch.Tensor:
         return tasks.task_ids
 
-    def theta_gradients(self, tasks: TaskGradients) -> tuple[float, list[torch.Tensor], torch.Tensor]:
+    def theta_gradients(self, tasks: TaskGradients) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """K̃_B(θ), ∇_θ K̃_B(θ) and r_θ by autograd of ``objective``: SIMOL's closed-form backward
         is written for its Linear/ReLU network, not for this vector."""
         with torch.enable_grad():
             r = self.weights(tasks)
             objective = self.objective(r, tasks.grads @ tasks.grads.T)
-            gradients = torch.autograd.grad(objective, list(self.net.parameters()))
-        return objective.item(), list(gradients), r.detach()
+            (gradient,) = torch.autograd.grad(objective, [self.net.theta])
+        return objective.detach(), gradient, r.detach()
 
 
 def weighting_class(name: str):

@@ -15,8 +15,14 @@ With G = [⟨g_i, g_j⟩] the k×k Gram matrix, ‖·‖² = rᵀGr / k² (``obj
 step computes ∇_θ K̃_B in closed form (``theta_gradients``):
 ∂K̃/∂r = −Gr/(λ̂'k²) − λ̂''/k·(r̄ − 1), with Gr = g(gᵀr) (G is never formed), back-propagated
 by hand through r = out², the linear layers and their ReLUs. These are the numbers autograd
-gives for ``objective`` (to float rounding; tests/test_simol.py checks both) at about half of
-the weighting's former cost (benchmarks/bench_weighting.py).
+gives for ``objective`` (to float rounding; tests/test_simol.py checks both).
+
+Speed (benchmarks/bench_weighting.py; the goal is a step within 1.05× of MAML's). At meta-batch 16
+the re-weighting network is a few 16×32 matrices, so the weighting's time is the number of tensor
+operations, not arithmetic: θ lives in one flat tensor whose views are the network's weights, the
+gradient is written into one flat buffer, and the ascent step (``ThetaAscent``: plain, or Adam as
+torch.optim.Adam computes it) is five operations on that tensor, where torch.optim.Adam's Python
+step alone took a third of the weighting's time.
 
 Choices where the paper is silent or inconsistent (notes/000_simol.md §7):
 - Input of r_θ (A7, config ``features``): ``support`` feeds each task's support set
@@ -38,11 +44,56 @@ Choices where the paper is silent or inconsistent (notes/000_simol.md §7):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models import MLP
 from .base import Combined, TaskGradients, Weighting
+
+
+class ThetaAscent:
+    """Gradient *ascent* on one flat tensor θ: plain (Eq. 14) or Adam.
+
+    Adam is torch.optim.Adam's update (no weight decay, no amsgrad) with ``maximize=True``, written
+    out on the one tensor (tests/test_simol.py checks both agree step by step)."""
+
+    def __init__(self, theta: torch.Tensor, method: str, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        if method not in ("sgd", "adam"):
+            raise ValueError(f"weighting.theta_optimizer: expected 'sgd' or 'adam', got {method!r}")
+        self.theta, self.method, self.lr, self.betas, self.eps = theta, method, lr, betas, eps
+        self.steps = 0
+        self.exp_avg = torch.zeros_like(theta) if method == "adam" else None
+        self.exp_avg_sq = torch.zeros_like(theta) if method == "adam" else None
+
+    def step(self, gradient: torch.Tensor) -> None:
+        """θ ← θ + lr·gradient (sgd), or Adam's step along +gradient."""
+        self.steps += 1
+        if self.method == "sgd":
+            self.theta.add_(gradient, alpha=self.lr)
+            return
+        beta1, beta2 = self.betas
+        self.exp_avg.lerp_(gradient, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+        denominator = (self.exp_avg_sq.sqrt() / (1 - beta2 ** self.steps) ** 0.5).add_(self.eps)
+        self.theta.addcdiv_(self.exp_avg, denominator, value=self.lr / (1 - beta1 ** self.steps))
+
+    def to(self, theta: torch.Tensor) -> None:
+        """Follow θ to another device or precision (the moments with it)."""
+        self.theta = theta
+        if self.method == "adam":
+            self.exp_avg, self.exp_avg_sq = self.exp_avg.to(theta), self.exp_avg_sq.to(theta)
+
+    def state_dict(self) -> dict:
+        return {"method": self.method, "steps": self.steps, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("method") != self.method:
+            raise ValueError(f"weighting.theta_optimizer: the saved state is for {state.get('method')!r}, "
+                             f"this run uses {self.method!r}")
+        self.steps = int(state["steps"])
+        if self.method == "adam":
+            self.exp_avg.copy_(state["exp_avg"])
+            self.exp_avg_sq.copy_(state["exp_avg_sq"])
 
 
 class SIMOL(Weighting):
@@ -67,14 +118,30 @@ class SIMOL(Weighting):
         with torch.no_grad():
             self.net[-1].weight.mul_(init_scale / max(self.net[-1].weight.abs().max().item(), 1e-12))
             self.net[-1].bias.fill_(1.0)
-        # One multi-tensor SGD update / one fused Adam kernel over the network's tensors: the same
-        # update as the per-tensor loops (Adam's to float rounding) at a fraction of the overhead.
-        if theta_optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=theta_lr, foreach=True)
-        elif theta_optimizer == "adam":
-            self.optimizer = torch.optim.Adam(self.net.parameters(), lr=theta_lr, fused=True)
-        else:
-            raise ValueError(f"weighting.theta_optimizer: expected 'sgd' or 'adam', got {theta_optimizer!r}")
+        self.bind(torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]))
+        self.ascent = ThetaAscent(self.theta, theta_optimizer, theta_lr)
+
+    def bind(self, theta: torch.Tensor) -> None:
+        """Make θ (flat) the network's storage: its weights and biases become views of θ, and the
+        closed-form gradient is written into views of one flat buffer of the same layout."""
+        self.theta, self.gradient = theta, torch.empty_like(theta)
+        views, offset = [], 0
+        for parameter in self.net.parameters():
+            size = parameter.numel()
+            parameter.data = theta[offset:offset + size].view_as(parameter)
+            views.append(self.gradient[offset:offset + size].view_as(parameter))
+            offset += size
+        linears = [layer for layer in self.net if isinstance(layer, nn.Linear)]
+        if len(linears) * 2 != len(views) or not all(isinstance(layer, (nn.Linear, nn.ReLU)) for layer in self.net):
+            raise TypeError("SIMOL: the closed-form gradient is written for Linear/ReLU networks")
+        # (weight, bias, ∂weight, ∂bias) per linear layer; a ReLU follows every layer but the last
+        self.layers = [(layer.weight, layer.bias, views[2 * i], views[2 * i + 1]) for i, layer in enumerate(linears)]
+
+    def to(self, device: torch.device | None = None, dtype: torch.dtype | None = None) -> "SIMOL":
+        """Move θ (and the optimiser's moments) to another device or precision."""
+        self.bind(self.theta.to(device=device, dtype=dtype))
+        self.ascent.to(self.theta)
+        return self
 
     def weights(self, tasks: TaskGradients) -> torch.Tensor:
         """r_θ(τ) for the k tasks: the squared output of the re-weighting network."""
@@ -87,77 +154,71 @@ class SIMOL(Weighting):
         return -norm_sq / (2 * self.lambda_grad) - self.lambda_mean / 2 * (r.mean() - 1) ** 2
 
     def network_inputs(self, tasks: TaskGradients) -> torch.Tensor:
-        if self.net[0].weight.device != tasks.features.device:
-            self.net.to(tasks.features.device)  # in place: the optimiser keeps the same parameters
-        net_dtype = self.net[0].weight.dtype
-        inputs = tasks.features.to(net_dtype)
+        if self.theta.device != tasks.features.device:
+            self.to(device=tasks.features.device)
+        inputs = tasks.features.to(self.theta.dtype)
         if self.features == "support+loss":
-            inputs = torch.cat([inputs, tasks.losses[:, None].to(net_dtype)], dim=1)
+            inputs = torch.cat([inputs, tasks.losses[:, None].to(self.theta.dtype)], dim=1)
         return inputs
 
     @torch.no_grad()
-    def theta_gradients(self, tasks: TaskGradients) -> tuple[float, list[torch.Tensor], torch.Tensor]:
-        """K̃_B(θ), ∇_θ K̃_B(θ) (one tensor per parameter of the network) and r_θ, by hand.
+    def theta_gradients(self, tasks: TaskGradients) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """K̃_B(θ) (a 0-dim tensor), ∇_θ K̃_B(θ) (flat, in θ's layout) and r_θ, by hand.
 
         Forward through the Linear/ReLU stack keeping the activations, ∂K̃/∂r in closed form,
         then the chain rule backwards: ∂K̃/∂out = 2·out·∂K̃/∂r, and per linear layer
         ∂W = δᵀh_in, ∂b = Σδ, δ_in = (δW)·[h_in > 0].
         """
         activations = [self.network_inputs(tasks)]
-        layers = list(self.net)
-        for layer in layers:
-            if isinstance(layer, nn.Linear):
-                activations.append(F.linear(activations[-1], layer.weight, layer.bias))
-            elif isinstance(layer, nn.ReLU):
-                activations.append(torch.relu(activations[-1]))
-            else:  # pragma: no cover - SIMOL builds Linear/ReLU networks only
-                raise TypeError(f"SIMOL: no closed-form gradient through {type(layer).__name__}")
+        last = len(self.layers) - 1
+        for index, (weight, bias, _, _) in enumerate(self.layers):
+            pre_activation = torch.addmm(bias, activations[-1], weight.T)
+            activations.append(pre_activation if index == last else pre_activation.relu_())
         out = activations[-1].squeeze(1)
-        r = out.pow(2).to(tasks.grads.dtype)  # K̃ in the gradients' precision, as ``objective``
+        r = (out * out).to(tasks.grads.dtype)  # K̃ in the gradients' precision, as ``objective``
         k = r.shape[0]
         gram_r = tasks.grads @ (tasks.grads.T @ r)  # G r without forming G
-        r_gram_r, mean_gap = torch.stack([r @ gram_r, r.mean() - 1]).tolist()
-        objective = -(r_gram_r / k**2) / (2 * self.lambda_grad) - self.lambda_mean / 2 * mean_gap**2
-        d_r = gram_r * (-1.0 / (self.lambda_grad * k**2)) - self.lambda_mean / k * mean_gap
-        delta = (2 * out * d_r.to(out.dtype))[:, None]
-        gradients = []
-        for index in range(len(layers) - 1, -1, -1):
-            layer, below = layers[index], activations[index]
-            if isinstance(layer, nn.Linear):
-                gradients += [delta.sum(0), delta.T @ below]  # bias, weight (reversed below)
-                if index > 0:
-                    delta = delta @ layer.weight
-            else:  # ReLU: pass δ where the unit was active (autograd's own ReLU backward)
-                delta = torch.ops.aten.threshold_backward(delta, activations[index + 1], 0)
-        return objective, gradients[::-1], r
+        mean_gap = r.mean() - 1
+        objective = (r @ gram_r) * (-0.5 / (self.lambda_grad * k**2)) - self.lambda_mean / 2 * mean_gap.square()
+        # 2·∂K̃/∂r = −2Gr/(λ'k²) − 2λ''(r̄ − 1)/k
+        twice_d_r = gram_r.mul(-2.0 / (self.lambda_grad * k**2)).sub_(mean_gap, alpha=2.0 * self.lambda_mean / k)
+        delta = (out * twice_d_r.to(out.dtype))[:, None]
+        for index in range(last, -1, -1):
+            weight, _, d_weight, d_bias = self.layers[index]
+            below = activations[index]
+            torch.mm(delta.T, below, out=d_weight)
+            torch.sum(delta, 0, out=d_bias)
+            if index > 0:  # through the ReLU below: pass δ where the unit was active
+                delta = torch.ops.aten.threshold_backward(delta @ weight, below, 0)
+        return objective, self.gradient, r
 
-    def ascend(self, tasks: TaskGradients) -> tuple[float, torch.Tensor]:
-        """One step θ ← θ + β' ∇_θ K̃_B(θ); returns K̃_B before the step and r_θ(τ) before the step."""
-        objective, gradients, r = self.theta_gradients(tasks)
-        for parameter, gradient in zip(self.net.parameters(), gradients):
-            parameter.grad = -gradient  # the optimisers minimise: ascend on K̃ by descending on −K̃
-        self.optimizer.step()  # (the next call overwrites .grad, so no zero_grad is needed)
+    def ascend(self, tasks: TaskGradients) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step θ ← θ + β' ∇_θ K̃_B(θ); returns K̃_B (0-dim) and r_θ(τ), both before the step."""
+        objective, gradient, r = self.theta_gradients(tasks)
+        self.ascent.step(gradient)
         return objective, r
 
     def combine(self, tasks: TaskGradients) -> Combined:
         if self.theta_at == "current":
             objective, r = self.ascend(tasks)
-            stats = {"simol_objective": objective}
         else:
             with torch.no_grad():
                 r = self.weights(tasks)
-            stats = {}
-        direction = r @ tasks.grads / tasks.num_tasks
-        r_mean, r_min, r_max = torch.stack([r.mean(), r.min(), r.max()]).tolist()
-        stats.update({"simol_r_mean": r_mean, "simol_r_min": r_min, "simol_r_max": r_max})
-        return Combined(direction=direction, weights=r / tasks.num_tasks, stats=stats)
+            objective = None
+        weights = r / tasks.num_tasks
+        summary = [r.mean(), *torch.aminmax(r)] + ([] if objective is None else [objective.to(r.dtype)])
+        values = torch.stack(summary).tolist()  # one conversion to Python numbers per step
+        stats = {"simol_r_mean": values[0], "simol_r_min": values[1], "simol_r_max": values[2]}
+        if objective is not None:
+            stats["simol_objective"] = values[3]
+        return Combined(direction=weights @ tasks.grads, weights=weights, stats=stats)
 
     def after_step(self, tasks: TaskGradients) -> dict[str, float]:
-        return {"simol_objective": self.ascend(tasks)[0]} if self.theta_at == "next" else {}
+        return {"simol_objective": self.ascend(tasks)[0].item()} if self.theta_at == "next" else {}
 
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"net": self.net.state_dict(), "optimizer": self.ascent.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.net.load_state_dict(state["net"])  # copies into the views of θ
+        self.ascent.load_state_dict(state["optimizer"])
