@@ -147,6 +147,26 @@ def check_options(section: str, cls, options: dict, skip: int) -> None:
                          f"known: {sorted(known)}")
 
 
+def section_settings(experiment: dict, section: str, runner: str, required: tuple = (),
+                     defaults: dict | None = None, positive_integers: tuple = ()) -> dict:
+    """A runner's config section with its defaults filled in. Unknown and missing keys, and
+    ``positive_integers`` that are not integers >= 1, are errors naming the field (``problem.lr``)."""
+    given = experiment.get(section) or {}
+    known = sorted({*required, *(defaults or {})})
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"{section}.{unknown[0]}: unknown option of the {runner} runner; known: {known}")
+    missing = [key for key in required if key not in given]
+    if missing:
+        raise ValueError(f"{section}.{missing[0]}: required by the {runner} runner")
+    settings = {**(defaults or {}), **given}
+    for key in positive_integers:
+        value = settings.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{section}.{key}: must be an integer >= 1, got {value!r}")
+    return settings
+
+
 def check_experiment(experiment: dict) -> None:
     """Names and options of a resolved experiment against the registries, before anything runs.
 

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import section_settings
 from ..data import family_module
 from ..io import atomic_path, write_json
 from ..train import pick_device, seed_everything
@@ -68,18 +69,8 @@ REQUIRED = ("iterations",)
 
 # --------------------------------------------------------------------------- configuration
 def settings(experiment: dict) -> dict:
-    section = experiment.get("mtl") or {}
-    known = (*REQUIRED, *DEFAULTS)
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise ValueError(f"mtl.{unknown[0]}: unknown option of the mtl runner; known: {sorted(known)}")
-    missing = [key for key in REQUIRED if key not in section]
-    if missing:
-        raise ValueError(f"mtl.{missing[0]}: required by the mtl runner")
-    conf = {**DEFAULTS, **section}
-    for key in ("iterations", "curve_every", "batch_size"):
-        if not isinstance(conf[key], int) or isinstance(conf[key], bool) or conf[key] < 1:
-            raise ValueError(f"mtl.{key}: must be an integer >= 1, got {conf[key]!r}")
+    conf = section_settings(experiment, "mtl", "mtl", REQUIRED, DEFAULTS,
+                            positive_integers=("iterations", "curve_every", "batch_size"))
     if not isinstance(conf["upper_batch_size"], int):
         raise ValueError(f"mtl.upper_batch_size: must be an integer, got {conf['upper_batch_size']!r}")
     if not conf["lr"] > 0:

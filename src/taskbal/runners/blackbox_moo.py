@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from ..blackbox import OPTIMIZERS, build_optimizer
-from ..config import check_options
+from ..config import check_options, section_settings
 from ..data.blackbox_moo import Tasks, check_data
 from ..io import atomic_path, write_json
 
@@ -48,15 +48,8 @@ DISTANCE_FLOOR = 1e-12
 
 def settings(experiment: dict) -> dict:
     """The ``problem`` section with defaults filled in, checked."""
-    section = experiment.get("problem") or {}
-    unknown = sorted(set(section) - {"population", "iterations", *PROBLEM_DEFAULTS})
-    if unknown:
-        raise ValueError(f"problem.{unknown[0]}: unknown option of the blackbox_moo runner; "
-                         f"known: {sorted(['population', 'iterations', *PROBLEM_DEFAULTS])}")
-    resolved = {**PROBLEM_DEFAULTS, **section}
-    for key in ("population", "iterations", "curve_every"):
-        if not isinstance(resolved.get(key), int) or resolved[key] < 1:
-            raise ValueError(f"problem.{key}: must be an integer >= 1, got {resolved.get(key)!r}")
+    resolved = section_settings(experiment, "problem", "blackbox_moo", ("population", "iterations"), PROBLEM_DEFAULTS,
+                                positive_integers=("population", "iterations", "curve_every"))
     if resolved["population"] < 2:
         raise ValueError(f"problem.population: must be >= 2, got {resolved['population']}")
     if not resolved["init_low"] < resolved["init_high"]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..config import check_options
+from ..config import check_options, section_settings
 from ..data.moblo_synthetic import Tasks, resolved
 from ..io import atomic_path, write_json
 from ..mtl.forum import FORUM
@@ -46,23 +46,13 @@ LOG_FLOOR = 1e-300
 
 
 def settings(experiment: dict) -> dict:
-    section = experiment.get("problem") or {}
-    known = (*REQUIRED, *DEFAULTS)
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise ValueError(f"problem.{unknown[0]}: unknown option of the moblo_synthetic runner; known: {sorted(known)}")
-    missing = [key for key in REQUIRED if key not in section]
-    if missing:
-        raise ValueError(f"problem.{missing[0]}: required by the moblo_synthetic runner")
-    conf = {**DEFAULTS, **section}
+    conf = section_settings(experiment, "problem", "moblo_synthetic", REQUIRED, DEFAULTS,
+                            positive_integers=("iterations", "curve_every"))
     if not isinstance(conf["alpha0"], (int, float)) or isinstance(conf["alpha0"], bool):
         raise ValueError(f"problem.alpha0: expected a number, got {conf['alpha0']!r}")
     omega0 = conf["omega0"]
     if not (isinstance(omega0, (list, tuple)) and len(omega0) == 2 and all(isinstance(v, (int, float)) for v in omega0)):
         raise ValueError(f"problem.omega0: expected two numbers [ω1, ω2], got {omega0!r}")
-    for key in ("iterations", "curve_every"):
-        if not isinstance(conf[key], int) or isinstance(conf[key], bool) or conf[key] < 1:
-            raise ValueError(f"problem.{key}: must be an integer >= 1, got {conf[key]!r}")
     return conf
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import check_options
+from ..config import check_options, section_settings
 from ..data.simol_toy import Tasks, resolved
 from ..io import atomic_path, write_json
 from ..weighting import REGISTRY, TaskGradients
@@ -107,21 +107,11 @@ def weighting_class(name: str):
 
 
 def settings(experiment: dict) -> dict:
-    section = experiment.get("problem") or {}
-    known = (*REQUIRED, *DEFAULTS)
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise ValueError(f"problem.{unknown[0]}: unknown option of the simol_toy runner; known: {sorted(known)}")
-    missing = [key for key in REQUIRED if key not in section]
-    if missing:
-        raise ValueError(f"problem.{missing[0]}: required by the simol_toy runner")
-    conf = {**DEFAULTS, **section}
+    conf = section_settings(experiment, "problem", "simol_toy", REQUIRED, DEFAULTS,
+                            positive_integers=("iterations", "curve_every"))
     start = conf["start"]
     if not (isinstance(start, (list, tuple)) and len(start) == 2 and all(isinstance(v, (int, float)) for v in start)):
         raise ValueError(f"problem.start: expected two numbers [x1, x2], got {start!r}")
-    for key in ("iterations", "curve_every"):
-        if not isinstance(conf[key], int) or conf[key] < 1:
-            raise ValueError(f"problem.{key}: must be an integer >= 1, got {conf[key]!r}")
     if conf["batch_size"] not in (1, 2):
         raise ValueError(f"problem.batch_size: must be 1 or 2 (the toy has two objectives), got {conf['batch_size']!r}")
     probabilities = np.asarray(conf["task_probabilities"], dtype=np.float64)
