@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
-from ..learners import TaskBatch
+from .sinusoid import SinusoidTasks
 
 SPLITS = ("train", "val", "test")
 BIN_WIDTH = 0.01
@@ -148,23 +148,13 @@ def write_splits(path: Path | str, data: dict) -> dict:
     return meta
 
 
-class SkewedSinusoidTasks:
-    """Read-only view of a split file; hands out TaskBatch objects by task index."""
-
-    io_dims = (1, 1)
+class SkewedSinusoidTasks(SinusoidTasks):
+    """The sinusoid reader (same arrays, same TaskBatch) plus each task's amplitude bin."""
 
     def __init__(self, path: Path | str):
-        path = Path(path)
-        self.meta = verified_sidecar(path, "split")
-        with np.load(path) as data:
-            self.arrays = {key: torch.from_numpy(data[key]) for key in data.files}
-        self.shots = self.meta["shots"]
-        self.feature_dim = 2 * self.shots
+        super().__init__(path)
         self.train_groups = self.groups("train")
         self.num_train_groups = self.num_groups("train")
-
-    def num_tasks(self, split: str) -> int:
-        return self.arrays[f"{split}_amplitude"].shape[0]
 
     def groups(self, split: str) -> torch.Tensor:
         """Bin index of every task of ``split`` (int64; train: 0–99, val/test: 0–489)."""
@@ -172,20 +162,6 @@ class SkewedSinusoidTasks:
 
     def num_groups(self, split: str) -> int:
         return self.arrays["train_bin_edges" if split == "train" else "eval_bin_edges"].shape[0]
-
-    def batch(self, split: str, indices: torch.Tensor | None = None) -> TaskBatch:
-        """Tasks ``indices`` of ``split`` (all of them by default) as one TaskBatch."""
-        def pick(key):
-            values = self.arrays[f"{split}_{key}"]
-            return values if indices is None else values[indices]
-
-        amplitude, phase = pick("amplitude")[:, None, None], pick("phase")[:, None, None]
-        support_x, query_x = pick("x_support")[..., None], pick("x_query")[..., None]
-        support_y = amplitude * torch.sin(support_x + phase)
-        query_y = amplitude * torch.sin(query_x + phase)
-        # A fixed-size description of each task (SIMOL-style re-weighting nets): its support set.
-        features = torch.cat([support_x, support_y], dim=-1).flatten(1)
-        return TaskBatch(support_x, support_y, query_x, query_y, features)
 
     def task_table(self, split: str) -> dict[str, np.ndarray]:
         """Per-task parameters, saved next to per-task results; ``group`` is the amplitude bin."""
