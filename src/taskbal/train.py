@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .data import family_module
 from .io import atomic_path, write_json
-from .learners import learner_for
+from .learners import TaskBatch, learner_for
 from .models import build_model
 from .weighting import TaskGradients, build_weighting
 
@@ -123,8 +123,12 @@ class Run:
     def upcoming_batches(self, iteration: int, n: int) -> list:
         """The training batches of iterations ``iteration`` … ``iteration + n − 1`` (cut at the last one)."""
         stop = min(iteration + n, self.iterations)
-        return [self.tasks.batch("train", self.order[it * self.meta_batch:(it + 1) * self.meta_batch]).to(self.device)
-                for it in range(iteration, stop)]
+        return [self.training_batch(it)[1] for it in range(iteration, stop)]
+
+    def training_batch(self, iteration: int) -> tuple[torch.Tensor, TaskBatch]:
+        """The pool indices of iteration ``iteration``'s meta-batch and its TaskBatch on the device."""
+        indices = self.order[iteration * self.meta_batch:(iteration + 1) * self.meta_batch]
+        return indices, self.tasks.batch("train", indices).to(self.device)
 
     def pool_ids(self, indices: torch.Tensor) -> tuple[torch.Tensor, int]:
         """What a distribution over training tasks lives on: the task itself, or its group when the
@@ -135,8 +139,7 @@ class Run:
 
     def step(self) -> dict:
         it = self.iteration
-        indices = self.order[it * self.meta_batch:(it + 1) * self.meta_batch]
-        batch = self.tasks.batch("train", indices).to(self.device)
+        indices, batch = self.training_batch(it)
         tasks = self.task_gradients(batch, it, indices)
         combined = self.weighting.combine(tasks)
         self.apply_direction(combined.direction)
