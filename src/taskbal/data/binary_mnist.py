@@ -43,6 +43,7 @@ import torch
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 from ..learners import TaskBatch
 from . import idx
+from .checks import check_integer, data_settings
 
 SPLITS = ("train", "val", "test")
 DATASETS = ("mnist", "fashion_mnist")
@@ -51,16 +52,10 @@ REQUIRED_KEYS = ("shots", "query", "train_tasks", "val_episodes", "test_episodes
 DEFAULTS = {"mnist_dir": "resources/mnist", "fashion_mnist_dir": "resources/fashion_mnist",
             "mnist_pairs": [[0, 1], [2, 3], [4, 5]], "fashion_pair": [2, 4], "fashion_probability": 0.1,
             "val_fraction": 0.1, "curve_episodes": None, "no_test_fraction": 0.15}
-DATA_KEYS = ("family", *REQUIRED_KEYS, *DEFAULTS)
+INTEGERS = {"shots": 1, "query": 1, "train_tasks": 1, "val_episodes": 1, "test_episodes": 1, "split_seed": 0}
 
 
 # --------------------------------------------------------------------------- configuration
-def _positive_int(settings: dict, key: str, minimum: int = 1) -> None:
-    value = settings[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"data.{key}: expected an integer >= {minimum}, got {value!r}")
-
-
 def _pair(value, key: str) -> tuple[int, int]:
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 9 for c in value)
@@ -71,20 +66,11 @@ def _pair(value, key: str) -> tuple[int, int]:
 
 def check_data(data: dict) -> dict:
     """The ``data`` section with defaults filled in; a bad value names its ``data.<field>``."""
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"data.{unknown[0]}: unknown key for the binary_mnist family; known: {list(DATA_KEYS)}")
-    missing = [key for key in REQUIRED_KEYS if data.get(key) is None]
-    if missing:
-        raise ValueError(f"data.{missing[0]}: required by the binary_mnist family")
-    settings = {**DEFAULTS, **{k: v for k, v in data.items() if v is not None and k != "family"}}
-    for key in ("shots", "query", "train_tasks", "val_episodes", "test_episodes"):
-        _positive_int(settings, key)
+    settings = data_settings(data, "binary_mnist", REQUIRED_KEYS, DEFAULTS, INTEGERS, none_is_default=True)
     if settings["curve_episodes"] is None:
         settings["curve_episodes"] = settings["test_episodes"]
-    _positive_int(settings, "curve_episodes")
+    check_integer("curve_episodes", settings["curve_episodes"], 1)
     settings["curve_episodes"] = min(settings["curve_episodes"], settings["test_episodes"])
-    _positive_int(settings, "split_seed", 0)
     pairs = settings["mnist_pairs"]
     if not isinstance(pairs, (list, tuple)) or not pairs:
         raise ValueError(f"data.mnist_pairs: expected a non-empty list of class pairs, got {pairs!r}")

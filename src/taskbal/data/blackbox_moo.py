@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from .checks import data_settings
 
 PROBLEMS = ("shift_l1_ellipsoid", "shift_l_half_ellipsoid", "mixed_ellipsoid_rastrigin")
-DATA_KEYS = ("family", "problem", "dim")
+REQUIRED_KEYS = ("problem", "dim")
 NUM_OBJECTIVES = 2
 
 
@@ -80,14 +81,10 @@ def distance_to_pareto_set(problem: str, consts: dict[str, np.ndarray], point: n
     return float(np.linalg.norm(gap))
 
 
-def check_data(data: dict) -> None:
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"data: unknown key(s) {unknown} for the blackbox_moo family; known: {list(DATA_KEYS)}")
-    for key in DATA_KEYS[1:]:
-        if data.get(key) is None:
-            raise ValueError(f"data.{key}: required by the blackbox_moo family")
-    constants(data["problem"], data["dim"])  # validates both
+def check_data(data: dict) -> dict:
+    settings = data_settings(data, "blackbox_moo", REQUIRED_KEYS, integers={"dim": 2})
+    constants(settings["problem"], settings["dim"])  # validates the problem's name
+    return settings
 
 
 def write_splits(path: Path | str, data: dict) -> dict:

@@ -30,26 +30,16 @@ import torch
 
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 from ..learners import TaskBatch
+from .checks import data_settings
 
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = ("ways", "shots", "query", "dim", "train_tasks", "val_tasks", "test_tasks", "split_seed")
 DEFAULTS = {"spread": [0.3, 2.0]}
-DATA_KEYS = ("family", *REQUIRED_KEYS, *DEFAULTS)
+INTEGERS = {key: 0 if key == "split_seed" else (2 if key == "ways" else 1) for key in REQUIRED_KEYS}
 
 
 def check_data(data: dict) -> dict:
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"data.{unknown[0]}: unknown key for the fewshot_blobs family; known: {list(DATA_KEYS)}")
-    missing = [key for key in REQUIRED_KEYS if data.get(key) is None]
-    if missing:
-        raise ValueError(f"data.{missing[0]}: required by the fewshot_blobs family")
-    settings = {**DEFAULTS, **data}
-    for key in REQUIRED_KEYS:
-        value = settings[key]
-        low = 0 if key == "split_seed" else (2 if key == "ways" else 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"data.{key}: expected an integer >= {low}, got {value!r}")
+    settings = data_settings(data, "fewshot_blobs", REQUIRED_KEYS, DEFAULTS, INTEGERS)
     spread = settings["spread"]
     if (not isinstance(spread, (list, tuple)) or len(spread) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spread)

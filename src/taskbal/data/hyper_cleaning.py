@@ -31,6 +31,7 @@ import numpy as np
 
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 from . import idx
+from .checks import data_settings
 
 SPLITS = ("train", "val", "val2", "test")
 KNOWN_DATASETS = ("mnist", "fashion_mnist")
@@ -38,23 +39,11 @@ NUM_CLASSES = 10
 DEFAULTS = {"mnist_dir": "resources/mnist", "fashion_mnist_dir": "resources/fashion_mnist",
             "datasets": list(KNOWN_DATASETS), "train": 5000, "val": 1000, "val2": 1000, "test": 5000,
             "corruption": 0.5}
-DATA_KEYS = ("family", "split_seed", *DEFAULTS)
+INTEGERS = {"train": 1, "val": 1, "val2": 1, "test": 1, "split_seed": 0}
 
 
 def check_data(data: dict) -> dict:
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"data.{unknown[0]}: unknown key for the hyper_cleaning family; known: {list(DATA_KEYS)}")
-    settings = {**DEFAULTS, **{k: v for k, v in data.items() if v is not None and k != "family"}}
-    if "split_seed" not in settings:
-        raise ValueError("data.split_seed: required by the hyper_cleaning family")
-    for key in ("train", "val", "val2", "test"):
-        value = settings[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"data.{key}: expected a positive integer, got {value!r}")
-    seed = settings["split_seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"data.split_seed: expected an integer >= 0, got {seed!r}")
+    settings = data_settings(data, "hyper_cleaning", ("split_seed",), DEFAULTS, INTEGERS, none_is_default=True)
     datasets = settings["datasets"]
     if (not isinstance(datasets, (list, tuple)) or not datasets or len(set(datasets)) != len(datasets)
             or any(d not in KNOWN_DATASETS for d in datasets)):

@@ -22,16 +22,13 @@ import torch
 
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 from ..mtl.bilevel import MOBLOProblem
+from .checks import data_settings
 
-DATA_KEYS = ("family", "upper_targets")
 DEFAULTS = {"upper_targets": [1.0, 2.0]}
 
 
 def resolved(data: dict) -> dict:
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"data: unknown key(s) {unknown} for the moblo_synthetic family; known: {list(DATA_KEYS)}")
-    conf = {**DEFAULTS, **{k: v for k, v in data.items() if k != "family"}}
+    conf = data_settings(data, "moblo_synthetic", defaults=DEFAULTS)
     targets = conf["upper_targets"]
     if not (isinstance(targets, (list, tuple)) and len(targets) >= 2
             and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in targets)):

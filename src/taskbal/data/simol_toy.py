@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from .checks import data_settings
 
 EPS = 5e-6
 SIGNS = {"paper": -1.0, "cagrad": 1.0}
-DATA_KEYS = ("family", "f2_tanh_sign", "front_points")
 DEFAULTS = {"f2_tanh_sign": "paper", "front_points": 2001}
 
 
@@ -106,14 +106,9 @@ def distance_to_polyline(point: np.ndarray, vertices: np.ndarray) -> float:
 
 
 def resolved(data: dict) -> dict:
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"data: unknown key(s) {unknown} for the simol_toy family; known: {list(DATA_KEYS)}")
-    conf = {**DEFAULTS, **{k: v for k, v in data.items() if k != "family"}}
+    conf = data_settings(data, "simol_toy", defaults=DEFAULTS, integers={"front_points": 2})
     if conf["f2_tanh_sign"] not in SIGNS:
         raise ValueError(f"data.f2_tanh_sign: expected one of {list(SIGNS)}, got {conf['f2_tanh_sign']!r}")
-    if not isinstance(conf["front_points"], int) or conf["front_points"] < 2:
-        raise ValueError(f"data.front_points: must be an integer >= 2, got {conf['front_points']!r}")
     return conf
 
 

@@ -20,6 +20,7 @@ import torch
 
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
 from ..learners import TaskBatch
+from .checks import data_settings
 
 SPLITS = ("train", "val", "test")
 AMPLITUDE_RANGE = (0.1, 5.0)
@@ -36,7 +37,13 @@ def generate_split(rng: np.random.Generator, num_tasks: int, shots: int, query: 
     }
 
 
-DATA_KEYS = ("family", "shots", "query", "train_tasks", "val_tasks", "test_tasks", "split_seed")
+REQUIRED_KEYS = ("shots", "query", "train_tasks", "val_tasks", "test_tasks", "split_seed")
+INTEGERS = {"shots": 1, "query": 1, "train_tasks": 1, "val_tasks": 1, "test_tasks": 1, "split_seed": 0}
+
+
+def check_data(data: dict) -> dict:
+    """The ``data`` section without ``family``; a bad value names its ``data.<field>``."""
+    return data_settings(data, "sinusoid", REQUIRED_KEYS, integers=INTEGERS)
 
 
 def write_splits(path: Path | str, data: dict) -> dict:
@@ -45,12 +52,7 @@ def write_splits(path: Path | str, data: dict) -> dict:
     ``data`` holds shots, query, train_tasks, val_tasks, test_tasks and split_seed (the
     experiment's ``data`` section); returns the sidecar metadata.
     """
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"data: unknown key(s) {unknown} for the sinusoid family; known: {list(DATA_KEYS)}")
-    missing = [key for key in DATA_KEYS[1:] if data.get(key) is None]
-    if missing:
-        raise ValueError(f"data: missing key(s) {missing} for the sinusoid family")
+    data = check_data(data)
     shots, query, seed = data["shots"], data["query"], data["split_seed"]
     path = Path(path)
     sizes = {"train": data["train_tasks"], "val": data["val_tasks"], "test": data["test_tasks"]}

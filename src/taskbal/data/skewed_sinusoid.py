@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from .checks import data_settings
 from .sinusoid import SinusoidTasks
 
 SPLITS = ("train", "val", "test")
@@ -57,7 +58,8 @@ ASSIGNMENTS = ("random", "balanced")
 
 REQUIRED_KEYS = ("shots", "query", "train_tasks", "val_tasks", "test_tasks", "split_seed")
 DEFAULTS = {"eval_query": 1000, "eval_assignment": "random"}
-DATA_KEYS = ("family", *REQUIRED_KEYS, *DEFAULTS)
+INTEGERS = {"shots": 1, "query": 1, "eval_query": 1, "train_tasks": 1, "val_tasks": 1, "test_tasks": 1,
+            "split_seed": 0}
 
 
 def training_bin_edges() -> np.ndarray:
@@ -97,20 +99,7 @@ def generate_split(rng: np.random.Generator, edges: np.ndarray, num_tasks: int, 
 
 def check_data(data: dict) -> dict:
     """The ``data`` section with defaults filled in; a bad value names its ``data.<field>``."""
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"data.{unknown[0]}: unknown key for the skewed_sinusoid family; known: {list(DATA_KEYS)}")
-    missing = [key for key in REQUIRED_KEYS if data.get(key) is None]
-    if missing:
-        raise ValueError(f"data.{missing[0]}: required by the skewed_sinusoid family")
-    settings = {**DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
-    for key in ("shots", "query", "eval_query", "train_tasks", "val_tasks", "test_tasks"):
-        value = settings[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"data.{key}: expected a positive integer, got {value!r}")
-    seed = settings["split_seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"data.split_seed: expected an integer >= 0, got {seed!r}")
+    settings = data_settings(data, "skewed_sinusoid", REQUIRED_KEYS, DEFAULTS, INTEGERS, none_is_default=True)
     if settings["eval_assignment"] not in ASSIGNMENTS:
         raise ValueError(f"data.eval_assignment: expected one of {list(ASSIGNMENTS)}, "
                          f"got {settings['eval_assignment']!r}")

@@ -15,21 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.checks import data_settings
 from ..io import atomic_path, read_json, sha256_file, write_json
 
 SPLITS = ("train", "val", "val2", "test")
 DEFAULTS = {"tasks": 2, "classes": 4, "dim": 8, "train": 200, "val": 60, "val2": 60, "test": 200,
             "corruption": 0.0, "separation": 2.5, "split_seed": 0}
+INTEGERS = {"tasks": 1, "classes": 2, "dim": 1, **{split: 1 for split in SPLITS}, "split_seed": 0}
 
 
 def resolved(data: dict) -> dict:
-    unknown = sorted(set(data) - {"family", *DEFAULTS})
-    if unknown:
-        raise ValueError(f"data: unknown key(s) {unknown} for the generated multi-task family; known: {sorted(DEFAULTS)}")
-    conf = {**DEFAULTS, **{k: v for k, v in data.items() if k != "family"}}
-    for key in ("tasks", "classes", "dim", *SPLITS):
-        if not isinstance(conf[key], int) or conf[key] < (2 if key in ("classes",) else 1):
-            raise ValueError(f"data.{key}: must be a positive integer (classes >= 2), got {conf[key]!r}")
+    conf = data_settings(data, "generated multi-task", defaults=DEFAULTS, integers=INTEGERS)
     if not 0.0 <= conf["corruption"] < 1.0:
         raise ValueError(f"data.corruption: must be in [0, 1), got {conf['corruption']}")
     return conf
