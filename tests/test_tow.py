@@ -277,6 +277,114 @@ def test_gauss_newton_at_the_adapted_weights_of_a_nonlinear_network():
         torch.testing.assert_close(diagonal.curvature[i], torch.diagonal(expected))
 
 
+def mlp_learner(kind: str):
+    """An MLP learner of each kind the per-point curvature handles, with a batch of matching targets."""
+    from taskbal.learners import CAVIA, MetaSGD
+    from taskbal.models.mlp import MLP
+
+    torch.manual_seed(3)
+    out, loss = {"multi": (3, "mse"), "ce": (4, "cross_entropy")}.get(kind, (1, "mse"))
+    model = MLP(2, [6, 5], out, context=3 if kind == "cavia" else 0).to(DT)
+    learner = {"metasgd": lambda: MetaSGD(model, inner_steps=2, inner_lr=0.1, loss=loss),
+               "cavia": lambda: CAVIA(model, inner_steps=2, inner_lr=0.5, loss=loss)}.get(
+        kind, lambda: MAML(model, inner_steps=2, inner_lr=0.1, loss=loss))()
+    gen = torch.Generator().manual_seed(8)
+    r = lambda *sh: torch.randn(*sh, generator=gen, dtype=DT)
+    target = (lambda n: torch.randint(0, out, (4, n), generator=gen)) if loss == "cross_entropy" else (
+        lambda n: r(4, n, out))
+    batch = TaskBatch(r(4, 5, 2), target(5), r(4, 7, 2), target(7), torch.zeros(4, 1, dtype=DT))
+    flat = learner.flat_meta_parameters() + 0.3 * r(learner.flat_meta_parameters().shape[0])
+    return learner, batch, flat
+
+
+@pytest.mark.parametrize("kind", ["maml", "multi", "ce", "metasgd", "cavia"])
+def test_per_point_gauss_newton_equals_the_jacobian_path(kind, monkeypatch):
+    """The curvature from per-point backward passes (the MLP's closed-form diagonal, and k·n weight
+    copies) against the vmapped Jacobian J_oᵀ H_o J_o that networks with coupled points still use."""
+    import taskbal.weighting.tow as tow
+
+    learner, batch, flat = mlp_learner(kind)
+    assert tow.points_independent(learner.model)
+    ours = {form: evaluate_learner(learner, batch, flat, form).curvature for form in ("diagonal", "full")}
+    monkeypatch.setattr(tow, "_mlp_diagonal_blocks", lambda *args: None)  # the k·n copies
+    copies = evaluate_learner(learner, batch, flat, "diagonal").curvature
+    monkeypatch.setattr(tow, "points_independent", lambda model: False)  # the Jacobian
+    for form in ("diagonal", "full"):
+        reference = evaluate_learner(learner, batch, flat, form).curvature
+        assert reference.abs().max() > 0
+        torch.testing.assert_close(ours[form], reference, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(copies, ours["diagonal"], rtol=1e-10, atol=1e-13)
+    if kind == "metasgd":  # the rates are not adapted weights: no curvature
+        assert ours["diagonal"][:, flat.shape[0] // 2:].abs().max() == 0
+
+
+def test_batch_norm_networks_keep_the_jacobian_path():
+    """BatchNorm couples the query points, so per-point copies would be wrong; such a network gets
+    J_oᵀ H_o J_o from the Jacobian of all points, checked against autograd of one task's outputs."""
+    from torch.func import functional_call
+
+    import taskbal.weighting.tow as tow
+
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(2, 5), nn.BatchNorm1d(5, track_running_stats=False), nn.Tanh(),
+                          nn.Linear(5, 1)).to(DT)
+    learner = MAML(model, inner_steps=1, inner_lr=0.1, first_order=True, loss="mse")
+    gen = torch.Generator().manual_seed(9)
+    r = lambda *sh: torch.randn(*sh, generator=gen, dtype=DT)
+    batch = TaskBatch(r(3, 4, 2), r(3, 4, 1), r(3, 6, 2), r(3, 6, 1), torch.zeros(3, 1, dtype=DT))
+    flat = learner.flat_meta_parameters()
+    assert not tow.points_independent(model)
+    curvature = evaluate_learner(learner, batch, flat, "full").curvature
+    adapted = learner.adapt(learner.per_task_copies(learner.unflatten(flat), 3), batch.support_x,
+                            batch.support_y, create_graph=False)
+    names, shapes = learner.names, learner.shapes
+    for i in range(3):
+        def outputs(z):
+            params, start = {}, 0
+            for name, shape in zip(names, shapes):
+                params[name] = z[start:start + shape.numel()].view(shape)
+                start += shape.numel()
+            return functional_call(model, params, (batch.query_x[i],)).reshape(-1)
+        phi = torch.cat([adapted[name][i].detach().reshape(-1) for name in names])
+        J = torch.autograd.functional.jacobian(outputs, phi)
+        torch.testing.assert_close(curvature[i], 2.0 / 6 * J.T @ J)
+
+
+def test_skipped_work_does_not_change_the_plan():
+    """iLQR skips stage 1's curvature (δx_1 = 0 makes K_1 irrelevant) and defers the meta-gradients of
+    a rollout's last stage until an expansion needs them: the same weights, costs and gains (K_1 = 0)
+    as expanding every stage eagerly, and the skipped work is really not done."""
+    meta = MetaRegression(0, T=4)
+    dyn = SGDDynamics(0.5)
+    made = []
+
+    def evaluate(t, x, defer=False):
+        made.append(evaluate_learner(meta.learner, meta.batches[t], x, "diagonal", defer_grads=defer))
+        return made[-1]
+
+    class Eager(MetaProblem):
+        def linearise_start(self, x, state, ev, u):
+            return self.linearise(x, state, ev, u)
+
+    eager = Eager(evaluate, meta.T, meta.M, dyn, 10.0, None)
+    lazy = MetaProblem(evaluate, meta.T, meta.M, dyn, 10.0, None,
+                       evaluate_final=lambda t, x: evaluate(t, x, defer=True))
+    runs = []
+    for problem in (eager, lazy):
+        problem.bind(meta.x1)
+        made.clear()
+        runs.append(ilqr(problem, meta.x1, None, iterations=3, last_backward_only=True))
+        if problem is lazy:
+            assert made[0]._curvature is None  # stage 1 at x_1
+            assert any(ev._grads is None for ev in made)  # last stages nobody expanded
+    (traj_e, log_e, (K_e, k_e)), (traj_l, log_l, (K_l, k_l)) = runs
+    assert log_l == log_e and log_e["line_search_trials"] > 2  # some trials were rejected
+    torch.testing.assert_close(torch.stack(traj_l.us), torch.stack(traj_e.us), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(torch.stack(k_l), torch.stack(k_e), rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(torch.stack(K_l[1:]), torch.stack(K_e[1:]), rtol=1e-12, atol=1e-14)
+    assert K_l[0].abs().max() == 0 and K_e[0].abs().max() > 0
+
+
 # -- planned weights against brute force --------------------------------------------------------
 class MetaRegression:
     """T meta-batches of M linear-regression tasks (one MAML step), evaluated by the real learner."""

@@ -63,11 +63,23 @@ plans, and every iteration returns the planned weights' combination of the loop'
 Batch 1 at x_1 reuses the loop's evaluation; the others are evaluated by ``evaluate_learner``, all tasks
 of a meta-batch at once. The plan is the weighting's state (resume mid-window is exact).
 
-Cost per outer step (benchmarks/bench_tow.py; sinusoid MAML, meta-batch 16, T = 5, one CPU thread):
-the paper's defaults take about 6× plain MAML (the paper: 5.6–9.5×, Table 2), mostly rejected
-line-search rollouts; ``final_pass: live`` with ``iterations: 1`` about 2.1× (second-order MAML) and
-2.6× (first-order). Any variant needs at least two meta-gradient evaluations per step (the nominal
-rollout and the step itself) plus the Gauss–Newton curvature.
+Work that cannot change the plan is skipped: stage 1's expansion has no F_x, C_xx (x_1 is given, so
+δx_1 = 0 and K_1 only ever multiplies 0; K_1 = 0 is returned) and hence no curvature and no re-adaptation
+of batch 1; a rollout's last stage runs the backward of its meta-gradients only if the trajectory is
+expanded again (a rejected line-search trial never does), and x_{T+1} is not computed. For networks that
+map query points independently (no batch statistics, no dropout; ``points_independent``) the curvature
+comes from ordinary backward passes per output column, with one weight copy per query point
+(``per_point_gauss_newton``; the MLP's diagonal in closed form per linear layer, Σ_p δ_p² h_p²), instead
+of a Jacobian vmapped over the n·c output probes; other networks (conv4's BatchNorm) keep the Jacobian.
+With ``value: full`` and a diagonal F_x the backward pass scales rows and columns instead of D×D products.
+
+Cost per outer step (benchmarks/bench_tow.py; sinusoid MAML, meta-batch 16, T = 5, one CPU thread,
+medians of three runs): the paper's defaults take 4.8× plain MAML (the paper reports 5.6–9.5×,
+Table 2), mostly rejected line-search rollouts, and about 8× with ``value: full``; ``final_pass: live``
+2.9× with 2 iterations, and 1.95× with ``iterations: 1`` (first-order MAML: 5.6×, 3.0×, 2.0×). The live 1-iteration
+variant cannot go below about 1 + (T − 1)/T evaluations per step (the nominal rollout re-evaluates
+batches 2..T at the uniform trajectory; here 1.7×); the rest is the curvature of T − 1 stages, the
+backward pass and the bookkeeping of the plan.
 """
 from __future__ import annotations
 
@@ -85,12 +97,22 @@ MAX_FULL_PARAMS = 30_000  # D×D float32 matrices of this size take 3.6 GB each
 class StageEval:
     """Meta-batch t evaluated at x: query losses [M], meta-gradients [M, D] and the Gauss–Newton
     curvature ([M, D] diagonals or [M, D, D] matrices), the latter computed on first use
-    (``curvature_fn``): only the trajectories that get linearised need it."""
+    (``curvature_fn``): only the trajectories that get linearised need it. The meta-gradients may be
+    deferred too (``grads_fn``: the last stage of a rollout, whose meta-gradients only an expansion uses)."""
 
-    def __init__(self, losses: torch.Tensor, grads: torch.Tensor, curvature: torch.Tensor | None = None,
-                 curvature_fn: Callable[[], torch.Tensor] | None = None):
-        self.losses, self.grads = losses, grads
+    def __init__(self, losses: torch.Tensor, grads: torch.Tensor | None, curvature: torch.Tensor | None = None,
+                 curvature_fn: Callable[[], torch.Tensor] | None = None,
+                 grads_fn: Callable[[], torch.Tensor] | None = None):
+        if grads is None and grads_fn is None:
+            raise ValueError("a stage evaluation needs its meta-gradients or a way to compute them")
+        self.losses, self._grads, self._grads_fn = losses, grads, grads_fn
         self._curvature, self._curvature_fn = curvature, curvature_fn
+
+    @property
+    def grads(self) -> torch.Tensor:
+        if self._grads is None:
+            self._grads, self._grads_fn = self._grads_fn(), None
+        return self._grads
 
     @property
     def curvature(self) -> torch.Tensor:
@@ -156,13 +178,14 @@ class AdamDynamics:
 @dataclass
 class Linearisation:
     """One stage's expansion: f ≈ F_x δx + F_u δu, c ≈ c_x δx + c_u δu + ½δxᵀC_xx δx + ½δuᵀC_uu δu.
-    F_x and C_xx are [D] (diagonal) or [D, D]."""
+    F_x and C_xx are [D] (diagonal) or [D, D]; both None on a first stage whose state is given (δx_1 = 0:
+    they would only enter the gain K_1, which multiplies δx_1, and V_1, which nothing uses)."""
 
-    F_x: torch.Tensor
+    F_x: torch.Tensor | None
     F_u: torch.Tensor  # [D, M]
     c_x: torch.Tensor  # [D]
     c_u: torch.Tensor  # [M]
-    C_xx: torch.Tensor
+    C_xx: torch.Tensor | None
     C_uu: torch.Tensor  # [M, M]
 
 
@@ -172,15 +195,26 @@ def _full(a: torch.Tensor) -> torch.Tensor:
 
 def ilqr_backward(stages: list[Linearisation], value: str = "diagonal", theta: str = "inverse"):
     """Algorithm 2: feedback gains K_t [M, D], feed-forward k_t [M] for t = 1..T, and θ₁ (the predicted
-    first-order change of the total cost along ε). ``value``: ``diagonal`` keeps V_t's diagonal only."""
+    first-order change of the total cost along ε). ``value``: ``diagonal`` keeps V_t's diagonal only.
+    A first stage without F_x (a given initial state) gets K_1 = 0."""
     gains, offsets = [None] * len(stages), [None] * len(stages)
     first = stages[0]
     D = first.F_u.shape[0]
     v = torch.zeros(D, dtype=first.F_u.dtype, device=first.F_u.device)
     V = torch.zeros_like(v) if value == "diagonal" else torch.zeros(D, D, dtype=v.dtype, device=v.device)
-    theta_1 = 0.0
+    theta_1 = torch.zeros((), dtype=torch.float64, device=v.device)  # summed in double, synced once
     for t in range(len(stages) - 1, -1, -1):
         s = stages[t]
+        if s.F_x is None:
+            if t != 0:
+                raise ValueError("ilqr_backward: only the first stage may leave F_x out (its state is given)")
+            Q_uu = s.C_uu + s.F_u.T @ (V[:, None] * s.F_u if value == "diagonal" else V @ s.F_u)
+            Q_uu = 0.5 * (Q_uu + Q_uu.T)
+            q_u = s.c_u + s.F_u.T @ v
+            k = -torch.linalg.solve(Q_uu, q_u)
+            gains[t], offsets[t] = torch.zeros_like(s.F_u.T), k
+            theta_1 = theta_1 + (q_u @ k if theta == "inverse" else -(q_u @ Q_uu @ q_u)).double()
+            break
         if value == "diagonal" and s.F_x.dim() == 1 and s.C_xx.dim() == 1:
             VFu = V[:, None] * s.F_u  # diag(V) F_u
             Q_xu = s.F_x[:, None] * VFu
@@ -194,6 +228,16 @@ def ilqr_backward(stages: list[Linearisation], value: str = "diagonal", theta: s
             Q_uu = s.C_uu + s.F_u.T @ VFu
             q_x = s.c_x + F_x.T @ v
             Q_xx_diag = torch.diagonal(C_xx) + (F_x * F_x * V[:, None]).sum(0)
+        elif s.F_x.dim() == 1:  # full V, diagonal F_x: the products with F_x are row/column scalings, O(D²)
+            VFu = V @ s.F_u
+            Q_xu = s.F_x[:, None] * VFu
+            Q_uu = s.C_uu + s.F_u.T @ VFu
+            q_x = s.c_x + s.F_x * v
+            Q_xx = s.F_x[:, None] * V * s.F_x
+            if s.C_xx.dim() == 1:
+                Q_xx.diagonal().add_(s.C_xx)
+            else:
+                Q_xx = s.C_xx + Q_xx
         else:
             F_x, C_xx = _full(s.F_x), _full(s.C_xx)
             VFu = V @ s.F_u
@@ -203,23 +247,26 @@ def ilqr_backward(stages: list[Linearisation], value: str = "diagonal", theta: s
             Q_xx = C_xx + F_x.T @ V @ F_x
         Q_uu = 0.5 * (Q_uu + Q_uu.T)
         q_u = s.c_u + s.F_u.T @ v
-        solved = torch.linalg.solve(Q_uu, torch.cat([Q_xu.T, q_u[:, None]], dim=1))
+        # the right-hand sides [Q_ux | q_u] built column-major, as LAPACK takes them (no transposing copy)
+        solved = torch.linalg.solve(Q_uu, torch.cat([Q_xu, q_u[None]], dim=0).T)
         K, k = -solved[:, :-1], -solved[:, -1]
         gains[t], offsets[t] = K, k
+        theta_1 = theta_1 + (q_u @ k if theta == "inverse" else -(q_u @ Q_uu @ q_u)).double()
+        if t == 0:  # V_1, v_1 are not needed
+            break
         if value == "diagonal":
             V = Q_xx_diag + (Q_xu * K.T).sum(1)
         else:
             V = Q_xx + Q_xu @ K
             V = 0.5 * (V + V.T)
         v = q_x + Q_xu @ k
-        theta_1 += float(q_u @ k) if theta == "inverse" else -float(q_u @ Q_uu @ q_u)
-    return gains, offsets, theta_1
+    return gains, offsets, float(theta_1)
 
 
 @dataclass
 class Trajectory:
-    xs: list[torch.Tensor]  # x_1..x_{T+1}
-    states: list  # optimiser state before each step (T+1 entries)
+    xs: list[torch.Tensor]  # x_1..x_T (x_{T+1} is not needed: there is no terminal cost)
+    states: list  # optimiser state before each step (T entries)
     us: list[torch.Tensor]  # u_1..u_T
     evals: list[StageEval]  # stage t evaluated at x_t
     cost: float
@@ -233,6 +280,11 @@ class Problem:
     def stage(self, t: int, x: torch.Tensor):
         raise NotImplementedError
 
+    def final_stage(self, t: int, x: torch.Tensor):
+        """The last stage of a rollout: no step follows it, so its meta-gradients are only needed if the
+        trajectory is expanded again; a problem may defer them."""
+        return self.stage(t, x)
+
     def step(self, x, state, ev: StageEval, u):
         raise NotImplementedError
 
@@ -242,23 +294,32 @@ class Problem:
     def linearise(self, x, state, ev: StageEval, u) -> Linearisation:
         raise NotImplementedError
 
+    def linearise_start(self, x, state, ev: StageEval, u) -> Linearisation:
+        """Stage 1's expansion; its state x_1 is given, so a problem may leave F_x and C_xx out."""
+        return self.linearise(x, state, ev, u)
+
 
 def rollout(problem: Problem, x1, state1, nominal: Trajectory | None, gains=None, offsets=None, eps=1.0,
             first_eval=None) -> Trajectory | None:
     """Run the true dynamics under u_t = û_t + K_t(x_t − x̂_t) + ε k_t (``nominal`` None: the nominal
     actions). Returns None as soon as a weight is negative when ``problem.nonnegative`` (the paper's
     acceptance test would reject the trial anyway: the remaining stages are not evaluated)."""
-    xs, states, us, evals, cost = [x1], [state1], [], [], 0.0
+    xs, states, us, evals, cost = [], [], [], [], 0.0
     x, state = x1, state1
+    last = problem.horizon - 1
     for t in range(problem.horizon):
+        if t:
+            x, state = problem.step(x, state, evals[-1], us[-1])
         u = problem.nominal_action(t) if nominal is None else nominal.us[t]
         if gains is not None:
             u = u + gains[t] @ (x - nominal.xs[t]) + eps * offsets[t]
             if getattr(problem, "nonnegative", False) and bool((u < 0).any()):
                 return None
-        ev = first_eval if (t == 0 and first_eval is not None) else problem.stage(t, x)
+        if t == 0 and first_eval is not None:
+            ev = first_eval
+        else:
+            ev = problem.final_stage(t, x) if t == last else problem.stage(t, x)
         cost += problem.cost(ev, u)
-        x, state = problem.step(x, state, ev, u)
         xs.append(x), states.append(state), us.append(u), evals.append(ev)
     return Trajectory(xs, states, us, evals, cost)
 
@@ -276,8 +337,8 @@ def ilqr(problem: Problem, x1, state1, iterations: int = 2, value: str = "diagon
     log = {"cost_uniform": nominal.cost, "line_search_trials": 0, "line_search_failures": 0}
     last = None
     for it in range(iterations):
-        stages = [problem.linearise(nominal.xs[t], nominal.states[t], nominal.evals[t], nominal.us[t])
-                  for t in range(problem.horizon)]
+        stages = [(problem.linearise_start if t == 0 else problem.linearise)(
+            nominal.xs[t], nominal.states[t], nominal.evals[t], nominal.us[t]) for t in range(problem.horizon)]
         gains, offsets, theta_1 = ilqr_backward(stages, value, theta)
         if last_backward_only and it == iterations - 1:
             last = (gains, offsets)
@@ -293,7 +354,7 @@ def ilqr(problem: Problem, x1, state1, iterations: int = 2, value: str = "diagon
             if trial is not None and trial.cost - nominal.cost <= 0.5 * eps * theta_1:
                 accepted = trial
                 break
-            eps *= 0.5
+            eps, trial = 0.5 * eps, None  # (frees the rejected trial's deferred meta-graph first)
         if accepted is None:  # keep the nominal trajectory (uniform weights on the first iteration);
             log["line_search_failures"] += 1  # a further iteration would repeat this one exactly
             break
@@ -304,15 +365,18 @@ def ilqr(problem: Problem, x1, state1, iterations: int = 2, value: str = "diagon
 
 # -- TOW on meta-batches ------------------------------------------------------------------------
 class MetaProblem(Problem):
-    """The control problem of Eqs. 6–7 on T meta-batches given by ``evaluate(t, x) -> StageEval``."""
+    """The control problem of Eqs. 6–7 on T meta-batches given by ``evaluate(t, x) -> StageEval``
+    (``evaluate_final``, if given, for the last stage of a rollout: may defer the meta-gradients)."""
 
     nonnegative = False  # set by ``ilqr``: the paper's line search rejects negative weights
 
     def __init__(self, evaluate: Evaluate, horizon: int, num_tasks: int, dynamics, prior_precision: float,
-                 prior_mean: float | None):
+                 prior_mean: float | None, evaluate_final: Evaluate | None = None):
         self.evaluate, self.horizon, self.M = evaluate, horizon, num_tasks
+        self.evaluate_final = evaluate_final or evaluate
         self.dynamics, self.beta = dynamics, prior_precision
         self.mu = 1.0 / num_tasks if prior_mean is None else prior_mean
+        self._C_uu: torch.Tensor | None = None  # β_u I, the same at every stage
 
     def nominal_action(self, t: int) -> torch.Tensor:
         return torch.full((self.M,), 1.0 / self.M, dtype=self._dtype, device=self._device)
@@ -323,6 +387,9 @@ class MetaProblem(Problem):
     def stage(self, t, x):
         return self.evaluate(t, x)
 
+    def final_stage(self, t, x):
+        return self.evaluate_final(t, x)
+
     def step(self, x, state, ev, u):
         return self.dynamics.step(x, state, u @ ev.grads)
 
@@ -330,18 +397,28 @@ class MetaProblem(Problem):
         return float(ev.losses.sum() + 0.5 * self.beta * (u - self.mu).pow(2).sum())
 
     def linearise(self, x, state, ev, u):
+        return self.expand(x, state, ev, u, with_state=True)
+
+    def linearise_start(self, x, state, ev, u):
+        """x_1 is given: no F_x, C_xx, so stage 1's curvature is never computed."""
+        return self.expand(x, state, ev, u, with_state=False)
+
+    def expand(self, x, state, ev, u, with_state: bool) -> Linearisation:
         g = u @ ev.grads
         s = self.dynamics.scale(state, g)
-        curv = ev.curvature
-        if curv.dim() == 2:  # diagonals [M, D]
-            H_w, C_xx = u @ curv, curv.sum(0)
-            F_x = 1 - s * H_w
-        else:  # matrices [M, D, D]
-            H_w, C_xx = torch.einsum("m,mde->de", u, curv), curv.sum(0)
-            F_x = torch.eye(x.shape[0], dtype=x.dtype, device=x.device) - s[:, None] * H_w
+        F_x = C_xx = None
+        if with_state:
+            curv = ev.curvature
+            if curv.dim() == 2:  # diagonals [M, D]
+                H_w, C_xx = u @ curv, curv.sum(0)
+                F_x = 1 - s * H_w
+            else:  # matrices [M, D, D]
+                H_w, C_xx = torch.einsum("m,mde->de", u, curv), curv.sum(0)
+                F_x = torch.eye(x.shape[0], dtype=x.dtype, device=x.device) - s[:, None] * H_w
+        if self._C_uu is None or self._C_uu.dtype != x.dtype or self._C_uu.device != x.device:
+            self._C_uu = self.beta * torch.eye(self.M, dtype=x.dtype, device=x.device)
         return Linearisation(F_x=F_x, F_u=-s[:, None] * ev.grads.T, c_x=ev.grads.sum(0),
-                             c_u=self.beta * (u - self.mu), C_xx=C_xx,
-                             C_uu=self.beta * torch.eye(self.M, dtype=x.dtype, device=x.device))
+                             c_u=self.beta * (u - self.mu), C_xx=C_xx, C_uu=self._C_uu)
 
 
 def output_hessian(loss: str, outputs: torch.Tensor) -> torch.Tensor:
@@ -377,8 +454,139 @@ def gauss_newton(loss: str, outputs: torch.Tensor, jac: torch.Tensor, form: str)
     return torch.einsum("kncd,knce->kde", jac, HJ)
 
 
+def output_hessian_factor(loss: str, outputs: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A and s with s·A Aᵀ = ``output_hessian`` at every query point: A [k, n, c, c]. MSE: A = I,
+    s = 2/(n·c); cross-entropy: A = diag(√p) − p √pᵀ (column j is √p_j (e_j − p); A Aᵀ = diag p − ppᵀ
+    because Σ_j p_j = 1), s = 1/n."""
+    k, n, c = outputs.shape
+    if loss == "mse":
+        return torch.eye(c, dtype=outputs.dtype, device=outputs.device).expand(k, n, c, c), 2.0 / (n * c)
+    p = outputs.softmax(-1)
+    root = p.sqrt()
+    return torch.diag_embed(root) - p[..., :, None] * root[..., None, :], 1.0 / n
+
+
+def points_independent(model: torch.nn.Module) -> bool:
+    """Whether the network maps each input row without looking at the other rows of its batch: no
+    batch-statistics normalisation, no random masks. Then a task's outputs on n query points are the
+    outputs of n copies of its weights on one point each."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (
+                module.training or not module.track_running_stats):
+            return False
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+            return False
+    return True
+
+
+def _output_probes(loss: str, out: torch.Tensor, k: int, n: int) -> tuple[list[torch.Tensor], float]:
+    """The columns of the output-Hessian factor as backward probes shaped like ``out``, and s."""
+    c = out.shape[-1]
+    if loss == "mse" and c == 1:
+        return [torch.ones_like(out)], 2.0 / n
+    factor, scale = output_hessian_factor(loss, out.detach().view(k, n, c))
+    return [factor[..., j].reshape(out.shape) for j in range(c)], scale
+
+
+def _replicated_rows(learner, fast, query_x, wanted, form):
+    """Per-point rows (A_pᵀ J_p)_j by one backward per column j through k·n weight copies: their squares
+    summed over the points (``diagonal``, by parameter name) or all rows [k, n·c, Σ wanted sizes]."""
+    k, n = query_x.shape[:2]
+    with torch.enable_grad():
+        copies = {name: p.detach().unsqueeze(1).expand(k, n, *p.shape[1:]).reshape(k * n, *p.shape[1:])
+                  for name, p in fast.items()}
+        leaves = [copies[name].requires_grad_() for name in wanted]
+        out = learner.predict(copies, query_x.reshape(k * n, 1, *query_x.shape[2:]))
+        probes, scale = _output_probes(learner.loss, out, k, n)
+        blocks: dict[str, torch.Tensor] = {}
+        rows = []
+        for j, probe in enumerate(probes):
+            grads = torch.autograd.grad(out, leaves, grad_outputs=probe, retain_graph=j < len(probes) - 1,
+                                        allow_unused=True, materialize_grads=True)
+            if form == "diagonal":
+                for name, g in zip(wanted, grads):
+                    square = (g * g).unflatten(0, (k, n)).sum(1).reshape(k, -1)
+                    blocks[name] = square if j == 0 else blocks[name] + square
+            else:
+                rows.append(torch.cat([g.reshape(k, n, -1) for g in grads], dim=2))
+    return (blocks if form == "diagonal" else torch.cat(rows, dim=1)), scale
+
+
+def _mlp_diagonal_blocks(learner, fast, query_x):
+    """The diagonal for the MLP of models/mlp.py in closed form, or None for any other network or learner
+    forward. Layer l computes z = W h + b at every point, so point p's row of W is δ_p h_pᵀ with
+    δ_p = ∂(A_pᵀ f_p)_j/∂z_p, and Σ_p (δ_p h_pᵀ)² = (δ²)ᵀ h²: one [k, out, n] × [k, n, in] product
+    per layer instead of k·n per-point gradients. The δ_p of all points come from one backward per
+    column j of A (the points are independent)."""
+    from ..learners.cavia import CAVIA, CONTEXT
+    from ..learners.maml import MAML
+    from ..models.mlp import MLP
+
+    model, predict = learner.model, type(learner).predict
+    if type(model) is not MLP or predict not in (MAML.predict, CAVIA.predict):
+        return None
+    context = fast[CONTEXT].detach() if predict is CAVIA.predict else None
+    k, n = query_x.shape[:2]
+    linear = [i for i, layer in enumerate(model) if isinstance(layer, torch.nn.Linear)]
+    with torch.enable_grad():  # MLP.batched_forward, keeping every layer's input h and output z
+        h = model._with_context(query_x.flatten(2), context)
+        inputs, outputs = [], []
+        for position, index in enumerate(linear):
+            weight, bias = fast[f"{index}.weight"].detach(), fast[f"{index}.bias"].detach()
+            inputs.append(h.detach())
+            z = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            outputs.append(z if position else z.requires_grad_())
+            h = model.activation(z) if position < len(linear) - 1 else z
+        probes, scale = _output_probes(learner.loss, h, k, n)
+        squares = [x * x for x in inputs]
+        blocks: dict[str, torch.Tensor] = {}
+        for j, probe in enumerate(probes):
+            deltas = torch.autograd.grad(h, outputs, grad_outputs=probe, retain_graph=j < len(probes) - 1)
+            for index, delta, square in zip(linear, deltas, squares):
+                d2 = delta * delta
+                for name, block in ((f"{index}.weight", (d2.transpose(1, 2) @ square).reshape(k, -1)),
+                                    (f"{index}.bias", d2.sum(1))):
+                    blocks[name] = block if j == 0 else blocks[name] + block
+    return blocks, scale
+
+
+def per_point_gauss_newton(learner, fast: dict[str, torch.Tensor], query_x: torch.Tensor, num_params: int,
+                           form: str) -> torch.Tensor:
+    """The Gauss–Newton curvature at the adapted weights ``fast`` without a Jacobian. With H_p = s A_p A_pᵀ
+    (``output_hessian_factor``), Σ_p J_pᵀ H_p J_p = s Σ_p Σ_j (A_pᵀ J_p)_jᵀ (A_pᵀ J_p)_j, and the rows
+    (A_pᵀ J_p)_j of all tasks and points come from one ordinary backward per output column j: every task's
+    weights are copied once per query point (k·n copies, copy (i, p) sees point p of task i only, through
+    the learner's own batched ``predict``). c backward passes instead of one vmapped over n·c probes.
+    The diagonal of the MLP of models/mlp.py is summed in closed form (no per-point copies). Needs
+    ``points_independent``. Columns of meta-parameters outside ``fast`` (Meta-SGD's rates) are 0; fast
+    weights that are not meta-parameters (CAVIA's context) get none."""
+    k = query_x.shape[0]
+    names, shapes = learner.names, learner.shapes
+    wanted = [name for name in names if name in fast]
+    if form == "diagonal":
+        closed_form = _mlp_diagonal_blocks(learner, fast, query_x)
+        blocks, scale = closed_form if closed_form is not None else _replicated_rows(
+            learner, fast, query_x, wanted, form)
+        parts = [blocks[name] if name in blocks else query_x.new_zeros(k, shape.numel())
+                 for name, shape in zip(names, shapes)]
+        return scale * torch.cat(parts, dim=1)
+    rows, scale = _replicated_rows(learner, fast, query_x, wanted, form)  # [k, n·c, Σ wanted sizes]
+    if wanted != names:  # place the wanted columns at their meta-parameters' positions
+        full_rows = rows.new_zeros(k, rows.shape[1], num_params)
+        offset, start = 0, 0
+        for name, shape in zip(names, shapes):
+            size = shape.numel()
+            if name in fast:
+                full_rows[..., offset:offset + size] = rows[..., start:start + size]
+                start += size
+            offset += size
+        rows = full_rows
+    return scale * rows.transpose(1, 2) @ rows
+
+
 def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diagonal",
-                     through: str = "adapted", known: tuple[torch.Tensor, torch.Tensor] | None = None) -> StageEval:
+                     through: str = "adapted", known: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     defer_grads: bool = False) -> StageEval:
     """Query losses and per-task meta-gradients (as the learner's ``meta_gradients`` computes them, but
     at the meta-parameters ``flat``); the Gauss–Newton curvature (``curvature``: diagonal | full) is
     computed on first use. ``through``: ``adapted`` differentiates the query outputs w.r.t. the adapted
@@ -386,43 +594,61 @@ def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diago
     sets, no new adaptation); ``meta`` differentiates them through the adaptation (the Gauss–Newton
     matrix of the meta-loss itself; re-runs the adaptation when the curvature is needed).
     ``known``: the (losses, grads) at ``flat`` are already known (the training loop's own evaluation):
-    only the adapted weights are recomputed, without a meta-graph."""
+    nothing is evaluated until the curvature is asked for, which then re-runs the adaptation without a
+    meta-graph (``ilqr`` never asks for stage 1's). ``defer_grads``: keep the meta-graph and run its
+    backward only when the meta-gradients are asked for (the last stage of a rollout)."""
     from ..learners.maml import MAML
 
     k = batch.num_tasks
     plain = type(learner).query_outputs is MAML.query_outputs
-    if known is not None and not (through == "adapted" and plain):
-        losses, grads = known
+    fast = None  # the adapted weights (plain learners), detached
+    grads_fn = None
+    if known is not None:
+        losses, grads = known[0], known[1].detach()
     else:
         with torch.enable_grad():
             copies = learner.per_task_copies(learner.unflatten(flat), k)
-            create_graph = not learner.first_order and known is None
+            create_graph = not learner.first_order
             if plain:
                 adapted = learner.adapt(copies, batch.support_x, batch.support_y, create_graph=create_graph)
-            if known is not None:
-                losses, grads = known
+                outputs = learner.predict(adapted, batch.query_x)
+                fast = {name: p.detach() for name, p in adapted.items()}
             else:
-                outputs = (learner.predict(adapted, batch.query_x) if plain
-                           else learner.query_outputs(copies, batch, create_graph=create_graph))
-                losses = learner.loss_per_task(outputs, batch.query_y)
-                grads = torch.autograd.grad(losses.sum(), list(copies.values()), allow_unused=True,
-                                            materialize_grads=True)
-                grads = torch.cat([g.reshape(k, -1) for g in grads], dim=1)
+                outputs = learner.query_outputs(copies, batch, create_graph=create_graph)
+            losses = learner.loss_per_task(outputs, batch.query_y)
+            total, leaves = losses.sum(), list(copies.values())
 
-    if through == "adapted" and plain:
-        fast = {name: p.detach() for name, p in adapted.items()}
+        def grads_fn():
+            grads = torch.autograd.grad(total, leaves, allow_unused=True, materialize_grads=True)
+            return torch.cat([g.reshape(k, -1) for g in grads], dim=1).detach()
+        grads = None if defer_grads else grads_fn()
+        if not defer_grads:
+            grads_fn = None  # (frees the meta-graph)
 
+    def adapted_weights():
+        if fast is not None:
+            return fast
+        with torch.enable_grad():
+            copies = learner.per_task_copies(learner.unflatten(flat), k)
+            adapted = learner.adapt(copies, batch.support_x, batch.support_y, create_graph=False)
+        return {name: p.detach() for name, p in adapted.items()}
+
+    if through == "adapted" and plain and points_independent(learner.model):
         def curvature_fn():
+            return per_point_gauss_newton(learner, adapted_weights(), batch.query_x, flat.shape[0], curvature)
+    elif through == "adapted" and plain:
+        def curvature_fn():
+            weights = adapted_weights()
             with torch.enable_grad():
-                leaves = {name: p.clone().requires_grad_() for name, p in fast.items()}
+                leaves = {name: p.clone().requires_grad_() for name, p in weights.items()}
                 out = learner.predict(leaves, batch.query_x)
                 jac_fast = _output_jacobian(out, list(leaves.values()), retain=False)
-            if list(fast) == learner.names:  # MAML: the adapted weights are the meta-parameters
+            if list(weights) == learner.names:  # MAML: the adapted weights are the meta-parameters
                 jac = jac_fast
             else:  # their columns at their meta-parameters' positions, 0 for the others
                 jac = torch.zeros(*jac_fast.shape[:3], flat.shape[0], dtype=flat.dtype, device=flat.device)
                 starts, begin = {}, 0
-                for name, p in fast.items():
+                for name, p in weights.items():
                     starts[name], begin = begin, begin + p[0].numel()
                 offset = 0
                 for name, shape in zip(learner.names, learner.shapes):
@@ -438,7 +664,7 @@ def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diago
                 out = learner.query_outputs(copies, batch, create_graph=not learner.first_order)
                 jac = _output_jacobian(out, list(copies.values()), retain=False)
             return gauss_newton(learner.loss, out.detach(), jac, curvature)
-    return StageEval(losses.detach(), grads.detach(), curvature_fn=curvature_fn)
+    return StageEval(losses.detach(), grads, curvature_fn=curvature_fn, grads_fn=grads_fn)
 
 
 class TOW(Weighting):
@@ -517,7 +743,9 @@ class TOW(Weighting):
         x1 = tasks.params
         dynamics, state1 = self.outer_dynamics(tasks.optimizer, x1)
         problem = MetaProblem(lambda t, x: evaluate_learner(learner, batches[t], x, curvature, self.gauss_newton),
-                              len(batches), tasks.num_tasks, dynamics, self.prior_precision, self.prior_mean)
+                              len(batches), tasks.num_tasks, dynamics, self.prior_precision, self.prior_mean,
+                              evaluate_final=lambda t, x: evaluate_learner(learner, batches[t], x, curvature,
+                                                                           self.gauss_newton, defer_grads=True))
         problem.bind(x1)
         # the loop has evaluated batch 1 at x_1 already: reuse its losses and meta-gradients
         first = evaluate_learner(learner, batches[0], x1, curvature, self.gauss_newton,
@@ -526,7 +754,7 @@ class TOW(Weighting):
                                      self.line_search, self.min_step,
                                      last_backward_only=self.final_pass == "live", first_eval=first)
         self.plan = {"start": tasks.iteration, "length": len(batches), "us": torch.stack(trajectory.us),
-                     "xs": torch.stack(trajectory.xs[:-1]), "log": log}
+                     "xs": torch.stack(trajectory.xs), "log": log}
         if last is not None:
             self.plan["gains"], self.plan["offsets"] = torch.stack(last[0]), torch.stack(last[1])
 
