@@ -74,9 +74,9 @@ of a Jacobian vmapped over the n·c output probes; other networks (conv4's Batch
 With ``value: full`` and a diagonal F_x the backward pass scales rows and columns instead of D×D products.
 
 Cost per outer step (benchmarks/bench_tow.py; sinusoid MAML, meta-batch 16, T = 5, one CPU thread,
-medians of three runs): the paper's defaults take 4.8× plain MAML (the paper reports 5.6–9.5×,
-Table 2), mostly rejected line-search rollouts, and about 8× with ``value: full``; ``final_pass: live``
-2.9× with 2 iterations, and 1.95× with ``iterations: 1`` (first-order MAML: 5.6×, 3.0×, 2.0×). The live 1-iteration
+an idle machine): the paper's defaults take 5.4× plain MAML (the paper reports 5.6–9.5×, Table 2),
+mostly rejected line-search rollouts, and 9× with ``value: full``; ``final_pass: live`` 2.8× with
+2 iterations, and 1.9× with ``iterations: 1`` (first-order MAML: 5.5×, 2.9×, 2.0×). The live 1-iteration
 variant cannot go below about 1 + (T − 1)/T evaluations per step (the nominal rollout re-evaluates
 batches 2..T at the uniform trajectory; here 1.7×); the rest is the curvature of T − 1 stages, the
 backward pass and the bookkeeping of the plan.
