@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from taskbal.data.sinusoid import SinusoidTasks, sidecar, write_splits
-from taskbal.io import read_json
+from taskbal.data.sinusoid import SinusoidTasks, write_splits
+from taskbal.io import read_json, sidecar
 
 
 def test_same_seed_same_file_other_seed_other_file(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from taskbal.data import family_module
-from taskbal.data.skewed_sinusoid import SkewedSinusoidTasks, sidecar, write_splits
+from taskbal.data.skewed_sinusoid import SkewedSinusoidTasks, write_splits
+from taskbal.io import sidecar
 
 BASE = dict(family="skewed_sinusoid", shots=5, query=5, eval_query=40, train_tasks=3000, val_tasks=30,
             test_tasks=1470, split_seed=3)

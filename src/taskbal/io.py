@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
@@ -51,6 +53,18 @@ def sha256_file(path: Path | str) -> str:
 def sidecar(path: Path | str) -> Path:
     """The JSON file beside a split or problem file that records how it was made and its SHA-256."""
     return Path(path).with_suffix(".json")
+
+
+def write_arrays(path: Path | str, arrays: dict, meta: dict) -> dict:
+    """Write ``arrays`` to the ``.npz`` file ``path`` (atomically) and ``meta`` with the file's SHA-256 to
+    its sidecar, the pair ``verified_sidecar`` reads back; returns the sidecar's content."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    meta = {**meta, "sha256": sha256_file(path)}
+    write_json(sidecar(path), meta)
+    return meta
 
 
 def verified_sidecar(path: Path | str, kind: str = "split") -> dict:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from ..io import verified_sidecar, write_arrays
 from ..learners import TaskBatch
 from . import idx
 from .checks import check_integer, data_settings
@@ -210,9 +210,6 @@ def write_splits(path: Path | str, data: dict) -> dict:
     arrays["task_dataset"] = np.array([DATASETS.index(t["dataset"]) for t in tasks], dtype=np.int8)
     arrays["task_classes"] = np.array([t["classes"] for t in tasks], dtype=np.int8)
     arrays["train_probabilities"] = probs
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
     sizes = {split: int(arrays[f"{split}_task"].size) for split in SPLITS}
     meta = {"family": "binary_mnist", "seed": settings["split_seed"], "shots": settings["shots"],
             "query": settings["query"], "sizes": sizes, "tasks": tasks,
@@ -225,10 +222,8 @@ def write_splits(path: Path | str, data: dict) -> dict:
             "test_source": {name: "test" if loaded[name]["test"] is not None else "train" for name in DATASETS},
             "images": {"train": "training images minus the held-out validation (and test) images",
                        "val": "held-out training images", "test": test_images},
-            "sha256": sha256_file(path),
             "task": "2-way episodes: shots + query distinct images per class; labels 0/1 per the task's class order"}
-    write_json(sidecar(path), meta)
-    return meta
+    return write_arrays(path, arrays, meta)
 
 
 # --------------------------------------------------------------------------- reading

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from ..io import verified_sidecar, write_arrays
 from .checks import data_settings
 
 PROBLEMS = ("shift_l1_ellipsoid", "shift_l_half_ellipsoid", "mixed_ellipsoid_rastrigin")
@@ -92,14 +92,10 @@ def write_splits(path: Path | str, data: dict) -> dict:
     check_data(data)
     path = Path(path)
     consts = constants(data["problem"], data["dim"])
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **consts)
     meta = {"family": "blackbox_moo", "problem": data["problem"], "dim": data["dim"],
-            "num_objectives": NUM_OBJECTIVES, "sha256": sha256_file(path),
+            "num_objectives": NUM_OBJECTIVES,
             "definition": "Ye (thesis) Eqs. 4.21-4.23; E = dist(x, P) as in section 4.6.1"}
-    write_json(sidecar(path), meta)
-    return meta
+    return write_arrays(path, consts, meta)
 
 
 class BlackBoxProblem:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from ..io import verified_sidecar, write_arrays
 from ..learners import TaskBatch
 from .checks import data_settings
 
@@ -72,15 +72,10 @@ def write_splits(path: Path | str, data: dict) -> dict:
         drawn = generate_split(np.random.default_rng(stream), sizes[split], settings["ways"], settings["shots"],
                                settings["query"], settings["dim"], tuple(settings["spread"]))
         arrays.update({f"{split}_{key}": value.astype(np.float32) for key, value in drawn.items()})
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
     meta = {"family": "fewshot_blobs", "seed": settings["split_seed"], "sizes": sizes,
             **{key: settings[key] for key in ("ways", "shots", "query", "dim")}, "spread": list(settings["spread"]),
-            "sha256": sha256_file(path),
             "task": "ways Gaussian classes in R^dim: means ~ N(0, s^2 I), s ~ U[spread], examples = mean + N(0, I)"}
-    write_json(sidecar(path), meta)
-    return meta
+    return write_arrays(path, arrays, meta)
 
 
 class FewShotBlobTasks:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from ..io import verified_sidecar, write_arrays
 from . import idx
 from .checks import data_settings
 
@@ -114,18 +114,13 @@ def write_splits(path: Path | str, data: dict) -> dict:
         noisy, mask = corrupt(rng, clean, settings["corruption"])
         arrays[f"train_{name}_clean"], arrays[f"train_{name}_label"] = clean, noisy
         arrays[f"train_{name}_corrupted"] = mask
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
     meta = {"family": "hyper_cleaning", "seed": settings["split_seed"], "datasets": settings["datasets"],
             "sizes": sizes, "corruption": settings["corruption"],
             "corrupted": {name: int(arrays[f"train_{name}_corrupted"].sum()) for name in settings["datasets"]},
             "dataset_dirs": dirs, "dataset_files": fingerprints, "data_source": sources,
             "images": {"train/val/val2": "disjoint draws from the official training images",
-                       "test": test_images},
-            "sha256": sha256_file(path)}
-    write_json(sidecar(path), meta)
-    return meta
+                       "test": test_images}}
+    return write_arrays(path, arrays, meta)
 
 
 class HyperCleaningTasks:

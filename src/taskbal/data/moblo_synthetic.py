@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from ..io import verified_sidecar, write_arrays
 from ..mtl.bilevel import MOBLOProblem
 from .checks import data_settings
 
@@ -41,13 +41,9 @@ def write_splits(path: Path | str, data: dict) -> dict:
     conf = resolved(data)
     path = Path(path)
     targets = np.asarray(conf["upper_targets"], dtype=np.float64)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, upper_targets=targets, solution_segment=np.array([targets.min(), targets.max()]))
-    meta = {"family": "moblo_synthetic", "upper_targets": targets.tolist(), "sha256": sha256_file(path),
-            "definition": "Ye (2024) thesis, Appendix A.1.4, problem (A.32)"}
-    write_json(sidecar(path), meta)
-    return meta
+    arrays = {"upper_targets": targets, "solution_segment": np.array([targets.min(), targets.max()])}
+    return write_arrays(path, arrays, {"family": "moblo_synthetic", "upper_targets": targets.tolist(),
+                                       "definition": "Ye (2024) thesis, Appendix A.1.4, problem (A.32)"})
 
 
 def distance_to_solution_set(alpha: float, omega: np.ndarray, low: float, high: float) -> float:

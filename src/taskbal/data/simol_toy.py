@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from ..io import verified_sidecar, write_arrays
 from .checks import data_settings
 
 EPS = 5e-6
@@ -117,13 +117,9 @@ def write_splits(path: Path | str, data: dict) -> dict:
     conf = resolved(data)
     path = Path(path)
     front = pareto_front(conf["front_points"])
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **front)
     meta = {"family": "simol_toy", "f2_tanh_sign": conf["f2_tanh_sign"], "front_points": conf["front_points"],
-            "sha256": sha256_file(path), "definition": "SIMOL (ICLR 2023) Appendix A; front by weighted sums"}
-    write_json(sidecar(path), meta)
-    return meta
+            "definition": "SIMOL (ICLR 2023) Appendix A; front by weighted sums"}
+    return write_arrays(path, front, meta)
 
 
 class ToyProblem:

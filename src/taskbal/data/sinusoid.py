@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from ..io import verified_sidecar, write_arrays
 from ..learners import TaskBatch
 from .checks import data_settings
 
@@ -62,14 +62,9 @@ def write_splits(path: Path | str, data: dict) -> dict:
     for name, stream in zip(SPLITS, streams):
         for key, value in generate_split(np.random.default_rng(stream), sizes[name], shots, query).items():
             arrays[f"{name}_{key}"] = value.astype(np.float32)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
     meta = {"family": "sinusoid", "seed": seed, "shots": shots, "query": query, "sizes": sizes,
-            "sha256": sha256_file(path),
             "task": "y = a sin(x + b), a ~ U[0.1, 5], b ~ U[0, pi], x ~ U[-5, 5]"}
-    write_json(sidecar(path), meta)
-    return meta
+    return write_arrays(path, arrays, meta)
 
 
 class SinusoidTasks:

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_path, sha256_file, sidecar, verified_sidecar, write_json
+from ..io import write_arrays
 from .checks import data_settings
 from .sinusoid import SinusoidTasks
 
@@ -123,18 +123,13 @@ def write_splits(path: Path | str, data: dict) -> dict:
         drawn = generate_split(np.random.default_rng(stream), bin_edges(split), sizes[split],
                                settings["shots"], queries[split], assignment)
         arrays.update({f"{split}_{key}": value for key, value in drawn.items()})
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
     meta = {"family": "skewed_sinusoid", "seed": settings["split_seed"], "shots": settings["shots"],
             "query": queries, "sizes": sizes, "eval_assignment": settings["eval_assignment"],
             "bins": {"train": len(training_bin_edges()), "val": len(evaluation_bin_edges()),
                      "test": len(evaluation_bin_edges())},
-            "sha256": sha256_file(path),
             "task": "y = a sin(x + b), b ~ U[0, pi], x ~ U[-5, 5]; a uniform in a bin of width 0.01: "
                     "train bins cover [0.1, 1.05] u [4.95, 5.0] (100), val/test bins cover [0.1, 5.0] (490)"}
-    write_json(sidecar(path), meta)
-    return meta
+    return write_arrays(path, arrays, meta)
 
 
 class SkewedSinusoidTasks(SinusoidTasks):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.checks import data_settings
-from ..io import atomic_path, read_json, sha256_file, write_json
+from ..io import verified_sidecar, write_arrays
 
 SPLITS = ("train", "val", "val2", "test")
 DEFAULTS = {"tasks": 2, "classes": 4, "dim": 8, "train": 200, "val": 60, "val2": 60, "test": 200,
@@ -52,21 +52,13 @@ def generate(conf: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
-def sidecar(path: Path | str) -> Path:
-    return Path(path).with_suffix(".json")
-
-
 def write_splits(path: Path | str, data: dict) -> dict:
     conf = resolved(data)
     path = Path(path)
     arrays = generate(conf)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-    meta = {"family": data.get("family", "mtl_blobs"), **conf, "sha256": sha256_file(path),
+    meta = {"family": data.get("family", "mtl_blobs"), **conf,
             "sizes": {split: conf[split] for split in SPLITS}}
-    write_json(sidecar(path), meta)
-    return meta
+    return write_arrays(path, arrays, meta)
 
 
 class Tasks:
@@ -74,9 +66,7 @@ class Tasks:
 
     def __init__(self, path: Path | str):
         path = Path(path)
-        self.meta = read_json(sidecar(path))
-        if sha256_file(path) != self.meta["sha256"]:
-            raise ValueError(f"task file {path}: SHA-256 does not match its sidecar; rerun the split rule")
+        self.meta = verified_sidecar(path, "task")
         with np.load(path) as handle:
             self.arrays_by_key = {key: handle[key] for key in handle.files}
         self.task_names = [f"task{t}" for t in range(self.meta["tasks"])]
