@@ -550,6 +550,27 @@ def _mlp_diagonal_blocks(learner, fast, query_x):
     return blocks, scale
 
 
+def at_meta_positions(columns: torch.Tensor, layout: list[tuple[str, int]], learner,
+                      num_params: int) -> torch.Tensor:
+    """``columns`` [..., Σ sizes] holds one block per (name, size) of ``layout``, in that order (columns of
+    adapted weights); returns [..., num_params] with each block at its meta-parameter's position and 0 for
+    meta-parameters not in ``layout`` (Meta-SGD's rates). Blocks of weights that are not meta-parameters
+    (CAVIA's context) are dropped. When the layout is the meta-parameters themselves (MAML): ``columns``."""
+    if [name for name, _ in layout] == learner.names:
+        return columns
+    starts, begin = {}, 0
+    for name, size in layout:
+        starts[name], begin = begin, begin + size
+    placed = columns.new_zeros(*columns.shape[:-1], num_params)
+    offset = 0
+    for name, shape in zip(learner.names, learner.shapes):
+        size = shape.numel()
+        if name in starts:
+            placed[..., offset:offset + size] = columns[..., starts[name]:starts[name] + size]
+        offset += size
+    return placed
+
+
 def per_point_gauss_newton(learner, fast: dict[str, torch.Tensor], query_x: torch.Tensor, num_params: int,
                            form: str) -> torch.Tensor:
     """The Gauss–Newton curvature at the adapted weights ``fast`` without a Jacobian. With H_p = s A_p A_pᵀ
@@ -571,16 +592,8 @@ def per_point_gauss_newton(learner, fast: dict[str, torch.Tensor], query_x: torc
                  for name, shape in zip(names, shapes)]
         return scale * torch.cat(parts, dim=1)
     rows, scale = _replicated_rows(learner, fast, query_x, wanted, form)  # [k, n·c, Σ wanted sizes]
-    if wanted != names:  # place the wanted columns at their meta-parameters' positions
-        full_rows = rows.new_zeros(k, rows.shape[1], num_params)
-        offset, start = 0, 0
-        for name, shape in zip(names, shapes):
-            size = shape.numel()
-            if name in fast:
-                full_rows[..., offset:offset + size] = rows[..., start:start + size]
-                start += size
-            offset += size
-        rows = full_rows
+    layout = [(name, shape.numel()) for name, shape in zip(names, shapes) if name in fast]
+    rows = at_meta_positions(rows, layout, learner, num_params)
     return scale * rows.transpose(1, 2) @ rows
 
 
@@ -643,19 +656,8 @@ def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diago
                 leaves = {name: p.clone().requires_grad_() for name, p in weights.items()}
                 out = learner.predict(leaves, batch.query_x)
                 jac_fast = _output_jacobian(out, list(leaves.values()), retain=False)
-            if list(weights) == learner.names:  # MAML: the adapted weights are the meta-parameters
-                jac = jac_fast
-            else:  # their columns at their meta-parameters' positions, 0 for the others
-                jac = torch.zeros(*jac_fast.shape[:3], flat.shape[0], dtype=flat.dtype, device=flat.device)
-                starts, begin = {}, 0
-                for name, p in weights.items():
-                    starts[name], begin = begin, begin + p[0].numel()
-                offset = 0
-                for name, shape in zip(learner.names, learner.shapes):
-                    size = shape.numel()
-                    if name in starts:
-                        jac[..., offset:offset + size] = jac_fast[..., starts[name]:starts[name] + size]
-                    offset += size
+            layout = [(name, p[0].numel()) for name, p in weights.items()]
+            jac = at_meta_positions(jac_fast, layout, learner, flat.shape[0])
             return gauss_newton(learner.loss, out.detach(), jac, curvature)
     else:
         def curvature_fn():
