@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from taskbal.data import FAMILIES
+from taskbal.data import family_module
 from taskbal.data.fewshot_blobs import Tasks, write_splits
 from taskbal.evaluate import evaluate
 from taskbal.learners import ProtoNet
@@ -73,7 +73,7 @@ def task_gradients(learner, batch) -> TaskGradients:
 
 
 def test_family_is_registered_and_its_batches_are_consistent(split):
-    assert FAMILIES["fewshot_blobs"].Tasks is Tasks
+    assert family_module("fewshot_blobs").Tasks is Tasks
     tasks = Tasks(split)
     batch = tasks.batch("test", torch.tensor([3, 7]))
     assert batch.support_x.shape == (2, 6, 4) and batch.query_x.shape == (2, 9, 4)

@@ -64,7 +64,9 @@ def test_killed_process_resumes_to_the_same_numbers(tmp_path, small_split, tool_
                "--split", str(small_split), "--checkpoint-every", "50", "--run-id", "r", "--scale", "test",
                "--no-track"]
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen(command + ["--out", str(killed_dir)], env=tool_env,
+    command += ["--final", str(killed_dir / FINAL_FILE), "--curve", str(killed_dir / "curve.csv"),
+                "--summary", str(killed_dir / "train.json")]
+    process = subprocess.Popen(command, env=tool_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed_dir / RESUME_FILE).exists() and time.time() < deadline and process.poll() is None:
@@ -75,7 +77,7 @@ def test_killed_process_resumes_to_the_same_numbers(tmp_path, small_split, tool_
     assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
     assert (killed_dir / RESUME_FILE).exists() and not (killed_dir / FINAL_FILE).exists()
 
-    subprocess.run(command + ["--out", str(killed_dir)], env=tool_env, check=True, capture_output=True)
+    subprocess.run(command, env=tool_env, check=True, capture_output=True)
     resumed_from = json.loads((killed_dir / "train.json").read_text())["resumed_from"]
     assert 0 < resumed_from < 1500
     train(experiment, 0, small_split, tmp_path / "whole", progress=False)

@@ -19,6 +19,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+from .artifacts import CURVE, EVAL, EVAL_SUMMARY, FINAL, TRAIN_SUMMARY  # noqa: E402
+
 
 def cmd_split(args) -> None:
     from .data import family_module
@@ -40,14 +42,25 @@ def tags_from(args, kind: str, experiment: dict) -> dict[str, str]:
     return tags
 
 
+def run_folder(declared: dict[str, str]) -> Path:
+    """The one folder a runner writes into, from the paths the rule declares (name → path). The runners
+    write the artifact names of ``taskbal.artifacts``; a declared path that differs is an error before
+    anything runs, so the rule and the command cannot drift apart."""
+    folders = {Path(path).parent for path in declared.values()}
+    wrong = [f"{path} (expected the name {name})" for name, path in declared.items() if Path(path).name != name]
+    if len(folders) != 1 or wrong:
+        raise ValueError("outputs must be one run folder's " + ", ".join(declared) +
+                         (f"; got {', '.join(wrong)}" if wrong else f"; got folders {sorted(map(str, folders))}"))
+    return folders.pop()
+
+
 def cmd_train(args) -> None:
     from . import tracking
     from .runners import runner_of
-    from .train import CURVE_FILE, FINAL_FILE, SUMMARY_FILE
 
     torch.set_num_threads(args.threads)
     experiment = json.loads(args.spec)
-    out = Path(args.out)
+    out = run_folder({FINAL: args.final, CURVE: args.curve, TRAIN_SUMMARY: args.summary})
     options = {"stop_after": args.stop_after} if args.stop_after is not None else {}
     summary = runner_of(experiment).train(experiment, args.seed, Path(args.split), out, device=args.device,
                                           checkpoint_every=args.checkpoint_every, **options)
@@ -56,20 +69,19 @@ def cmd_train(args) -> None:
         return
     import pandas as pd
 
-    curve = pd.read_csv(out / CURVE_FILE).to_dict("records")
+    curve = pd.read_csv(out / CURVE).to_dict("records")
     tracking.log_run(experiment=args.experiment, run_name=f"train {args.run_id} seed{args.seed}",
                      params={**experiment, "seed": args.seed}, metrics=summary, history=curve,
-                     artifacts=[out / CURVE_FILE, out / SUMMARY_FILE, out / FINAL_FILE],
+                     artifacts=[out / CURVE, out / TRAIN_SUMMARY, out / FINAL],
                      tags=tags_from(args, "train", experiment), uri=args.tracking_uri)
 
 
 def cmd_evaluate(args) -> None:
     from . import tracking
-    from .evaluate import EVAL_FILE, EVAL_SUMMARY_FILE
     from .runners import runner_of
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = run_folder({EVAL: args.per_task, EVAL_SUMMARY: args.summary})
     experiment = torch.load(args.final, map_location="cpu", weights_only=False)["experiment"]
     summary = runner_of(experiment).evaluate(Path(args.final), Path(args.split), out, device=args.device)
     print(json.dumps(summary, indent=2))
@@ -77,19 +89,39 @@ def cmd_evaluate(args) -> None:
         return
     tracking.log_run(experiment=args.experiment, run_name=f"evaluate {args.run_id} seed{args.seed}",
                      params={**experiment, "seed": args.seed}, metrics=summary,
-                     artifacts=[out / EVAL_FILE, out / EVAL_SUMMARY_FILE],
+                     artifacts=[out / EVAL, out / EVAL_SUMMARY],
                      tags=tags_from(args, "evaluate", experiment), uri=args.tracking_uri)
 
 
-def collect(spec: dict, scale: str, runs_root: Path, filename: str, reader):
-    """Per cell, per seed: ``reader(path)`` of ``runs_root/<run>/seed<s>/<filename>``."""
+def files_by_run(paths: list[str], expected_name: str) -> dict[tuple[str, int], Path]:
+    """The rule's declared run files, keyed by (run, seed) as their paths name them."""
+    from .artifacts import run_and_seed
+
+    by_run = {}
+    for path in paths:
+        run, seed, name = run_and_seed(path)
+        if name != expected_name:
+            raise ValueError(f"{path}: expected a {expected_name} file")
+        by_run[run, seed] = Path(path)
+    return by_run
+
+
+def collect(spec: dict, scale: str, paths: list[str], filename: str, reader):
+    """Per cell, per seed: ``reader(path)`` of the given run file of that cell's run and seed; a cell
+    whose file is not among ``paths`` (the rule's declared inputs) is an error."""
     from .config import seeds_of, table_cells
 
+    by_run = files_by_run(paths, filename)
     collected, runs = {}, set()
     for cell in table_cells(spec, scale):
         runs.add(cell.run)
-        collected[(cell.row, cell.column)] = {
-            seed: reader(runs_root / cell.run / f"seed{seed}" / filename) for seed in seeds_of(spec, scale)}
+        per_seed = {}
+        for seed in seeds_of(spec, scale):
+            if (cell.run, seed) not in by_run:
+                raise ValueError(f"row {cell.row!r}, column {cell.column!r}: no {filename} of run {cell.run} "
+                                 f"seed {seed} among the inputs")
+            per_seed[seed] = reader(by_run[cell.run, seed])
+        collected[(cell.row, cell.column)] = per_seed
     return collected, sorted(runs)
 
 
@@ -107,20 +139,12 @@ def add_curve_means(finals: dict, curves: dict) -> None:
                     summary.setdefault(f"curve_mean_{column}", float(later[column].mean()))
 
 
-def data_sources(spec: dict, scale: str, runs_root: Path) -> str:
-    """Which real data the table's splits were built from (their sidecars' ``data_source``), if any.
-
-    Split files live next to the runs: results/splits/<scale>/ beside results/runs/<scale>/.
-    """
-    from .config import table_cells
+def data_sources(split_sidecars: list[str]) -> str:
+    """Which real data the table's splits were built from (their sidecars' ``data_source``), if any."""
     from .io import read_json
 
-    splits_dir = Path(runs_root).parent.parent / "splits" / scale
     seen: list[str] = []
-    for split in sorted({cell.split for cell in table_cells(spec, scale)}):
-        path = splits_dir / f"{split}.json"
-        if not path.is_file():
-            continue
+    for path in sorted(split_sidecars):
         meta = read_json(path)
         tests = (meta.get("images") or {}).get("test")
         for name, text in (meta.get("data_source") or {}).items():
@@ -137,18 +161,17 @@ def cmd_table(args) -> None:
     from .config import describe_scale, load_table, seeds_of
     from .tracking import git_commit
 
-    spec = load_table(args.table, Path(args.tables_dir))
-    runs_root = Path(args.runs_root)
+    spec = load_table(Path(args.config))
     provenance = {"scale_description": describe_scale(spec, args.scale), "git_commit": git_commit(),
                   "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   "seeds": ", ".join(str(s) for s in seeds_of(spec, args.scale))}
-    sources = data_sources(spec, args.scale, runs_root)
+    sources = data_sources(args.splits)
     if sources:
         provenance["data"] = sources
     if spec.get("kind", "table") == "table":
         from .tables import build_table, write_table
 
-        cells, runs = collect(spec, args.scale, runs_root, "eval.csv", pd.read_csv)
+        cells, runs = collect(spec, args.scale, args.eval, EVAL, pd.read_csv)
         provenance["runs"] = ", ".join(runs)
         frame = build_table(spec, cells, args.scale)
         for path in write_table(frame, spec, Path(args.out), args.scale, provenance):
@@ -161,8 +184,8 @@ def cmd_table(args) -> None:
         style = (spec.get("figure") or {}).get("style", "curves")
         if style not in STYLES:
             raise ValueError(f"figure.style: unknown style {style!r}; known: {sorted(STYLES)}")
-        curves, runs = collect(spec, args.scale, runs_root, "curve.csv", pd.read_csv)
-        finals, _ = collect(spec, args.scale, runs_root, "eval.json", read_json)
+        curves, runs = collect(spec, args.scale, args.curves, CURVE, pd.read_csv)
+        finals, _ = collect(spec, args.scale, args.eval_summaries, EVAL_SUMMARY, read_json)
         add_curve_means(finals, curves)
         provenance["runs"] = ", ".join(runs)
         out = Path(args.out)
@@ -236,7 +259,9 @@ def parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one run (resumes from a killed run's state)")
     train.add_argument("--spec", required=True, help="the resolved experiment as JSON")
     train.add_argument("--split", required=True)
-    train.add_argument("--out", required=True)
+    train.add_argument("--final", required=True, help=f"the run's {FINAL}; {CURVE} and {TRAIN_SUMMARY} go beside it")
+    train.add_argument("--curve", required=True)
+    train.add_argument("--summary", required=True)
     train.add_argument("--checkpoint-every", type=int, default=500)
     train.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     add_tracking_arguments(train)
@@ -245,16 +270,19 @@ def parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="per-task meta-test errors of a trained run")
     evaluate.add_argument("--final", required=True)
     evaluate.add_argument("--split", required=True)
-    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--per-task", required=True, help=f"the run's {EVAL}; {EVAL_SUMMARY} goes beside it")
+    evaluate.add_argument("--summary", required=True)
     add_tracking_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    table = sub.add_parser("table", help="render a table or figure from evaluated runs")
-    table.add_argument("--table", required=True, help="table name, e.g. simol_table1")
+    table = sub.add_parser("table", help="render a table or figure from evaluated runs (the rule's inputs)")
+    table.add_argument("--config", required=True, help="the table config, e.g. config/tables/simol_table1.yaml")
     table.add_argument("--scale", required=True)
-    table.add_argument("--runs-root", required=True)
     table.add_argument("--out", required=True, help="output path without extension")
-    table.add_argument("--tables-dir", default="config/tables")
+    table.add_argument("--eval", nargs="*", default=[], help="eval.csv of every run and seed (tables)")
+    table.add_argument("--curves", nargs="*", default=[], help="curve.csv of every run and seed (figures)")
+    table.add_argument("--eval-summaries", nargs="*", default=[], help="eval.json of every run and seed (figures)")
+    table.add_argument("--splits", nargs="*", default=[], help="sidecars (.json) of the runs' split files")
     table.set_defaults(func=cmd_table)
     data = sub.add_parser("data", help="download, verify and unpack datasets into resources/")
     data_sub = data.add_subparsers(dest="data_command", required=True)

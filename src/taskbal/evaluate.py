@@ -19,8 +19,8 @@ from .stats import summarise
 from .models import build_model
 from .train import pick_device
 
-EVAL_FILE = "eval.csv"
-EVAL_SUMMARY_FILE = "eval.json"
+from .artifacts import EVAL as EVAL_FILE
+from .artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
 
 
 def load_trained(final_path: Path, split_path: Path, device: torch.device):

@@ -26,10 +26,10 @@ from .learners import TaskBatch, learner_for
 from .models import build_model
 from .weighting import TaskGradients, build_weighting
 
-RESUME_FILE = "resume.pt"
-FINAL_FILE = "final.pt"
-CURVE_FILE = "curve.csv"
-SUMMARY_FILE = "train.json"
+from .artifacts import CURVE as CURVE_FILE
+from .artifacts import FINAL as FINAL_FILE
+from .artifacts import RESUME as RESUME_FILE
+from .artifacts import TRAIN_SUMMARY as SUMMARY_FILE
 
 
 def pick_device(name: str) -> torch.device:

@@ -4,50 +4,27 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from taskbal.config import TABLES_DIR, check_experiment, load_table, seeds_of, table_cells
+from taskbal import artifacts
+from taskbal.config import seeds_of, table_cells
+from taskbal.plan import PlanError, load_plan
 
 validate(config, "../schemas/config.schema.yaml")
 
+try:
+    PLAN = load_plan(
+        "config/tables",
+        Path(workflow.basedir) / "workflow/schemas",
+        config["tables"],
+    )
+except PlanError as error:
+    raise WorkflowError(str(error))
 
-def load_validated_tables():
-    tables = {}
-    for path in sorted(Path(TABLES_DIR).glob("*.yaml")):
-        try:
-            spec = load_table(path)
-            validate(spec, "../schemas/table.schema.yaml", set_default=False)
-            for scale in spec["scales"]:
-                for cell in table_cells(spec, scale):
-                    where = f"scale {scale!r}, row {cell.row!r}, column {cell.column!r}"
-                    try:
-                        validate(cell.experiment, "../schemas/experiment.schema.yaml", set_default=False)
-                        check_experiment(cell.experiment)
-                    except (WorkflowError, ValueError) as error:
-                        raise WorkflowError(f"{where}: {error}")
-        except (WorkflowError, ValueError, FileNotFoundError) as error:
-            raise WorkflowError(f"{path}: {error}")
-        tables[spec["name"]] = spec
-    unknown = [name for name in config["tables"] if name not in tables]
-    if unknown:
-        raise WorkflowError(f"config key 'tables': no config/tables/<name>.yaml for {unknown}; "
-                            f"known: {sorted(tables)}")
-    return tables
-
-
-TABLES = load_validated_tables()
-SCALES = sorted({scale for spec in TABLES.values() for scale in spec["scales"]})
-
-# (scale, run id) → resolved experiment; (scale, split id) → data section; run → tables it serves.
-RUNS, SPLITS, SPLIT_OF_RUN, TABLES_OF_RUN = {}, {}, {}, {}
-for table_name, spec in TABLES.items():
-    for scale in spec["scales"]:
-        for cell in table_cells(spec, scale):
-            RUNS[scale, cell.run] = cell.experiment
-            SPLITS[scale, cell.split] = cell.experiment["data"]
-            SPLIT_OF_RUN[scale, cell.run] = cell.split
-            TABLES_OF_RUN.setdefault((scale, cell.run), set()).add(table_name)
-
-TABLE_NAMES = [name for name, spec in TABLES.items() if spec.get("kind", "table") == "table"]
-FIGURE_NAMES = [name for name, spec in TABLES.items() if spec.get("kind") == "figure"]
+TABLES = PLAN.tables
+SCALES = PLAN.scales
+RUNS, SPLITS = PLAN.runs, PLAN.splits
+SPLIT_OF_RUN, TABLES_OF_RUN = PLAN.split_of_run, PLAN.tables_of_run
+TABLE_NAMES = PLAN.names("table")
+FIGURE_NAMES = PLAN.names("figure")
 
 
 wildcard_constraints:
@@ -70,21 +47,20 @@ def default_targets():
 
 
 def split_inputs(scale, split):
-    """Dataset files a split is built from (a family's ``input_files(data)``; none for generated
-    families), so that the DAG fetches a dataset before drawing its splits."""
-    from taskbal.data import family_module
-
-    data = SPLITS[scale, split]
-    family = family_module(data["family"])
-    return family.input_files(data) if hasattr(family, "input_files") else []
+    """Dataset files a split is built from (none for generated families), so that the DAG
+    fetches a dataset before drawing its splits."""
+    return PLAN.split_inputs[scale, split]
 
 
-def run_dir(scale, run, seed):
-    return f"results/runs/{scale}/{run}/seed{seed}"
-
-
-def cell_files(spec_name, scale, filename):
+def run_files(spec_name, scale, filename):
     """The per-seed files of every run cell of a table."""
     spec = TABLES[spec_name]
     runs = sorted({cell.run for cell in table_cells(spec, scale)})
-    return [f"{run_dir(scale, run, seed)}/{filename}" for run in runs for seed in seeds_of(spec, scale)]
+    seeds = seeds_of(spec, scale)
+    return [artifacts.run_file(scale, run, seed, filename) for run in runs for seed in seeds]
+
+
+def split_sidecars(spec_name, scale):
+    """The sidecars of a table's split files: which data the splits were drawn from."""
+    splits = sorted({cell.split for cell in table_cells(TABLES[spec_name], scale)})
+    return [artifacts.split_sidecar(scale, split) for split in splits]

@@ -3,8 +3,8 @@ rule split:
     input:
         data=lambda w: split_inputs(w.scale, w.split),
     output:
-        tasks="results/splits/{scale}/{split}.npz",
-        meta="results/splits/{scale}/{split}.json",
+        tasks=artifacts.SPLIT_FILE,
+        meta=artifacts.SPLIT_SIDECAR,
     params:
         data=lambda w: json.dumps(SPLITS[w.scale, w.split]),
     log:

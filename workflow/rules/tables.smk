@@ -7,7 +7,8 @@ rule table:
     """A paper table: our values next to the paper's, with a verdict per cell (md, csv, tex)."""
     input:
         config="config/tables/{table}.yaml",
-        per_task=lambda w: cell_files(w.table, w.scale, "eval.csv"),
+        per_task=lambda w: run_files(w.table, w.scale, artifacts.EVAL),
+        splits=lambda w: split_sidecars(w.table, w.scale),
     output:
         markdown="results/tables/{scale}/{table}.md",
         csv="results/tables/{scale}/{table}.csv",
@@ -17,17 +18,18 @@ rule table:
     conda:
         "../../environment.yml"
     shell:
-        "taskbal table --table {wildcards.table} --scale {wildcards.scale}"
-        " --runs-root results/runs/{wildcards.scale} --out results/tables/{wildcards.scale}/{wildcards.table}"
-        " > {log} 2>&1"
+        "taskbal table --config {input.config} --scale {wildcards.scale}"
+        " --eval {input.per_task} --splits {input.splits}"
+        " --out results/tables/{wildcards.scale}/{wildcards.table} > {log} 2>&1"
 
 
 rule figure:
     """A paper figure drawn from the curves of its runs, with a page checking the paper's claims."""
     input:
         config="config/tables/{figure}.yaml",
-        curves=lambda w: cell_files(w.figure, w.scale, "curve.csv"),
-        finals=lambda w: cell_files(w.figure, w.scale, "eval.json"),
+        curves=lambda w: run_files(w.figure, w.scale, artifacts.CURVE),
+        finals=lambda w: run_files(w.figure, w.scale, artifacts.EVAL_SUMMARY),
+        splits=lambda w: split_sidecars(w.figure, w.scale),
     output:
         png="results/figures/{scale}/{figure}.png",
         page="results/figures/{scale}/{figure}.md",
@@ -36,9 +38,9 @@ rule figure:
     conda:
         "../../environment.yml"
     shell:
-        "taskbal table --table {wildcards.figure} --scale {wildcards.scale}"
-        " --runs-root results/runs/{wildcards.scale} --out results/figures/{wildcards.scale}/{wildcards.figure}"
-        " > {log} 2>&1"
+        "taskbal table --config {input.config} --scale {wildcards.scale}"
+        " --curves {input.curves} --eval-summaries {input.finals} --splits {input.splits}"
+        " --out results/figures/{wildcards.scale}/{wildcards.figure} > {log} 2>&1"
 
 
 # One rule per table or figure, named after its config, so that `snakemake nash_table2` builds it

@@ -1,22 +1,28 @@
-"""Task families and datasets: each family writes its splits to a file and reads them back."""
+"""Task families and datasets: each family writes its splits to a file and reads them back.
+
+A family is imported on first use (``family_module``), so that reading one family, or parsing the
+workflow, does not import every family's dependencies (torch among them).
+"""
 from __future__ import annotations
 
-from . import (binary_mnist, blackbox_moo, fewshot_blobs, hyper_cleaning, moblo_synthetic, simol_toy,
-               sinusoid, skewed_sinusoid)
+import importlib
+from types import ModuleType
 
-FAMILIES = {
-    "sinusoid": sinusoid,                # SIMOL Table 1: uniform amplitude and phase
-    "skewed_sinusoid": skewed_sinusoid,  # TR-MAML / Nash-GBML: skewed amplitude bins
-    "simol_toy": simol_toy,              # SIMOL Figure 1: the two-objective toy
-    "moblo_synthetic": moblo_synthetic,  # thesis App. A.1.4: the synthetic MOBLO problem
-    "blackbox_moo": blackbox_moo,        # thesis Ch. 4: synthetic black-box problems
-    "binary_mnist": binary_mnist,        # DA-MAML Figure 1: eight binary MNIST / Fashion-MNIST tasks
-    "hyper_cleaning": hyper_cleaning,    # thesis Table 3.2: data hyper-cleaning
-    "fewshot_blobs": fewshot_blobs,      # generated N-way K-shot classification (tests, SIMOL for ProtoNet)
+FAMILIES: dict[str, str | ModuleType] = {
+    "sinusoid": "taskbal.data.sinusoid",                # SIMOL Table 1: uniform amplitude and phase
+    "skewed_sinusoid": "taskbal.data.skewed_sinusoid",  # TR-MAML / Nash-GBML: skewed amplitude bins
+    "simol_toy": "taskbal.data.simol_toy",              # SIMOL Figure 1: the two-objective toy
+    "moblo_synthetic": "taskbal.data.moblo_synthetic",  # thesis App. A.1.4: the synthetic MOBLO problem
+    "blackbox_moo": "taskbal.data.blackbox_moo",        # thesis Ch. 4: synthetic black-box problems
+    "binary_mnist": "taskbal.data.binary_mnist",        # DA-MAML Figure 1: eight binary MNIST / Fashion-MNIST tasks
+    "hyper_cleaning": "taskbal.data.hyper_cleaning",    # thesis Table 3.2: data hyper-cleaning
+    "fewshot_blobs": "taskbal.data.fewshot_blobs",      # generated N-way K-shot classification (tests, ProtoNet)
 }
 
 
-def family_module(name: str):
+def family_module(name: str) -> ModuleType:
+    """The module of a task family (a key of FAMILIES; a value may also be a module, as tests register)."""
     if name not in FAMILIES:
         raise ValueError(f"data.family: unknown task family {name!r}; known: {sorted(FAMILIES)}")
-    return FAMILIES[name]
+    family = FAMILIES[name]
+    return importlib.import_module(family) if isinstance(family, str) else family

@@ -58,7 +58,10 @@ from .normal import NECK_OPTIONS, NORMAL, NORMAL_OPTIONS, NormalNeck, split_opti
 from .problems import LOWER_BATCHES, PROBLEMS, HyperCleaning
 from .weighted import WeightedMTL, task_loss
 
-RESUME_FILE, FINAL_FILE, CURVE_FILE, SUMMARY_FILE = "resume.pt", "final.pt", "curve.csv", "train.json"
+from ..artifacts import CURVE as CURVE_FILE
+from ..artifacts import FINAL as FINAL_FILE
+from ..artifacts import RESUME as RESUME_FILE
+from ..artifacts import TRAIN_SUMMARY as SUMMARY_FILE
 BILEVEL = {"moml": MOML, "forum": FORUM}
 DEFAULTS = {"hidden": [512, 256], "batch_size": 100, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
             "scale": "mean", "heads": "weighted", "curve_every": 50, "curve_split": "val", "select_on": None,

@@ -19,7 +19,7 @@ log10_distance, F1, F2, evaluations).
 
 Deliberate choices:
   * The evaluated point is the mean of each method's search distribution (the thesis does not say;
-    the notes recommend it). Monitoring F(μ_t) for the curve is not counted as evaluations.
+    this is our choice). Monitoring F(μ_t) for the curve is not counted as evaluations.
   * μ₀ depends only on the seed (NumPy stream [seed, 0]); the optimiser draws from [seed, 1]. All
     methods of one seed start at the same point, so seeds pair the methods.
   * A run whose mean (or its distance E) turns non-finite (a diverging fixed-step baseline) is stopped there: the
@@ -40,8 +40,9 @@ from ..config import check_options, section_settings
 from ..data.blackbox_moo import Tasks, check_data
 from ..io import atomic_path, write_json
 
-CURVE_FILE, FINAL_FILE, SUMMARY_FILE, RESUME_FILE = "curve.csv", "final.pt", "train.json", "resume.pt"
-EVAL_FILE, EVAL_SUMMARY_FILE = "eval.csv", "eval.json"
+from ..artifacts import CURVE as CURVE_FILE, EVAL as EVAL_FILE, EVAL_SUMMARY as EVAL_SUMMARY_FILE
+from ..artifacts import FINAL as FINAL_FILE, RESUME as RESUME_FILE
+from ..artifacts import TRAIN_SUMMARY as SUMMARY_FILE
 PROBLEM_DEFAULTS = {"curve_every": 10, "init_low": 0.0, "init_high": 1.0, "init_sigma": 1.0}
 DISTANCE_FLOOR = 1e-12
 

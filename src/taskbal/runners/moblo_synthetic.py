@@ -37,8 +37,8 @@ from ..io import atomic_path, write_json
 from ..mtl.forum import FORUM
 from ..mtl.moml import MOML, check_combiner
 
-CURVE_FILE, FINAL_FILE, SUMMARY_FILE = "curve.csv", "final.pt", "train.json"
-EVAL_FILE, EVAL_SUMMARY_FILE = "eval.csv", "eval.json"
+from ..artifacts import CURVE as CURVE_FILE, EVAL as EVAL_FILE, EVAL_SUMMARY as EVAL_SUMMARY_FILE
+from ..artifacts import FINAL as FINAL_FILE, TRAIN_SUMMARY as SUMMARY_FILE
 METHODS = {"moml": MOML, "forum": FORUM}
 REQUIRED = ("alpha0", "omega0", "iterations")
 DEFAULTS = {"curve_every": 1}

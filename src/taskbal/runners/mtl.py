@@ -23,7 +23,7 @@ import pandas as pd
 from ..io import atomic_path, write_json
 from ..mtl.loop import (Trainer, check_experiment, load_trained_model, pick_device, settings, task_metrics)
 
-EVAL_FILE, EVAL_SUMMARY_FILE = "eval.csv", "eval.json"
+from ..artifacts import EVAL as EVAL_FILE, EVAL_SUMMARY as EVAL_SUMMARY_FILE
 
 __all__ = ["train", "evaluate", "check_experiment"]
 

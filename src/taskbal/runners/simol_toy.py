@@ -23,7 +23,7 @@ Experiment section ``problem`` (defaults in brackets):
     optimizer           sgd (plain steps x ← x − lr·d) or adam                       [sgd]
     curve_every         iterations between rows of curve.csv                        [100]
 
-Choices where the paper is silent (notes/000_simol.md §4.0 and A13): the starting points are CAGrad's
+Choices where the paper is silent: the starting points are CAGrad's
 (−8.5, 7.5), (−8.5, −5), (9, 9); plain gradient steps (the paper gives only learning rates; CAGrad's
 toy uses Adam, available as ``optimizer: adam``); the number of iterations is the config's; a
 mini-batch of one objective is drawn independently each step from the run's seed. A run whose x
@@ -52,8 +52,8 @@ from ..weighting import REGISTRY, TaskGradients
 from ..weighting.mgda import min_norm_weights
 from ..weighting.simol import SIMOL, ThetaAscent
 
-CURVE_FILE, FINAL_FILE, SUMMARY_FILE = "curve.csv", "final.pt", "train.json"
-EVAL_FILE, EVAL_SUMMARY_FILE = "eval.csv", "eval.json"
+from ..artifacts import CURVE as CURVE_FILE, EVAL as EVAL_FILE, EVAL_SUMMARY as EVAL_SUMMARY_FILE
+from ..artifacts import FINAL as FINAL_FILE, TRAIN_SUMMARY as SUMMARY_FILE
 REQUIRED = ("start", "iterations", "batch_size")
 DEFAULTS = {"task_probabilities": [2.0 / 3.0, 1.0 / 3.0], "lr": 0.01, "optimizer": "sgd", "curve_every": 100}
 NUM_OBJECTIVES = 2

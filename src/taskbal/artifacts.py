@@ -1,0 +1,57 @@
+"""The file contract: where every job's files live and what they are called.
+
+The Snakemake rules declare these paths and the commands and runners write and read them, so
+both sides take the names from here. A run's files sit in ``results/runs/<scale>/<run>/seed<seed>/``:
+
+    final.pt    trained state and the resolved experiment (train)
+    curve.csv   training curve, one row per recorded iteration (train)
+    train.json  training summary: iterations, wall time, final curve values (train)
+    resume.pt   resume state of an unfinished training; removed when it ends (train)
+    eval.csv    one row per evaluated unit: meta-test task, task, objective (evaluate)
+    eval.json   evaluation summary, numbers only (evaluate)
+
+Split files: ``results/splits/<scale>/<split>.npz`` with the sidecar ``<split>.json`` that records
+how it was made and its SHA-256. This module imports nothing heavy: the Snakefile reads it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+FINAL = "final.pt"
+CURVE = "curve.csv"
+TRAIN_SUMMARY = "train.json"
+RESUME = "resume.pt"
+EVAL = "eval.csv"
+EVAL_SUMMARY = "eval.json"
+
+RESULTS = "results"
+RUN_DIR = RESULTS + "/runs/{scale}/{run}/seed{seed}"
+SPLIT_FILE = RESULTS + "/splits/{scale}/{split}.npz"
+SPLIT_SIDECAR = RESULTS + "/splits/{scale}/{split}.json"
+
+_RUN_FILE = re.compile(r"(?:^|/)(?P<run>[^/]+)/seed(?P<seed>\d+)/(?P<name>[^/]+)$")
+
+
+def run_dir(scale: str, run: str, seed: int | str) -> str:
+    return RUN_DIR.format(scale=scale, run=run, seed=seed)
+
+
+def run_file(scale: str, run: str, seed: int | str, name: str) -> str:
+    return f"{run_dir(scale, run, seed)}/{name}"
+
+
+def split_file(scale: str, split: str) -> str:
+    return SPLIT_FILE.format(scale=scale, split=split)
+
+
+def split_sidecar(scale: str, split: str) -> str:
+    return SPLIT_SIDECAR.format(scale=scale, split=split)
+
+
+def run_and_seed(path: str | Path) -> tuple[str, int, str]:
+    """(run, seed, file name) of a path ``…/<run>/seed<seed>/<name>``; anything else is an error."""
+    match = _RUN_FILE.search(Path(path).as_posix())
+    if not match:
+        raise ValueError(f"{path}: not a run file (expected …/<run>/seed<seed>/<name>)")
+    return match["run"], int(match["seed"]), match["name"]

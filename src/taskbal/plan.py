@@ -1,0 +1,159 @@
+"""The workflow's plan: every table config, checked, resolved into the runs and splits it needs.
+
+The Snakefile builds its DAG from ``load_plan``. Two checks stop a bad config before any job runs,
+each naming the file, the scale, the row and the column:
+
+* the JSON schemas (``workflow/schemas``), compiled once and applied to every cell;
+* the code's registries (``config.check_experiment``: which families, learners, weightings and
+  runners exist and which options each takes). That needs the code, torch included, so its verdicts
+  are cached in ``.snakemake/taskbal/`` under the hash of the package's source: a cell is checked
+  again only when it or the code changed, and parsing the workflow then imports no torch.
+
+The split rules' dataset inputs (a family's ``input_files``) are cached the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import load_table, table_cells
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CACHE_DIR = Path(".snakemake/taskbal")
+
+
+class PlanError(ValueError):
+    """A config that cannot be run; the message names the file and the field."""
+
+
+@dataclass
+class Plan:
+    tables: dict = field(default_factory=dict)          # name → table config
+    runs: dict = field(default_factory=dict)            # (scale, run) → resolved experiment
+    splits: dict = field(default_factory=dict)          # (scale, split) → data section
+    split_of_run: dict = field(default_factory=dict)    # (scale, run) → split id
+    tables_of_run: dict = field(default_factory=dict)   # (scale, run) → names of the tables it serves
+    split_inputs: dict = field(default_factory=dict)    # (scale, split) → dataset files it is built from
+
+    @property
+    def scales(self) -> list[str]:
+        return sorted({scale for spec in self.tables.values() for scale in spec["scales"]})
+
+    def names(self, kind: str) -> list[str]:
+        return [name for name, spec in self.tables.items() if spec.get("kind", "table") == kind]
+
+
+def compiled_validator(schema_path: Path):
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def schema_error(validator, instance: dict) -> str | None:
+    """The first schema violation as ``field.path: message`` (the field as the user writes it)."""
+    error = next(iter(sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))), None)
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    return f"{where}: {error.message}"
+
+
+def source_hash(schemas_dir: Path) -> str:
+    """What the registry checks depend on: the package's Python source and the schemas."""
+    digest = hashlib.sha256()
+    for path in sorted([*PACKAGE_DIR.rglob("*.py"), *Path(schemas_dir).glob("*.yaml")]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class CheckCache:
+    """Cells already checked against the registries, and split inputs, for one source hash."""
+
+    def __init__(self, key: str, directory: Path = CACHE_DIR):
+        self.path = Path(directory) / f"checked-{key}.json"
+        try:
+            stored = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        self.checked = set(stored.get("checked", []))
+        self.split_inputs = dict(stored.get("split_inputs", {}))
+        self.changed = False
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"checked": sorted(self.checked), "split_inputs": self.split_inputs}))
+        os.replace(tmp, self.path)  # concurrent parses (cluster jobs) each write a whole file
+
+
+def check_cell(experiment: dict, run: str, cache: CheckCache) -> None:
+    if run in cache.checked:
+        return
+    from .config import check_experiment  # imports the registries (and torch) only on a miss
+
+    check_experiment(experiment)
+    cache.checked.add(run)
+    cache.changed = True
+
+
+def inputs_of_split(data: dict, split: str, cache: CheckCache) -> list[str]:
+    if split not in cache.split_inputs:
+        from .data import family_module
+
+        family = family_module(data["family"])
+        cache.split_inputs[split] = list(family.input_files(data)) if hasattr(family, "input_files") else []
+        cache.changed = True
+    return cache.split_inputs[split]
+
+
+def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[str],
+              cache_dir: Path = CACHE_DIR) -> Plan:
+    """Every table config under ``tables_dir``, checked and resolved; ``requested`` (the config's
+    ``tables``) must all exist."""
+    tables_dir, schemas_dir = Path(tables_dir), Path(schemas_dir)
+    table_schema = compiled_validator(schemas_dir / "table.schema.yaml")
+    experiment_schema = compiled_validator(schemas_dir / "experiment.schema.yaml")
+    cache = CheckCache(source_hash(schemas_dir), cache_dir)
+    plan = Plan()
+    for path in sorted(tables_dir.glob("*.yaml")):
+        try:
+            spec = load_table(path)
+            problem = schema_error(table_schema, spec)
+            if problem:
+                raise PlanError(problem)
+            for scale in spec["scales"]:
+                for cell in table_cells(spec, scale):
+                    where = f"scale {scale!r}, row {cell.row!r}, column {cell.column!r}"
+                    try:
+                        problem = schema_error(experiment_schema, cell.experiment)
+                        if problem:
+                            raise PlanError(problem)
+                        check_cell(cell.experiment, cell.run, cache)
+                        split_files = inputs_of_split(cell.experiment["data"], cell.split, cache)
+                    except ValueError as error:
+                        raise PlanError(f"{where}: {error}") from None
+                    key = (scale, cell.run)
+                    plan.runs[key] = cell.experiment
+                    plan.splits[scale, cell.split] = cell.experiment["data"]
+                    plan.split_inputs[scale, cell.split] = split_files
+                    plan.split_of_run[key] = cell.split
+                    plan.tables_of_run.setdefault(key, set()).add(spec["name"])
+        except (ValueError, FileNotFoundError) as error:
+            cache.save()  # what was checked before the error stays checked
+            raise PlanError(f"{path}: {error}") from None
+        plan.tables[spec["name"]] = spec
+    cache.save()
+    unknown = [name for name in requested if name not in plan.tables]
+    if unknown:
+        raise PlanError(f"config key 'tables': no {tables_dir}/<name>.yaml for {unknown}; known: {sorted(plan.tables)}")
+    return plan
