@@ -1,4 +1,4 @@
-"""The mini-batch improvement function picks the subgradient of H_B (notes A10)."""
+"""The mini-batch improvement function picks the subgradient of H_B."""
 from __future__ import annotations
 
 import torch

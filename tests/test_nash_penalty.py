@@ -1,7 +1,7 @@
-"""Nash-GBML penalties against independent references (notes 001 §2.5.3, Eqs. 13–14).
+"""Nash-GBML penalties against independent references (Eqs. 13–14).
 
 References, all in float64 on the flattened parameters:
-- the closed-form partials of the notes;
+- the hand-derived closed-form partials ∂p^(i)/∂φ_i, written out here;
 - autograd of player i's own penalty (Eq. 13/14 written out here) with the other players held fixed;
 - a joint inner loop whose steps use torch.func.grad of that formula in player i's own argument,
   differentiated end to end, and central finite differences of the whole loop in θ.
@@ -152,8 +152,8 @@ def test_centroid_partials_vanish_when_the_centroid_is_the_anchor():
 
 
 def test_centroid_step_contracts_the_centroid_by_the_notes_coefficient():
-    """One SGD step of rate α on p_C alone adds c (θ − φ̄) to every φ_i, c = 2wB/(αN²) (notes §2.5.3:
-    0.5 for B = 25, α = 0.001, N = 100, w = 0.1)."""
+    """One SGD step of rate α on p_C alone adds c (θ − φ̄) to every φ_i, c = 2wB/(αN²)
+    (0.5 for B = 25, α = 0.001, N = 100, w = 0.1)."""
     theta, phis = random_instance(6, 25)
     penalty = build_penalty("centroid", 0.1, num_tasks_total=100, inner_lr=0.001)
     _, partials = module_partials(penalty, theta, phis)

@@ -1,4 +1,4 @@
-"""SIMOL's weighting against closed forms and finite differences (notes/000_simol.md §2.8)."""
+"""SIMOL's weighting against closed forms and finite differences."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +31,7 @@ def test_objective_gradient_in_r_matches_the_closed_form():
 @pytest.mark.parametrize("k", [1, 5])
 def test_maximiser_over_free_weights_matches_the_linear_solve(k):
     """K̃ is concave in r; its maximiser solves (G/(λ'k²) + λ''/k² 11ᵀ) r = λ''/k 1.
-    For k = 1 that is r* = λ''/(λ'' + ‖g‖²/λ') (notes A13)."""
+    For k = 1 that is r* = λ''/(λ'' + ‖g‖²/λ')."""
     lam1, lam2 = 2.0, 0.5
     simol = SIMOL(20, 4, seed=0, lambda_grad=lam1, lambda_mean=lam2)
     batch = tasks(k=k, scale=0.3)

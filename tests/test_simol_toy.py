@@ -1,4 +1,4 @@
-"""SIMOL's Figure 1 toy: objectives, Pareto front, and the three methods (notes/000_simol.md §4.0)."""
+"""SIMOL's Figure 1 toy: objectives, Pareto front, and the three methods."""
 from __future__ import annotations
 
 import numpy as np

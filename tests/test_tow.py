@@ -465,7 +465,7 @@ def test_diagonal_and_full_value_agree_up_to_a_horizon_of_two():
 
 
 def test_the_last_weights_stay_uniform_on_the_first_iteration():
-    """No terminal cost: K_T = 0 and k_T = −c_u/β_u = 0 at the uniform nominal (notes §2.7)."""
+    """No terminal cost: K_T = 0 and k_T = −c_u/β_u = 0 at the uniform nominal (Algorithm 2's backward pass)."""
     meta = MetaRegression(5, T=3)
     trajectory, _, _ = ilqr(meta.problem(SGDDynamics(0.3)), meta.x1, None, iterations=1, line_search="none")
     torch.testing.assert_close(trajectory.us[-1], torch.full((3,), 1 / 3, dtype=DT))

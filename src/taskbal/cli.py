@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 # numpy's OpenBLAS starts one thread per core by default; with one job per core (Snakemake) that
-# oversubscribes the CPU, and BLAS-heavy jobs (CMA-ES's eigendecompositions) then ran 25 times
-# slower on 2 busy cores. One BLAS thread per job unless the environment says otherwise; must be
+# oversubscribes the CPU, and BLAS-heavy jobs (CMA-ES's eigendecompositions) then run far slower on
+# busy cores. One BLAS thread per job unless the environment says otherwise; must be
 # set before numpy is first imported (torch imports it).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

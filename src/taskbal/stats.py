@@ -1,4 +1,5 @@
-"""Summaries of per-task results, as SIMOL reports them (notes/000_simol.md §7 A14).
+"""Summaries of per-task results, as SIMOL reports them (the paper does not fully specify its CI,
+seeds, worst-10 % or t-test; the choices made here are below).
 
 - overall: the per-task values of all seeds pooled (N = seeds × tasks); mean and a 95 %
   CI half-width 1.96 · sd / √N (Finn et al.'s convention).

@@ -21,7 +21,7 @@ are averaged with momentum λ_t = (1 − γ_t) λ_{t−1} + γ_t λ̃_t, γ_t = 
     rescaled (A.2.5): with h_j = (λᵀF(x_j) − mean_j)/std_j (standardised over the N samples),
                       μ ← μ − (β/N) Σ_j (x_j − μ) h_j,   Σ^{-1} ← Σ^{-1} + (β/N) Σ_j Σ^{-1} diag(z_j z_jᵀ) h_j
 
-Choices where the thesis is silent or ambiguous (notes/002_mtl_thesis.md §7.2, items 14–15):
+Choices where the thesis is silent or ambiguous:
   * ``update``: 'rescaled' (default) is the "monotonic transformation" the thesis recommends "in
     practice, to avoid the scaling problem" (§4.4.2, App. A.2.5); the text does not say which rule
     produced Figs. 4.1–4.4. 'raw' is Eq. 4.14 as printed. Both keep the QP and the momentum.

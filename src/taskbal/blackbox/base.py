@@ -4,7 +4,7 @@ A black-box optimiser only sees values: each ``step`` draws a population of ``po
 points around the current solution, asks ``objectives(points) -> [n, m]`` for their m objective
 values, and updates its search distribution. The current solution is ``mean`` (the mean of the
 search distribution for every method here — the thesis does not say which point it evaluates, and
-the notes recommend the mean). All randomness comes from the ``rng`` handed in, and its state is
+the mean is our choice). All randomness comes from the ``rng`` handed in, and its state is
 part of ``state_dict``, so a run resumed from a checkpoint draws exactly the numbers it would have.
 
 Single-objective baselines (ES, BES, CMA-ES, MMES) optimise the equal-weight sum F₁ + … + F_m,

@@ -1,6 +1,6 @@
 """The eight binary 5-shot tasks of DA-MAML (Collins, Mokhtari & Shakkottai), Sec. 6 / Figure 1.
 
-Tasks (notes/003_tr_maml.md §4.1, §7 #2–#4): two Fashion-MNIST tasks, pullover (class 2) against
+Tasks (Sec. 6): two Fashion-MNIST tasks, pullover (class 2) against
 coat (class 4) with each label order (task ``fmnist_2v4``: pullover → 0, coat → 1; ``fmnist_4v2``
 the opposite), and six MNIST tasks, three digit pairs (default (0, 1), (2, 3), (4, 5); the paper
 does not name them) each in both label orders. Task ids: 0–1 Fashion-MNIST, 2–7 MNIST, in that order.

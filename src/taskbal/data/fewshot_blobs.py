@@ -9,9 +9,9 @@ cross-entropy) and the weightings that look at a task (SIMOL's re-weighting netw
 seconds; it is not a table of any paper.
 
 ``features`` (what SIMOL's re-weighting network sees of a task): the task's support set, class by
-class, flattened (ways·shots·dim numbers). SIMOL's notes (A7) suggest the support images with
-their labels for classification; the labels are implicit in the class-by-class order, so they are
-not appended.
+class, flattened (ways·shots·dim numbers). SIMOL only says the network "uses all mini-batch
+instances as input"; for classification we read that as the support images with their labels;
+the labels are implicit in the class-by-class order, so they are not appended.
 
 ``io_dims`` = (dim, ways): an MLP embedding built from it outputs ``ways`` numbers (ProtoNet uses
 the whole MLP as the embedding; MAML uses the outputs as logits).

@@ -1,7 +1,7 @@
 """Multi-task data hyper-cleaning on MNIST and Fashion-MNIST (thesis Ye 2024, §3.7.1, Table 3.2).
 
 The MTL family format of taskbal/mtl/data.py, one task per dataset ("datasets as tasks"). Protocol
-(notes/002_mtl_thesis.md E2, after Bao et al.): per dataset, randomly sample 5,000 training, 1,000
+(thesis §3.7.1, after Bao et al.): per dataset, randomly sample 5,000 training, 1,000
 first-validation (``val``: the UL data), 1,000 second-validation (``val2``: model selection) and
 5,000 test images. Half of the training images get their label replaced by a different class drawn
 uniformly from the other nine; validation and test labels are clean.

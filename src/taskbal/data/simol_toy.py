@@ -8,7 +8,7 @@ For x = (x₁, x₂) ∈ R²:
     g₁ = ((−x₁ + 7)² + 0.1(−x₂ − 8)²)/10 − 20,   g₂ = ((−x₁ − 7)² + 0.1(−x₂ − 8)²)/10 − 20
     c₁ = max(tanh(0.5 x₂), 0),                   c₂ = max(tanh(−0.5 x₂), 0)
 
-The sign in l₂ differs between sources (notes/000_simol.md §7 A13): SIMOL prints "− tanh(−x₂)"
+The sign in l₂ differs between sources: SIMOL prints "− tanh(−x₂)"
 (``f2_tanh_sign: paper``, default), CAGrad's code has "+ tanh(−x₂)" (``f2_tanh_sign: cagrad``).
 It only changes the landscape for x₂ > 0; the Pareto front is the same.
 

@@ -12,7 +12,7 @@ code's ``sin(x − b)`` is the same family). The amplitude range is cut into bin
   bin and an amplitude uniform inside it. Mean, worst bin and std over bins are taken over the bins'
   mean MSEs (``task_table`` has the bin as ``group``).
 
-Sizes follow Nash-GBML App. F / the TR-MAML code (notes 001 §4.1, A15): K = ``shots`` support
+Sizes follow Nash-GBML App. F / the TR-MAML code: K = ``shots`` support
 points; training query = ``query`` fresh points of the same task (default K, as the code's 2K
 points); evaluation query = ``eval_query`` fresh points (default 1000); 5,000 test tasks.
 

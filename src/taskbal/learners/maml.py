@@ -33,8 +33,8 @@ Options (config ``learner``):
   the query losses (one batched backward with ``is_grads_batched``): row i is dL_i/dθ including
   the paths through the other tasks (Nash-GBML §3.2, "back-propagation of φ^(t)"). First-order
   meta-gradients do not differentiate through the inner steps, so they keep the one-backward path.
-- ``penalty_gradients``: ``jacobian`` (default; the exact per-task rows above, about 8x the cost of a
-  MAML step with 16 sinusoid tasks — benchmarks/bench_learners.py) or ``per_copy`` (the one-backward
+- ``penalty_gradients``: ``jacobian`` (default; the exact per-task rows above, several times
+  the cost of a MAML step — benchmarks/bench_learners.py measures it) or ``per_copy`` (the one-backward
   gradients with respect to each task's copy: under coupling, row i is task i's copy's share of
   d(Σ_j L_j)/dθ, not dL_i/dθ, but the rows still *sum* to the exact total). ``per_copy`` is only
   right for weightings that use the sum (``mean``, i.e. Nash-GBML as published); anything that
@@ -47,8 +47,8 @@ Options (config ``learner``):
   big backbone on a GPU may not fit otherwise. Not allowed with a penalty (it couples the whole
   meta-batch).
 - ``evaluate_with_penalty`` (default true): adapt with the penalty also in ``evaluate_tasks`` (the
-  Nash inner loop on each evaluation batch, Nash-GBML notes A14); false = independent per-task
-  adaptation at evaluation.
+  Nash inner loop on each evaluation batch; Nash-GBML does not say which it uses); false =
+  independent per-task adaptation at evaluation.
 
 Subclasses (Meta-SGD, CAVIA, Reptile, ProtoNet) change what is meta-learned
 (``meta_parameters``), what the inner loop adapts (``fast_weights`` / ``network_view``), the inner

@@ -14,8 +14,8 @@ Deliberate choices:
   accepted only as ``sgd`` so that a config shared with MAML rows fails loudly if it asks for Adam.
 - ``first_order``: the inner gradients are not differentiated (learn2learn's ``first_order``); α
   still gets its meta-gradient −∇L(φ) ⊙ dL/dφ' through the update.
-- Nash-GBML penalty: the rates also multiply the penalty gradient (φ ← φ − α ∘ (∇L + ∇p), notes
-  §2.6); the anchor is θ.
+- Nash-GBML penalty: the rates also multiply the penalty gradient (φ ← φ − α ∘ (∇L + ∇p));
+  the anchor is θ.
 """
 from __future__ import annotations
 

@@ -18,10 +18,11 @@ The two penalties, with d_i = θ − φ_i, a_i = ‖d_i‖^{2r}, S = Σ_k a_k ov
 - ``robust``: p_R^(i) = w B a_i / (C + S)  (Eq. 14). Options: ``r`` (exponent 2r), ``C``.
 - both: ``weight`` (w), ``game_size``, ``at``.
 
-What "entry i" means — the Nash partial (notes 001 §2.5.3, A7). In a Nash game player i moves
-only φ_i and treats the others' φ_{−i} as fixed, so the inner step must use ∂p^(i)/∂φ_i, player
-i's *own* partial derivative. Autograd of Σ_j p^(j) would give instead Σ_j ∂p^(j)/∂φ_i (B times
-too large for p_C; for p_R it adds the other players' denominator terms, which pull them apart).
+What "entry i" means — the Nash partial (the paper does not spell it out). In a Nash game
+player i moves only φ_i and treats the others' φ_{−i} as fixed, so the inner step must use
+∂p^(i)/∂φ_i, player i's *own* partial derivative. Autograd of Σ_j p^(j) would give instead
+Σ_j ∂p^(j)/∂φ_i (B times too large for p_C; for p_R it adds the other players' denominator
+terms, which pull them apart).
 Entry i of the returned tensor has the value p^(i), but its gradient routes exactly
 ∂p^(i)/∂φ_i to φ_i and nothing to the other players: a small autograd Function injects the
 closed-form partials
@@ -31,7 +32,7 @@ closed-form partials
 
 p_R's partial keeps φ_i's own share of the denominator (the a_i inside S: player i's move changes
 C + S, and that is *its* derivative), while the other players' a_k are constants for player i
-— this is the denominator handling of notes §2.5.3. The partials are built from θ and all φ_k with
+— as a Nash player's partial derivative must. The partials are built from θ and all φ_k with
 their graphs, and their own derivatives (with respect to θ and to every φ_k) are exact, so
 second-order meta-gradients through the joint inner loop ("back-propagation of φ^(t)", Sec. 3.2)
 are exact too. Distances are computed as sums of squares raised to r, never as norms raised to a
@@ -45,7 +46,7 @@ Deliberate choices where the paper is silent or ambiguous:
   inner step k, including k = 0. Every player starts at φ_i = θ, where both penalties, their
   partials and the partials' total derivatives with respect to θ are exactly 0, so the penalty
   acts from the second inner step on and **is inert with one inner step**. That is why the
-  official code's p_R changes nothing (it uses one step; notes/anchors_code.md), and why the
+  official code's p_R changes nothing (its sinusoid learners use one inner step), and why the
   paper's sinusoid setting "5-shot 3-step" (n = 3) matters. ``inner`` is the default because it
   is the paper's algorithm and is active at the paper's n = 3 (and n = 5 for CelebA and
   mini-ImageNet).
@@ -65,18 +66,19 @@ Deliberate choices where the paper is silent or ambiguous:
   The learner passes every task it adapts at once, so evaluation on hundreds of test tasks would
   otherwise be one game with B in the hundreds — a different game, and for p_C a per-step
   contraction c = 2wB/(αN²) large enough to diverge. With ``game_size: B`` consecutive tasks
-  form games of B players (the last one smaller), which is Nash-GBML notes A14's "same Nash inner
-  loop on evaluation batches of B tasks". Set it to the training meta-batch.
+  form games of B players (the last one smaller), so evaluation adapts test tasks in Nash
+  games of B tasks, as training does (the paper does not say whether test-time adaptation uses
+  the penalised Nash inner loop). Set it to the training meta-batch.
 - ``num_tasks_total`` (N) has no default: the paper states it only for CelebA (162770) and
-  mini-ImageNet (C(64,5) = 7,624,512); for the sinusoid the notes (A3) recommend N = 100, the
-  number of training amplitude bins (the official code's ``num_tasks_mtrain``).
+  mini-ImageNet (C(64,5) = 7,624,512); for the sinusoid it is not stated; N = 100 is our
+  choice, the number of training amplitude bins (the official code's ``num_tasks_mtrain``).
 - ``inner_lr`` (α of the constant) has no default either: it is the learner's inner learning rate
   for MAML, TR-MAML and CAVIA, and 0.05 for Meta-SGD, whose rates are learned (App. E).
-- ``C`` defaults to 1e-8 (notes A6; not given in the paper; safe in float32). ``r`` is a positive
+- ``C`` defaults to 1e-8 (not given in the paper; safe in float32). ``r`` is a positive
   integer (the paper uses 1 and 2).
 - The player's step uses the closed-form partial, not the official code's sequential
-  (Gauss-Seidel, task-order dependent) accumulation of the centroid and of p_R's denominator
-  (notes A5, anchors_code.md): all players move simultaneously, as Algorithm 2's "for all i".
+  (Gauss-Seidel, task-order dependent) accumulation of the centroid and of p_R's denominator:
+  all players move simultaneously, as Algorithm 2's "for all i".
 """
 from __future__ import annotations
 
@@ -215,7 +217,7 @@ class CentroidPenalty(NashPenalty):
         if num_tasks_total is None:
             raise ValueError("learner.penalty.num_tasks_total: required by the centroid penalty: N, the number of "
                              "tasks of the domain in (B/(αN))² (Nash-GBML Eq. 13); 100 for the skewed sinusoid "
-                             "(its training bins, notes A3)")
+                             "(its training bins)")
         if not isinstance(num_tasks_total, int) or isinstance(num_tasks_total, bool) or num_tasks_total < 1:
             raise ValueError(f"learner.penalty.num_tasks_total: expected a positive integer, got {num_tasks_total!r}")
         if inner_lr is None:
@@ -229,7 +231,7 @@ class CentroidPenalty(NashPenalty):
         return (players / (self.inner_lr * self.num_tasks_total)) ** 2
 
     def effective_coefficient(self, players: int) -> float:
-        """c = 2wB/(αN²): the fraction of θ − φ̄ one SGD step with rate α adds to every φ_i (notes §2.5.3)."""
+        """c = 2wB/(αN²): the fraction of θ − φ̄ one SGD step with rate α adds to every φ_i."""
         return 2 * self.weight * players / (self.inner_lr * self.num_tasks_total ** 2)
 
     def values_and_partials(self, diffs, game, sizes):

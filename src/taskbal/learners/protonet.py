@@ -15,11 +15,10 @@ Deliberate choices:
 - Support and query examples of a task go through the network in one forward (Snell et al.'s and
   learn2learn's code concatenate them), so BatchNorm's batch statistics are over the whole episode.
 - ``distance``: ``squared_euclidean`` (Snell et al.; learn2learn's ``PrototypicalClassifier``) or
-  ``euclidean`` (the non-squared ``torch.cdist`` of TOW's code; TOW notes item 16).
+  ``euclidean`` (the non-squared ``torch.cdist`` of TOW's code; TOW's paper says only "Euclidean distances").
 - ``task_chunk``: as for MAML (groups of tasks per backward; same results, less memory).
 - Labels are 0 … n_way−1 within each task (the number of classes is the largest support label + 1).
-- SIMOL's Algorithm 3 normalises the prototype by N_C, a typo for |S_c| (SIMOL notes §2.6); the
-  mean is used.
+- SIMOL's Algorithm 3 normalises the prototype by N_C, a typo for |S_c|; the mean is used.
 """
 from __future__ import annotations
 

@@ -75,7 +75,8 @@ class Conv4Embedding(nn.Module):
         The tasks' channels are stacked, [n, k·C, H, W], so that one grouped convolution
         (groups = k) applies every task's filters to its own channels, and BatchNorm over the
         stacked channels computes each task's own batch statistics. Same function as
-        ``vmap(functional_call(...))``, about 1.3x faster on the CPU (no batching-rule copies).
+        ``vmap(functional_call(...))``, faster on the CPU (no batching-rule copies;
+        benchmarks/bench_learners.py measures both).
         """
         k, n = x.shape[:2]
         h = as_images(x.flatten(0, 1), self.in_channels)

@@ -59,7 +59,7 @@ class MLP(nn.Sequential):
         context [k, num_context].
 
         The learners use this instead of ``vmap(functional_call)`` because one
-        ``baddbmm`` per layer is about 1.8x faster on the CPU for networks this small
+        ``baddbmm`` per layer is faster on the CPU for networks this small
         (benchmarks/bench_maml.py measures both).
         """
         h = self._with_context(x.flatten(2), context)

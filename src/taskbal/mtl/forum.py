@@ -15,12 +15,12 @@ computed once in float64. Two solvers, chosen by ``solver``:
   * 'cvxpy': the thesis' choice ("solved with CVXPY"), Clarabel with tight tolerances.
   * 'exact': enumerates the active sets of the m + 2 inequalities and solves each KKT system;
     the first point satisfying all KKT conditions (to 1e-9 relative) is optimal because the QP is
-    convex. 2^(m+2) tiny solves: microseconds for the thesis' m = 2, 3; if no candidate verifies
+    convex. 2^(m+2) tiny solves, cheap for the thesis' m = 2, 3; if no candidate verifies
     (degenerate round-off) it falls back to cvxpy and counts it in the stats.
   * 'auto' (default): 'exact' for m <= 8, else 'cvxpy'.
 The tests check both against each other on random instances and the direction's feasibility.
 
-Deliberate choices (notes/002_mtl_thesis.md §7.2 #1, #4–#6):
+Deliberate choices:
   * ``barrier='thesis'`` (default): c = 2 in π, as printed in (3.25)/(3.27), in Lemma A.2 and
     in the official code (π_i = ρ − ⟨∇q̃, ∇F_i⟩/(‖∇q̃‖² + ε)). Then every direction satisfies
     ⟨∇q̃, d⟩ = −2φ or less, stronger than the barrier φ of (3.20). ``barrier='dual'`` uses c = 1,
@@ -33,7 +33,7 @@ Deliberate choices (notes/002_mtl_thesis.md §7.2 #1, #4–#6):
     epoch (set beta_every to the iterations per epoch). λ̃ starts at 1/m (thesis; the code's 0 is
     irrelevant because β_0 = 1).
   * ``normalize_upper``: the official MTL code divides every ∇F_i by its norm (not in the
-    thesis); off by default, as the notes recommend for the synthetic problem and hyper-cleaning.
+    thesis); off by default, following the thesis, for the synthetic problem and hyper-cleaning.
   * ``lower_init='warm'``: ω̃^0 = ω_k (Alg. 2 line 4 allows ω_0 or ω_k; the code uses ω_k).
   * ``alpha_lr`` and ``omega_lr``: the step μ per block (synthetic: 0.3 both; hyper-cleaning:
     10 for α, 0.3 for ω); ``optimizer='adam'`` feeds −d to Adam as the MTL tables' code does.

@@ -20,7 +20,7 @@ Options and the choices behind their defaults:
   * ``alpha_lr`` ν and ``alpha_optimizer`` ('sgd' = the plain step of line 9; 'adam' as the MTL
     tables' code does).
   * ``lower_init``: Algorithm 1 line 3 says only "initialize ω_0^k(α_k)". 'warm' (default)
-    starts from the previous iteration's ω_T (what the notes recommend for hyper-cleaning: the
+    starts from the previous iteration's ω_T (chosen for hyper-cleaning: the
     model keeps training across UL iterations); 'fixed' restarts from the initial ω_0 every
     iteration (the literal reading, under which the synthetic problem's ω_0 of Fig. A.1 is
     MOML's LL start).

@@ -16,7 +16,7 @@ manual gradient (5.11)
 heads follow the usual update (Alg. 4 line 6) — here the single-level loop's step, whose shared
 gradients go through the weighting registry (``combiner``, default ``mean`` = the thesis' EW loss).
 
-Options (the thesis leaves all of these open; notes/002_mtl_thesis.md §7.2 #13):
+Options (the thesis leaves all of these open):
   * ``ode_steps`` 10: fixed-step explicit Euler (the thesis' solver) with h = p_i / ode_steps, so a
     negative p_i integrates backwards and no positivity constraint is needed.
   * ``init_position`` 1.0 (the ablation's constant), ``position_lr`` η = 1e-3, SGD.

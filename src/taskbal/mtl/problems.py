@@ -11,8 +11,9 @@ Hyper-cleaning (thesis §3.7.1, Table 3.2): α holds one logit per training samp
 
 with ℓ the cross-entropy, B_i a mini-batch of task i's training split and V_i one of its UL split
 (``mtl.upper_split``, "val" = the thesis' first validation set). The thesis writes the mean over all
-N_i samples; a mini-batch gives an unbiased estimate of it (the notes' reading, §7.2 #7). α starts
-at ``alpha_init`` (0: σ = 0.5, the notes' choice; the thesis does not say).
+N_i samples; a mini-batch gives an unbiased estimate of it (our reading: the thesis does not say how the
+α-gradients are mini-batched). α starts at ``alpha_init`` (0: σ = 0.5, our choice; the thesis
+does not say).
 
 ``lower_batches``: 'iteration' (default) draws one LL batch per UL iteration and reuses it for
 all T LL steps (the official FORUM/MOML code); 'step' draws a fresh LL batch for every LL step

@@ -25,9 +25,9 @@ Deliberate choices:
     tolerance no longer depends on the size of the meta-gradients), and (iii) with
     ftol=1e-12 instead of scipy's default 1e-6: with the default, one gradient 100× larger
     than the others left the objective 1e-3 to 1e-1 (relative) above cvxpy's optimum;
-    with 1e-12 the worst case we measured was 2e-7, at ~1 ms for k = 16.
-  * Speed (``solver``): the default ``active_set`` solves the same problem exactly and about 15×
-    faster (benchmarks/bench_weighting.py). On a support S the stationarity conditions
+    with 1e-12 the worst case we measured was 2e-7.
+  * Speed (``solver``): the default ``active_set`` solves the same problem exactly and
+    faster (see benchmarks/README.md). On a support S the stationarity conditions
     b_S + √φ·G_S w/‖g_w‖ = μ1, 1ᵀw = 1 (b = G1/k) have a closed form: with u = G_S⁻¹1,
     v = G_S⁻¹b_S, A = 1ᵀu, B = 1ᵀv, C = b_Sᵀv and D = B² − A(C − φ),
     μ = (B + √D)/A and w_S = (μu − v)/√D. Supports are grown by the Frank–Wolfe vertex and shrunk

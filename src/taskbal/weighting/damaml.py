@@ -9,13 +9,13 @@ tasks (or training groups), by stochastic projected descent on w and ascent on p
   indexing of the proof, Eq. 28: other entries are 0), both at the same (w^t, p^t).
   Π_Δ is the exact sort-based Euclidean projection (simplex.py); the paper leaves the method open.
 
-Ambiguities of the paper and what is done here (notes/003 §7):
+Ambiguities of the paper and what is done here:
 - Eq. 9's index is sloppy as printed → entry i sums only the batch's copies of task i
   (``duplicates: sum``; ``once`` counts every id once with the mean loss of its copies).
 - Algorithm 2's printed w-update drops p_i while Eq. 8 has it → Eq. 8 by default
   (``p_in_direction: true``); ``false`` gives the printed Algorithm 2: every task weighs m/C
   (p then has no effect on w; under Adam the factor m is nearly immaterial).
-- η_p is not given → ``step_size`` (default 1e-3, the notes' recommendation), constant; the
+- η_p is not given → ``step_size`` (default 1e-3, our choice), constant; the
   theory's decaying T^{-β} schedules are not implemented.
 - Tasks are to be sampled uniformly with replacement; the training loop visits the pool in
   seeded permutations (uniform, without replacement within a pass). For grouped pools (the

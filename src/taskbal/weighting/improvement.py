@@ -2,7 +2,7 @@
 
 Steepest descent on the improvement function H(w, w') = max_τ [L_τ(w_τ*(w)) − L_τ(w_τ*(w'))]
 (SIMOL Eq. 6, after Montonen et al., 2018) with the max taken over the mini-batch only.
-The paper does not define the baseline further (notes/000_simol.md §7 A10). With the
+The paper does not define the baseline further. With the
 first-order model of Eq. 10 the regularised descent problem gives the mini-batch MGDA
 direction, yet the paper's numbers differ from MGDA's, so we implement the
 subgradient of H itself:

@@ -31,7 +31,7 @@ Deliberate choices:
   * 'wolfe' (default) is Wolfe's (1976) min-norm-point algorithm, an active-set method that
     starts at the shortest gradient, adds the same Frank–Wolfe vertex e_t, and solves the
     small KKT system of the current support exactly. It terminates finitely and matched
-    cvxpy to 1e-10 (relative) or better on all those instances, in 0.2-1 ms for k <= 32. Here
+    cvxpy to 1e-10 (relative) or better on all those instances. Here
     max_iter caps the vertex additions and tol is a relative optimality certificate:
     it stops when 2·(γᵀGγ - min_t (Gγ)_t), an upper bound on γᵀGγ - optimum, is
     <= tol·γᵀGγ (plus round-off). The baseline is then MGDA as defined, not an artefact of

@@ -17,7 +17,7 @@ Deliberate choices:
     other k-1 tasks is torch.randperm(k - 1, generator=tasks.generator), drawn for i = 0..k-1
     in turn, and position p maps to task p if p < i, else p + 1. One shared permutation would
     be cheaper to draw but couples the tasks' orders, which the paper does not do; drawing k
-    small permutations costs microseconds.
+    small permutations is cheap.
   * Every g_i^PC stays a linear combination Σ_j C_ij g_j of the original gradients, and every
     inner product the algorithm needs is ⟨g_i^PC, g_j⟩ = (C G)_ij with G the k×k Gram matrix.
     So the whole procedure runs on k×k float64 matrices, vectorised over i (all tasks advance

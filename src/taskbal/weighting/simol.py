@@ -21,19 +21,19 @@ Speed (benchmarks/bench_weighting.py; the goal is a step within 1.05× of MAML's
 the re-weighting network is a few 16×32 matrices, so the weighting's time is the number of tensor
 operations, not arithmetic: θ lives in one flat tensor whose views are the network's weights, the
 gradient is written into one flat buffer, and the ascent step (``ThetaAscent``: plain, or Adam as
-torch.optim.Adam computes it) is five operations on that tensor, where torch.optim.Adam's Python
-step alone took a third of the weighting's time.
+torch.optim.Adam computes it) is five operations on that tensor, instead of
+torch.optim.Adam's per-step Python overhead, a large share of the weighting's time.
 
-Choices where the paper is silent or inconsistent (notes/000_simol.md §7):
-- Input of r_θ (A7, config ``features``): ``support`` feeds each task's support set
+Choices where the paper is silent or inconsistent:
+- Input of r_θ (config ``features``): ``support`` feeds each task's support set
   (x_1, y_1, …, x_K, y_K); ``support+loss`` appends the task's post-adaptation query loss.
   The network is an MLP with the meta-learner's widths (``hidden``, default 32-32, ReLU).
 - Initialisation: the output layer starts with small weights (``init_scale``) and bias 1,
   so r ≈ 1 and the first steps equal MAML's.
-- Where ∇_θ K̃ is evaluated (A8, ``theta_at``): ``current`` reuses the gradients at w^s
+- Where ∇_θ K̃ is evaluated (``theta_at``): ``current`` reuses the gradients at w^s
   (Eqs. 13–14; what the paper's 15 % time overhead implies); ``next`` recomputes them at
   w^{s+1} as Algorithm 1 step 7 literally says (one more meta-gradient pass per step).
-- λ̂', λ̂'', β' and the θ optimiser (A9, A12): the paper selected λ̂', λ̂'' from
+- λ̂', λ̂'', β' and the θ optimiser: the paper selected λ̂', λ̂'' from
   {0.001, 0.01, 0.1, 1} and β' from {0.01, 0.03, 0.1, 0.3, 1} without reporting the
   choice, and names Adam as the optimiser only for classification. Plain gradient
   ascent (Eq. 14, ``theta_optimizer: sgd``) diverges on the sinusoid for every β' of

@@ -27,7 +27,7 @@ Approximations, as options:
   coordinate") or ``full`` (App. B's exact D×D V_t).
 - ``curvature``: ``diagonal`` (paper: the diagonal of the Gauss–Newton matrices in F_x and C_xx) or
   ``full`` (the D×D Gauss–Newton matrices; App. B says "full Gauss–Newton matrix" without saying
-  whether F_x and C_xx were also full, notes §7.21). Both ``full`` options cost O(D²) memory.
+  whether F_x and C_xx were also full). Both ``full`` options cost O(D²) memory.
 The Gauss–Newton matrix of task i is J_oᵀ H_o J_o with J_o the Jacobian of the query outputs and H_o
 the Hessian of the loss w.r.t. the outputs (MSE: 2/(n·out) I; cross-entropy: (diag p − ppᵀ)/n per
 query point). ``gauss_newton: adapted`` (default; the authors' code, which is first-order MAML) takes
@@ -35,7 +35,7 @@ J_o w.r.t. the adapted weights (∂φ/∂x = I); ``meta`` takes it through the a
 second-order MAML: the Gauss–Newton matrix of the meta-loss itself; costs a second adaptation).
 The meta-gradients are always the learner's own (second-order unless ``learner.first_order``).
 
-Choices where the paper is ambiguous (notes/004_tow.md §7), the consequential ones as options:
+Choices where the paper is ambiguous, the consequential ones as options:
 - θ (Eq. 74, Alg. 2 l. 17) prints θ_t = θ_{t+1} − q_uᵀ Q_uu q_u; the first-order decrease of Lemma 12 is
   Σ q_uᵀ k_t = −Σ q_uᵀ Q_uu⁻¹ q_u. ``theta: inverse`` (default) or ``printed``.
 - Line search (Eq. 72 / Alg. 1 l. 17): ``line_search: paper`` halves ε from 1 until
@@ -73,13 +73,12 @@ comes from ordinary backward passes per output column, with one weight copy per 
 of a Jacobian vmapped over the n·c output probes; other networks (conv4's BatchNorm) keep the Jacobian.
 With ``value: full`` and a diagonal F_x the backward pass scales rows and columns instead of D×D products.
 
-Cost per outer step (benchmarks/bench_tow.py; sinusoid MAML, meta-batch 16, T = 5, one CPU thread,
-an idle machine): the paper's defaults take 5.4× plain MAML (the paper reports 5.6–9.5×, Table 2),
-mostly rejected line-search rollouts, and 9× with ``value: full``; ``final_pass: live`` 2.8× with
-2 iterations, and 1.9× with ``iterations: 1`` (first-order MAML: 5.5×, 2.9×, 2.0×). The live 1-iteration
-variant cannot go below about 1 + (T − 1)/T evaluations per step (the nominal rollout re-evaluates
-batches 2..T at the uniform trajectory; here 1.7×); the rest is the curvature of T − 1 stages, the
-backward pass and the bookkeeping of the plan.
+Cost per outer step (benchmarks/bench_tow.py measures it against plain MAML; the last measured
+ratios are in benchmarks/README.md; the paper reports 5.6–9.5× plain MAML, Table 2): with the paper's
+defaults the time goes mostly to rejected line-search rollouts, ``value: full`` costs more, and
+``final_pass: live`` with fewer iterations less. The live 1-iteration variant cannot go below about
+1 + (T − 1)/T evaluations per step (the nominal rollout re-evaluates batches 2..T at the uniform
+trajectory); the rest is the curvature of T − 1 stages, the backward pass and the bookkeeping of the plan.
 """
 from __future__ import annotations
 

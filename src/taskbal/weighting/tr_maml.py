@@ -11,7 +11,7 @@ gradient descent on w and projected gradient ascent on p:
   tasks not in the batch get 0. Π_Δ is the sort-based Euclidean projection (simplex.py).
 
 This follows the authors' public sinusoid code (as the Nash-GBML paper's "task-probability
-learning rate" 1e-5 implies, notes A9): there the ascent increment is step_size·L for every
+learning rate" 1e-5 implies): there the ascent increment is step_size·L for every
 copy of a task in the batch, without the unbiasing factor m/C of the paper's Eq. 9 (DA-MAML,
 damaml.py, keeps that factor), and p is updated with the losses at the same w as the step.
 One deliberate difference: that code differentiates Σ_b m·p_{id_b}·L_b (a sum, not a mean, over
