@@ -18,14 +18,10 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .curves import seed_mean_and_sd
+from .figures_moo import plot_distance_to_pareto_set, plot_toy_trajectories
 from .io import atomic_path
-
-
-def seed_mean_and_sd(per_seed: dict[int, pd.DataFrame], y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(iterations common to all seeds, mean over seeds, sd over seeds) of column ``y``."""
-    series = [frame.set_index("iteration")[y].astype(float) for _, frame in sorted(per_seed.items())]
-    aligned = pd.concat(series, axis=1, join="inner").sort_index()
-    return aligned.index.to_numpy(), aligned.mean(axis=1).to_numpy(), aligned.std(axis=1, ddof=0).to_numpy()
+from .mtl.plots import plot_moblo_synthetic
 
 
 def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
@@ -65,12 +61,9 @@ def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame
 
 # Figure styles a figure config can name in ``figure: {style: ...}``: each draws one figure from
 # the curves of its cells, plot(spec, curves, out_png, scale).
-from .figures_moo import plot_distance_to_pareto_set, plot_toy_trajectories  # noqa: E402
-
 STYLES = {
     "curves": plot_curves,
     "distance_to_pareto_set": plot_distance_to_pareto_set,  # thesis Figs. 4.1-4.4
     "toy_trajectories": plot_toy_trajectories,  # SIMOL Fig. 1
+    "moblo_synthetic": plot_moblo_synthetic,  # thesis Fig. A.1
 }
-from .mtl.plots import plot_moblo_synthetic  # noqa: E402  (thesis Fig. A.1)
-STYLES["moblo_synthetic"] = plot_moblo_synthetic

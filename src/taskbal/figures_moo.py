@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .curves import seed_mean_and_sd
 from .io import atomic_path
 
 DISTANCE_FLOOR = 1e-12
@@ -34,8 +35,6 @@ def save(figure: Figure, out_png: Path) -> Path:
 
 def plot_distance_to_pareto_set(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
                                 scale: str) -> Path:
-    from .figures import seed_mean_and_sd  # imported here: taskbal.figures imports this module
-
     columns = spec["columns"]
     figure = Figure(figsize=(5.0 * len(columns), 4.4))
     FigureCanvasAgg(figure)

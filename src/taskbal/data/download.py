@@ -15,6 +15,7 @@ Contracts used by every dataset module (``taskbal.data.datasets.<name>``):
   is written, and the archive is unpacked into a temporary directory first (inside ``dest``, so the
   final renames stay on one file system), so a failure leaves nothing partial behind.
 * ``gunzip(path, dest)``: a ``.gz`` file decompressed atomically.
+* ``copy_atomic(source, target)``: a file copied into place atomically.
 * :class:`FileSpec`: one file of a dataset (name, urls, checksums, size).
 """
 from __future__ import annotations
@@ -76,10 +77,6 @@ class FileSpec:
     @property
     def url(self) -> str | None:
         return self.urls[0] if self.urls else None
-
-    @property
-    def has_checksum(self) -> bool:
-        return bool(self.sha256 or self.md5 or self.content_sha256)
 
     def with_urls(self, *urls: str) -> "FileSpec":
         from dataclasses import replace
@@ -378,6 +375,21 @@ def find_file(name: str, roots: Iterable[Path]) -> Path | None:
                 if candidate.is_file():
                     return candidate
     return None
+
+
+def copy_atomic(source: Path | str, target: Path | str) -> None:
+    """Copy ``source`` to ``target`` atomically (temp file in the target's directory, then rename)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def gunzip_files(dataset_dir: Path | str, specs: Iterable[FileSpec]) -> None:

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .resources import find_dir, find_file
+
 
 def _shots_for(rng: np.random.Generator, ways: int, shots, available: np.ndarray, queries: int) -> np.ndarray:
     """Support size per class: a fixed int, or the any-shot rule of Lee et al. (2020).
@@ -217,8 +219,6 @@ def split_images(split_file: dict, resource_dir, split: str, side: int | None = 
     side = side or (28 if name == "omniglot" else 84)
     rows, sizes = [], []
     if name == "omniglot":
-        from .protocols import find_dir
-
         rotations = split_file["options"]["rotations"]
         bases = {p: find_dir(root, [f"images_{p}", f"omniglot-py/images_{p}", f"python/images_{p}"], f"Omniglot {p}")
                  for p in ("background", "evaluation")}
@@ -231,16 +231,12 @@ def split_images(split_file: dict, resource_dir, split: str, side: int | None = 
                 sizes.append(len(images))
         return torch.cat(rows), sizes
     if name == "cub":
-        from .protocols import find_dir
-
         base = find_dir(root, ["CUB_200_2011/images", "images"], "CUB-200-2011 images")
         for cls in part["classes"]:
             rows.extend(_decode(base / cls / f, side, 3) for f in part["images"][cls])
             sizes.append(len(part["images"][cls]))
         return torch.from_numpy(np.stack(rows)), sizes
     if name == "mini_imagenet" and split_file["source"].startswith("pickle"):
-        from .protocols import find_file
-
         file = {"train": "train", "val": "validation", "test": "test"}[split]
         path = find_file(root, [f"mini-imagenet-cache-{file}.pkl", f"mini-imagenet-cache-{split}.pkl"],
                          f"mini-ImageNet {split} pickle")
@@ -261,8 +257,6 @@ def split_images(split_file: dict, resource_dir, split: str, side: int | None = 
             sizes.append(len(part["images"][cls]))
         return torch.from_numpy(np.stack(rows)), sizes
     # tiered-ImageNet: a list of PNG byte strings per split, row-aligned with the labels file
-    from .protocols import find_file
-
     path = find_file(root, [f"{split}_images_png.pkl", f"tiered-imagenet/{split}_images_png.pkl"],
                      f"tiered-ImageNet {split} images")
     with open(path, "rb") as handle:

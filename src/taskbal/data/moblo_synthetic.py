@@ -72,9 +72,6 @@ class SyntheticMOBLO(MOBLOProblem):
         """f*(α) = min_ω f(α, ω) = 0, written so it stays a (zero) function of α for autograd."""
         return 0.0 * alpha.sum()
 
-    def lower_solution(self, alpha):
-        return alpha[0].repeat(2)
-
     def distance(self, alpha: torch.Tensor, omega: torch.Tensor) -> float:
         return distance_to_solution_set(float(alpha[0]), omega.detach().cpu().numpy(), self.low, self.high)
 

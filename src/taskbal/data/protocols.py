@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from .episodes import draw_episodes
+from .resources import find_dir, find_file
 from .splitfile import SPLITS, write_split_file
 from .standard_classes import MINI_IMAGENET, TIERED_IMAGENET
 
@@ -51,29 +51,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPEG", ".JPG", ".PNG")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def find_dir(resource_dir: Path, candidates: Iterable[str], what: str) -> Path:
-    """The first of ``resource_dir/<candidate>`` that is a directory, else a clear error."""
-    candidates = list(candidates)
-    for name in candidates:
-        path = Path(resource_dir) / name
-        if path.is_dir():
-            return path
-    raise FileNotFoundError(f"{what}: none of {[str(Path(resource_dir) / c) for c in candidates]} exists "
-                            "(run the dataset's download rule first)")
-
-
-def find_file(resource_dir: Path, candidates: Iterable[str], what: str, required: bool = True) -> Path | None:
-    candidates = list(candidates)
-    for name in candidates:
-        path = Path(resource_dir) / name
-        if path.is_file():
-            return path
-    if required:
-        raise FileNotFoundError(f"{what}: none of {[str(Path(resource_dir) / c) for c in candidates]} exists "
-                                "(run the dataset's download rule first)")
-    return None
 
 
 def subdirs(path: Path) -> list[str]:

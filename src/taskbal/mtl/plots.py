@@ -12,8 +12,8 @@ Each line is the mean over seeds of the curve column (``distance``, ``stationari
 1e-30: exact zeros, e.g. q = 0 at a point on the LL solution, cannot be drawn on a log axis).
 Colours identify rows in (a, b) and columns in (c, d); line styles identify columns in (a, b).
 
-Registered in taskbal.figures.STYLES. This module must not import taskbal.figures at import time
-(figures.py imports it to register the style), so the shared helpers are imported in the function.
+Registered in taskbal.figures.STYLES. This module must not import taskbal.figures (figures.py
+imports it to register the style); the shared helper comes from taskbal.curves.
 """
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..curves import seed_mean_and_sd
+
 LINE_STYLES = ("-", "--", ":", "-.")
 PANELS = (("a", "distance", "optimality gap E"), ("b", "distance", "optimality gap E"),
           ("c", "stationarity", "stationarity gap K(z)"), ("d", "constraint", "constraint q(z)"))
 
 
 def _mean_curve(per_seed: dict[int, pd.DataFrame], column: str):
-    from ..figures import seed_mean_and_sd
-
     if not per_seed or any(column not in frame.columns for frame in per_seed.values()):
         return None
     iterations, mean, _ = seed_mean_and_sd(per_seed, column)

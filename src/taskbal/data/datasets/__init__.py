@@ -15,8 +15,9 @@ Every module in this package (registered in :data:`DATASETS`) defines
   network access (e.g. from a distribution package); returns a description of the source used or
   ``None`` if unavailable. ``PREFER_OFFLINE = True`` makes it the first choice.
 
-Split builders live in the same modules (``build_splits``); they read the layout written by
-``prepare``. :func:`fetch_dataset` is what ``taskbal data fetch <name>`` and the Snakemake rule
+Split builders live in :mod:`taskbal.data.protocols` (``build_<name>``, registered in
+``protocols.BUILDERS`` and dispatched by ``protocols.build_splits``), not in these modules; they
+read the layout written by ``prepare``. :func:`fetch_dataset` is what ``taskbal data fetch <name>`` and the Snakemake rule
 ``data_<name>`` call; it writes ``<root>/<name>/.verified`` (JSON: every file's SHA-256, how it was
 verified, the source used) last, so that file exists only for a complete, verified dataset.
 """
@@ -25,15 +26,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from ..download import (ChecksumError, DownloadError, FileSpec, UnsafeArchiveError, fetch, file_digest,
-                        find_file, safe_extract, verify_spec)
+from ..download import (ChecksumError, DownloadError, FileSpec, UnsafeArchiveError, copy_atomic, fetch,
+                        file_digest, find_file, safe_extract, verify_spec)
 from . import (celeba, cub, fashion_mnist, mini_imagenet, mnist, nyuv2, office31, office_home, omniglot, qm9,
                tiered_imagenet)
 
@@ -83,19 +83,6 @@ def describe(name: str) -> dict:
         how += "+offline"
     return {"name": name, "how": how, "files": len(files), "checksums": ",".join(checks),
             "summary": (module.__doc__ or "").strip().splitlines()[0]}
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _local_roots(local: Path, workdir: Path, names: set[str]) -> list[Path]:
@@ -192,7 +179,7 @@ def _fetch_locked(module: ModuleType, name: str, root, target: Path, local: Path
                     sources.append("in place")
             elif found is not None:
                 how = verify_spec(found, spec)
-                _copy_atomic(found, path)
+                copy_atomic(found, path)
                 if f"local {local}" not in sources:
                     sources.append(f"local {local}")
             elif spec.urls and not offline_only and not spec.manual and not network_failed:

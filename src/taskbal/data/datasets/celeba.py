@@ -37,6 +37,3 @@ download these six files (img_align_celeba.zip is 1.4 GB; do not unzip it)."""
 
 def prepare(dataset_dir: Path) -> None:
     extract_once(dataset_dir / FOLDER / "img_align_celeba.zip", dataset_dir / FOLDER, "img_align_celeba")
-
-
-from ..protocols import build_celeba as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

@@ -28,6 +28,3 @@ MANUAL = None
 
 def prepare(dataset_dir: Path) -> None:
     extract_once(dataset_dir / FILES[0].name, dataset_dir, "CUB_200_2011/images.txt")
-
-
-from ..protocols import build_cub as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..download import FileSpec, file_digest, find_file, gunzip_files
+from ..download import FileSpec, copy_atomic, file_digest, find_file, gunzip_files
 
 MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
@@ -93,8 +93,6 @@ def _debian_files(workdir: Path) -> Path | None:
 
 def offline(dataset_dir: Path, workdir: Path, progress: bool = True) -> str | None:
     """Copy the four files from the Debian package into place (verified by ``fetch_dataset``)."""
-    from . import _copy_atomic
-
     source = _debian_files(workdir)
     if source is None:
         return None
@@ -102,6 +100,6 @@ def offline(dataset_dir: Path, workdir: Path, progress: bool = True) -> str | No
         found = find_file(Path(spec.name).name, [source])
         if found is None:
             return None
-        _copy_atomic(found, dataset_dir / spec.name)
+        copy_atomic(found, dataset_dir / spec.name)
     where = "installed" if source == Path("/") / DEBIAN_DIR else "apt-get download"
     return f"Debian package {DEBIAN_PACKAGE} ({where}; files verified by decompressed-content SHA-256)"

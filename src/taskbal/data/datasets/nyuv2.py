@@ -45,6 +45,3 @@ def prepare(dataset_dir: Path) -> None:
         os.replace(found[0], target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-from ..protocols import build_nyuv2 as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

@@ -42,6 +42,3 @@ unpack it)."""
 
 def prepare(dataset_dir: Path) -> None:
     extract_once(dataset_dir / ARCHIVE.name, dataset_dir / IMAGES, "amazon/images")
-
-
-from ..protocols import build_office31 as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

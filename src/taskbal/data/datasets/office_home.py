@@ -50,6 +50,3 @@ def prepare(dataset_dir: Path) -> None:
             extract_once(dataset_dir / ARCHIVE.name, dataset_dir, f"{IMAGES}/Art")
         if (root / "Real World").is_dir():
             os.replace(root / "Real World", root / "Real_World")
-
-
-from ..protocols import build_office_home as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

@@ -29,6 +29,3 @@ def prepare(dataset_dir: Path) -> None:
     for spec in FILES:
         archive = dataset_dir / spec.name
         extract_once(archive, archive.parent, archive.name[:-len(".zip")])
-
-
-from ..protocols import build_omniglot as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

@@ -28,6 +28,3 @@ MANUAL = None
 
 def prepare(dataset_dir: Path) -> None:
     extract_once(dataset_dir / "raw" / "qm9.zip", dataset_dir / "raw", "gdb9.sdf")
-
-
-from ..protocols import build_qm9 as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

@@ -24,6 +24,3 @@ MANUAL = None
 
 def prepare(dataset_dir: Path) -> None:
     """Nothing to unpack: the pickles are read directly."""
-
-
-from ..protocols import build_tiered_imagenet as build_splits  # noqa: E402,F401  (the split protocol; see taskbal.data.protocols)

@@ -1,0 +1,32 @@
+"""Locating a dataset's files in its resource directory (``resources/<dataset>/``).
+
+Shared by the split builders (:mod:`taskbal.data.protocols`) and the image loaders
+(:mod:`taskbal.data.episodes`); kept apart so that neither has to import the other for them.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def find_dir(resource_dir: Path, candidates: Iterable[str], what: str) -> Path:
+    """The first of ``resource_dir/<candidate>`` that is a directory, else a clear error."""
+    candidates = list(candidates)
+    for name in candidates:
+        path = Path(resource_dir) / name
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(f"{what}: none of {[str(Path(resource_dir) / c) for c in candidates]} exists "
+                            "(run the dataset's download rule first)")
+
+
+def find_file(resource_dir: Path, candidates: Iterable[str], what: str, required: bool = True) -> Path | None:
+    candidates = list(candidates)
+    for name in candidates:
+        path = Path(resource_dir) / name
+        if path.is_file():
+            return path
+    if required:
+        raise FileNotFoundError(f"{what}: none of {[str(Path(resource_dir) / c) for c in candidates]} exists "
+                                "(run the dataset's download rule first)")
+    return None
