@@ -34,13 +34,17 @@ test: install
 dry-run: install
 	snakemake -n
 
+# ruff (rules and line length in pyproject.toml), snakefmt on the rules, Snakemake's own linter.
 lint: install
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/snakefmt --line-length 120 --check Snakefile workflow/rules
 	snakemake --lint
 
 benchmark: install
 	$(PY) benchmarks/bench_maml.py
 	$(PY) benchmarks/bench_weighting.py
 	$(PY) benchmarks/bench_tow.py
+	$(PY) benchmarks/bench_dag.py
 
 mlflow-ui: install
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow/mlflow.db --host 127.0.0.1 --port 5000

@@ -87,7 +87,7 @@ def main() -> None:
         "conv4 MAML step (2nd order, 5 steps)": lambda i: learner.meta_gradients(batch),
     }
     times = {name: [] for name in contenders}
-    for name, fn in contenders.items():  # warm-up
+    for _name, fn in contenders.items():  # warm-up
         fn(0)
     for repeat in range(args.repeats):
         for name, fn in contenders.items():
@@ -103,8 +103,10 @@ def main() -> None:
         print(f"  {name:40s} {1000 * value:9.2f} ms per meta-batch")
     ours_t, l2l_t, step_t = median.values()
     print(f"ratio learn2learn / ours:          {l2l_t / ours_t:8.1f}x")
-    print(f"ratio MAML step / ours sampling:   {step_t / ours_t:8.1f}x  (sampling = {100 * ours_t / step_t:.2f} % of a step)")
-    print(f"ratio MAML step / learn2learn:     {step_t / l2l_t:8.1f}x  (learn2learn = {100 * l2l_t / step_t:.2f} % of a step)")
+    print(f"ratio MAML step / ours sampling:   {step_t / ours_t:8.1f}x  "
+          f"(sampling = {100 * ours_t / step_t:.2f} % of a step)")
+    print(f"ratio MAML step / learn2learn:     {step_t / l2l_t:8.1f}x  "
+          f"(learn2learn = {100 * l2l_t / step_t:.2f} % of a step)")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ time (clone, adapt, query loss, ``autograd.grad`` of that task's loss). Two sett
   ``--query`` query images per class, 5 inner SGD steps (lr 0.01).
 
 Second-order unless the name says otherwise. "task_chunk 1" runs the tasks one graph at a time (same
-results, less memory; on the CPU this is what makes conv nets as fast as learn2learn's loop). CAVIA uses the same network with context (4 inputs for
-the MLP, 100 parameters into FiLM on block 3 for conv4). "coupling penalty" is MAML with a
-quadratic centroid penalty coupling the tasks (a local stand-in for Nash-GBML's penalties, same cost
-structure), with exact per-task rows (``penalty_gradients: jacobian``) or one-backward ``per_copy`` rows. Contenders are timed interleaved in one process so
-machine noise hits all alike; read the ratios, not the absolute numbers.
+results, less memory; on the CPU this is what makes conv nets as fast as learn2learn's loop). CAVIA
+uses the same network with context (4 inputs for the MLP, 100 parameters into FiLM on block 3 for
+conv4). "coupling penalty" is MAML with a quadratic centroid penalty coupling the tasks (a local
+stand-in for Nash-GBML's penalties, same cost structure), with exact per-task rows
+(``penalty_gradients: jacobian``) or one-backward ``per_copy`` rows. Contenders are timed
+interleaved in one process so machine noise hits all alike; read the ratios, not the absolute numbers.
 
     python benchmarks/bench_learners.py [--repeats 3] [--threads 1] [--query 15] [--only sinusoid|conv4]
 """
@@ -116,7 +117,8 @@ def sinusoid_contenders() -> tuple[dict, TaskBatch, list[str]]:
     l2l_metasgd = l2l.algorithms.MetaSGD(mlp, lr=INNER_LR)
     steps["learn2learn MAML loop"] = lambda: learn2learn_loop(l2l_maml, batch, F.mse_loss)
     steps["learn2learn MetaSGD loop"] = lambda: learn2learn_loop(l2l_metasgd, batch, F.mse_loss)
-    checks = equal_work(learners, steps, batch, ("maml", "learn2learn MAML loop"), ("metasgd", "learn2learn MetaSGD loop"))
+    checks = equal_work(learners, steps, batch,
+                        ("maml", "learn2learn MAML loop"), ("metasgd", "learn2learn MetaSGD loop"))
     return steps, batch, checks
 
 
@@ -143,7 +145,8 @@ def conv4_contenders(query: int) -> tuple[dict, TaskBatch, list[str]]:
     l2l_metasgd = l2l.algorithms.MetaSGD(conv, lr=INNER_LR)
     steps["learn2learn MAML loop"] = lambda: learn2learn_loop(l2l_maml, batch, F.cross_entropy)
     steps["learn2learn MetaSGD loop"] = lambda: learn2learn_loop(l2l_metasgd, batch, F.cross_entropy)
-    checks = equal_work(learners, steps, batch, ("maml", "learn2learn MAML loop"), ("metasgd", "learn2learn MetaSGD loop"))
+    checks = equal_work(learners, steps, batch,
+                        ("maml", "learn2learn MAML loop"), ("metasgd", "learn2learn MetaSGD loop"))
     return steps, batch, checks
 
 

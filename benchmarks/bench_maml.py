@@ -21,7 +21,6 @@ import torch
 from torch.func import vmap
 
 from taskbal.data.sinusoid import write_splits
-from taskbal.learners import MAML
 from taskbal.train import Run
 
 META_BATCH, INNER_STEPS, INNER_LR = 16, 5, 0.01

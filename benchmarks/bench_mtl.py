@@ -39,7 +39,7 @@ from taskbal.blackbox import build_optimizer
 from taskbal.data import blackbox_moo
 from taskbal.mtl import blobs
 from taskbal.mtl.data import MultiTaskData
-from taskbal.mtl.loop import build_model, build_step, method_and_options, settings
+from taskbal.mtl.trainer import build_model, build_step, method_and_options, settings
 
 HIDDEN = [512, 256]
 DATA = {"family": "mtl_blobs", "tasks": 2, "classes": 10, "dim": 784, "train": 5000, "val": 1000, "val2": 1000,

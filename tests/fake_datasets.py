@@ -388,7 +388,7 @@ class LoopbackServer:
         self.files[path] = data
         return self.url + path
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         self.thread.start()
         return self
 

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from taskbal.blackbox import OPTIMIZERS, build_optimizer
-from taskbal.blackbox.asmg import (ASMG, qp_matrix, qp_objective, smoothed_gradients, smoothing_estimates,
-                                   solve_qp_cvxpy)
+from taskbal.blackbox.asmg import ASMG, qp_matrix, qp_objective, smoothed_gradients, smoothing_estimates, solve_qp_cvxpy
 from taskbal.blackbox.bes import rademacher
 from taskbal.blackbox.es import centred_ranks
 from taskbal.data import blackbox_moo

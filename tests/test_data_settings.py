@@ -7,8 +7,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from taskbal.data import (binary_mnist, blackbox_moo, fewshot_blobs, hyper_cleaning, moblo_synthetic, simol_toy,
-                          sinusoid, skewed_sinusoid)
+from taskbal.data import (
+    binary_mnist,
+    blackbox_moo,
+    fewshot_blobs,
+    hyper_cleaning,
+    moblo_synthetic,
+    simol_toy,
+    sinusoid,
+    skewed_sinusoid,
+)
 from taskbal.data.checks import data_settings
 from taskbal.mtl import blobs
 

@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 
 from fake_datasets import FAKES, LoopbackServer, fetch_fake, point_at, tar_bytes, write_payloads
-from taskbal.data.datasets import (DATASETS, VERIFIED, ChecksumError, DownloadError, ManualDownloadRequired,
-                                   fetch_dataset, read_record)
+from taskbal.data.datasets import (
+    DATASETS,
+    VERIFIED,
+    ChecksumError,
+    DownloadError,
+    ManualDownloadRequired,
+    fetch_dataset,
+    read_record,
+)
 from taskbal.data.download import FileSpec
 
 

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from fake_datasets import LoopbackServer, sha256, tar_bytes, zip_bytes, zip_with_symlink
-from taskbal.data.download import (ChecksumError, DownloadError, FileSpec, UnsafeArchiveError, fetch, safe_extract,
-                                   verify, verify_spec)
+from taskbal.data.download import (
+    ChecksumError,
+    DownloadError,
+    FileSpec,
+    UnsafeArchiveError,
+    fetch,
+    safe_extract,
+    verify,
+    verify_spec,
+)
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 

@@ -3,14 +3,22 @@ value-function gradient against its closed form, and convergence on the syntheti
 from __future__ import annotations
 
 import cvxpy as cp
-import pandas as pd
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from taskbal.data.moblo_synthetic import SyntheticMOBLO
-from taskbal.mtl.forum import (FORUM, combined_gradient, nu_of, qp_objective, qp_terms, solve_qp, solve_qp_cvxpy,
-                               solve_qp_exact)
+from taskbal.mtl.forum import (
+    FORUM,
+    combined_gradient,
+    nu_of,
+    qp_objective,
+    qp_terms,
+    solve_qp,
+    solve_qp_cvxpy,
+    solve_qp_exact,
+)
 
 F64 = torch.float64
 

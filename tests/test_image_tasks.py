@@ -128,7 +128,8 @@ def test_binary_training_distribution_follows_the_fashion_probability(resources,
 
 
 def test_binary_without_official_test_split_holds_out_training_images(resources, tmp_path):
-    meta = binary_mnist.write_splits(tmp_path / "s.npz", binary_data(resources, mnist_dir=str(resources / "mnist_subset")))
+    meta = binary_mnist.write_splits(tmp_path / "s.npz",
+                                     binary_data(resources, mnist_dir=str(resources / "mnist_subset")))
     assert meta["test_source"] == {"mnist": "train", "fashion_mnist": "test"}
     assert "no official test split" in meta["images"]["test"]["mnist"]
     with np.load(tmp_path / "s.npz") as data:
@@ -147,7 +148,8 @@ def test_binary_without_official_test_split_holds_out_training_images(resources,
 
 def test_binary_tasks_refuse_changed_dataset_files(resources, tmp_path):
     shutil.copytree(resources / "fashion_mnist", tmp_path / "fashion_mnist")
-    binary_mnist.write_splits(tmp_path / "s.npz", binary_data(resources, fashion_mnist_dir=str(tmp_path / "fashion_mnist")))
+    binary_mnist.write_splits(tmp_path / "s.npz",
+                              binary_data(resources, fashion_mnist_dir=str(tmp_path / "fashion_mnist")))
     make_dataset(tmp_path / "other", 9)
     shutil.copy(tmp_path / "other/t10k-images-idx3-ubyte.gz", tmp_path / "fashion_mnist/t10k-images-idx3-ubyte.gz")
     with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz differs"):
@@ -299,7 +301,8 @@ def test_tiny_damaml_figure1(repo, tool_env, tmp_path):
     for path in curves:
         curve = pd.read_csv(path)
         assert list(curve["iteration"]) == [0, 5, 10]
-        assert ((curve["test_accuracy_worst"] <= curve["test_accuracy_mean"]) & (curve["test_accuracy_mean"] <= 1)).all()
+        assert ((curve["test_accuracy_worst"] <= curve["test_accuracy_mean"])
+                & (curve["test_accuracy_mean"] <= 1)).all()
 
 
 @pytest.mark.slow

@@ -25,7 +25,8 @@ def regression_tasks(k: int, shots: int, seed: int, queries: int | None = None) 
     phase = torch.rand(k, 1, 1, generator=g, dtype=DT) * torch.pi
     xs = torch.rand(k, shots, 1, generator=g, dtype=DT) * 10 - 5
     xq = torch.rand(k, queries or shots, 1, generator=g, dtype=DT) * 10 - 5
-    return TaskBatch(xs, amplitude * torch.sin(xs + phase), xq, amplitude * torch.sin(xq + phase), torch.zeros(k, 1, dtype=DT))
+    return TaskBatch(xs, amplitude * torch.sin(xs + phase), xq, amplitude * torch.sin(xq + phase),
+                     torch.zeros(k, 1, dtype=DT))
 
 
 def classification_tasks(k: int, ways: int, shots: int, queries: int, seed: int, shape=(3,)) -> TaskBatch:
@@ -162,7 +163,7 @@ def test_metasgd_parameters_state_and_outer_step():
     model = MLP(1, [4], 1).double()
     learner = MetaSGD(model, inner_steps=1, inner_lr=0.1)
     flat = learner.flat_meta_parameters()
-    for param, (name, view) in zip(learner.parameters(), learner.unflatten(flat).items()):
+    for param, (_name, view) in zip(learner.parameters(), learner.unflatten(flat).items()):
         torch.testing.assert_close(param.detach(), view)
     state = copy.deepcopy(learner.state_dict())
     _, grads = learner.meta_gradients(regression_tasks(2, 5, seed=8))

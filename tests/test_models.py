@@ -95,7 +95,8 @@ def test_conv4_batched_over_tasks_uses_each_tasks_batch_statistics(options):
     torch.manual_seed(4)
     model = build_model({"name": "conv4", "filters": 3, **options}, ((3, 16, 16), 5)).double()
     k = 3
-    params = {n: p.detach().unsqueeze(0).repeat(k, *[1] * p.dim()) + 0.05 * torch.randn(k, *p.shape, dtype=torch.float64)
+    params = {n: p.detach().unsqueeze(0).repeat(k, *[1] * p.dim())
+              + 0.05 * torch.randn(k, *p.shape, dtype=torch.float64)
               for n, p in model.named_parameters()}
     x = torch.randn(k, 5, 3, 16, 16, dtype=torch.float64) * torch.arange(1, k + 1).view(k, 1, 1, 1, 1)
     context = torch.randn(k, 2, dtype=torch.float64) if "context" in options else None
@@ -126,7 +127,8 @@ def test_resnet12_equals_learn2learn_backbone():
 def test_resnet10_equals_torchvision_basic_block_resnet():
     torch.manual_seed(6)
     ours = build_model({"name": "resnet10"}, ((3, 32, 32), 5)).double()
-    theirs = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=5).double()
+    theirs = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1],
+                                              num_classes=5).double()
     copy_parameters(theirs, ours, lambda name: "head" + name[2:] if name.startswith("fc.") else "embedding." + name)
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     torch.testing.assert_close(ours(x), theirs.train()(x))

@@ -310,7 +310,8 @@ def test_maml_learner_with_penalty_matches_finite_differences():
     for j in range(flat.numel()):
         e = torch.zeros_like(flat)
         e[j] = h
-        fd[j] = (learner.adapted_query_losses(batch, flat + e)[1] - learner.adapted_query_losses(batch, flat - e)[1]) / (2 * h)
+        fd[j] = (learner.adapted_query_losses(batch, flat + e)[1]
+                 - learner.adapted_query_losses(batch, flat - e)[1]) / (2 * h)
     torch.testing.assert_close(grads[1], fd, rtol=1e-5, atol=1e-7)
 
 

@@ -49,7 +49,8 @@ def test_heavy_ball_euler_converges_to_the_closed_form(position):
     z_exact, dz_exact = damped_oscillator(z0, -b * z0, gamma, a + xi, position)
     errors = []
     for steps in (50, 500, 5000):
-        ode = HeavyBallODE(3, ode_steps=steps, xi=xi, damping_init=damping_logit, velocity=Scale(b), field=Scale(a)).double()
+        ode = HeavyBallODE(3, ode_steps=steps, xi=xi, damping_init=damping_logit,
+                           velocity=Scale(b), field=Scale(a)).double()
         z, dz = ode(z0, torch.tensor(position, dtype=F64))
         errors.append(float((z - z_exact).abs().max()))
         if steps == 5000:
@@ -95,7 +96,8 @@ def test_manual_position_gradient_matches_finite_differences_of_the_flow(tiny_ne
     neck.ode.steps = 4000
     manual = manual_position_gradient(neck, head, features, labels)
     h = 1e-4
-    numeric = (neck_loss(neck, head, features, labels, 0.9 + h) - neck_loss(neck, head, features, labels, 0.9 - h)) / (2 * h)
+    numeric = (neck_loss(neck, head, features, labels, 0.9 + h)
+               - neck_loss(neck, head, features, labels, 0.9 - h)) / (2 * h)
     assert manual == pytest.approx(float(numeric), rel=2e-3)
 
 

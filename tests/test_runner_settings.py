@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 from taskbal.config import section_settings
-from taskbal.mtl import loop as mtl_loop
+from taskbal.mtl import trainer as mtl_trainer
 from taskbal.runners import blackbox_moo, moblo_synthetic, simol_toy
 
 VALID = {
-    "mtl": (mtl_loop.settings, "mtl", {"iterations": 10}),
+    "mtl": (mtl_trainer.settings, "mtl", {"iterations": 10}),
     "moblo_synthetic": (moblo_synthetic.settings, "problem", {"alpha0": 1.0, "omega0": [1.0, 1.0], "iterations": 5}),
     "simol_toy": (simol_toy.settings, "problem", {"start": [0.5, 0.5], "iterations": 5, "batch_size": 1}),
     "blackbox_moo": (blackbox_moo.settings, "problem", {"population": 4, "iterations": 5}),

@@ -10,9 +10,12 @@ from taskbal.io import read_json, sidecar
 
 
 def test_same_seed_same_file_other_seed_other_file(tmp_path):
-    a = write_splits(tmp_path / "a.npz", dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=1))
-    b = write_splits(tmp_path / "b.npz", dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=1))
-    c = write_splits(tmp_path / "c.npz", dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=2))
+    a = write_splits(tmp_path / "a.npz",
+                     dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=1))
+    b = write_splits(tmp_path / "b.npz",
+                     dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=1))
+    c = write_splits(tmp_path / "c.npz",
+                     dict(shots=2, query=2, train_tasks=100, val_tasks=10, test_tasks=10, split_seed=2))
     assert a["sha256"] == b["sha256"] != c["sha256"]
 
 

@@ -13,8 +13,18 @@ from conftest import small_experiment
 from taskbal.learners import MAML, TaskBatch
 from taskbal.train import Run, train
 from taskbal.weighting import build_weighting
-from taskbal.weighting.tow import (AdamDynamics, Linearisation, MetaProblem, Problem, SGDDynamics, StageEval,
-                                   evaluate_learner, ilqr, ilqr_backward, rollout)
+from taskbal.weighting.tow import (
+    AdamDynamics,
+    Linearisation,
+    MetaProblem,
+    Problem,
+    SGDDynamics,
+    StageEval,
+    evaluate_learner,
+    ilqr,
+    ilqr_backward,
+    rollout,
+)
 
 DT = torch.float64
 

@@ -194,7 +194,8 @@ def test_cagrad_direction_maximises_the_worst_task_in_the_ball(kind, k, seed, c)
     worst = (grads @ direction).min()
     optimum = exact_cagrad_primal(grads, c)
     # The scale of ⟨g_i, d⟩ sets the absolute floor, for optima that happen to be near 0.
-    assert worst == pytest.approx(optimum, rel=1e-4, abs=1e-6 * np.linalg.norm(grads, axis=1).max() * np.linalg.norm(g0))
+    assert worst == pytest.approx(optimum, rel=1e-4,
+                                  abs=1e-6 * np.linalg.norm(grads, axis=1).max() * np.linalg.norm(g0))
     assert torch.allclose(out.weights @ out.direction.new_tensor(grads), out.direction)
 
 

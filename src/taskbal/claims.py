@@ -57,7 +57,8 @@ def judge(claim: dict, finals: dict, level: float) -> dict:
     holds = better.mean() < than.mean() if lower else better.mean() > than.mean()
     result["verdict"] = "holds" if holds else "does not hold"
     # The paired test is undefined when the per-seed differences do not vary (scipy warns, returns NaN).
-    if better.size == than.size and better.size >= 2 and np.ptp(better - than) > 1e-9 * max(1.0, float(np.abs(better - than).max())):
+    if (better.size == than.size and better.size >= 2
+            and np.ptp(better - than) > 1e-9 * max(1.0, float(np.abs(better - than).max()))):
         result["p_value"] = float(scipy_stats.ttest_rel(better, than).pvalue)
         result["significant"] = bool(result["p_value"] < level)
     return result

@@ -163,7 +163,7 @@ def cmd_table(args) -> None:
 
     spec = load_table(Path(args.config))
     provenance = {"scale_description": describe_scale(spec, args.scale), "git_commit": git_commit(),
-                  "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                  "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                   "seeds": ", ".join(str(s) for s in seeds_of(spec, args.scale))}
     sources = data_sources(args.splits)
     if sources:
@@ -213,7 +213,8 @@ def cmd_data(args) -> None:
         except (ManualDownloadRequired, DownloadError) as error:
             print(f"taskbal data fetch {name}: {error}", file=sys.stderr)
             sys.exit(3)
-        unverified = f"; no published checksum, SHA-256 recorded: {record['unverified']}" if record["unverified"] else ""
+        unverified = (f"; no published checksum, SHA-256 recorded: {record['unverified']}"
+                      if record["unverified"] else "")
         print(f"{name}: {len(record['files'])} file(s) verified, source: {record['source']}{unverified}")
 
 
@@ -301,7 +302,8 @@ def parser() -> argparse.ArgumentParser:
     data_split.add_argument("--root", default="resources", help="datasets root; reads <root>/<name>/")
     data_split.add_argument("--out", required=True, help="split file (JSON with its SHA-256)")
     data_split.add_argument("--options", default="{}", help="builder options as JSON, e.g. "
-                            '\'{"protocol": "character", "episodes": {"test": {"ways": 5, "shots": 1, "count": 600}}}\'')
+                            '\'{"protocol": "character", '
+                            '"episodes": {"test": {"ways": 5, "shots": 1, "count": 600}}}\'')
     data_split.set_defaults(func=cmd_data_split)
     return root
 

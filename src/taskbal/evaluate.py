@@ -12,15 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .artifacts import EVAL as EVAL_FILE
+from .artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
 from .data import family_module
 from .io import atomic_path, write_json
 from .learners import learner_for
-from .stats import summarise
 from .models import build_model
+from .stats import summarise
 from .train import pick_device
-
-from .artifacts import EVAL as EVAL_FILE
-from .artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
 
 
 def load_trained(final_path: Path, split_path: Path, device: torch.device):

@@ -75,7 +75,7 @@ def plot_toy_trajectories(spec: dict, curves: dict[tuple[str, str], dict[int, pd
         parameter_axis.plot(front["x1"], front["x2"], color="black", linewidth=2.5, label="Pareto set", zorder=1)
         for row in spec["rows"]:
             per_seed = curves.get((row["label"], column["key"])) or {}
-            for k, (seed, frame) in enumerate(sorted(per_seed.items())):
+            for k, (_seed, frame) in enumerate(sorted(per_seed.items())):
                 label = row["label"] if k == 0 else None
                 style = dict(color=colours[row["label"]], linewidth=1.0, alpha=0.8, zorder=2)
                 objective_axis.plot(frame["f1"], frame["f2"], label=label, **style)

@@ -168,7 +168,8 @@ def md_escape(text) -> str:
 def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -> str:
     decimals = spec.get("decimals", 3)
     columns = spec["columns"]
-    out = [f"# {spec['name']}: {spec['source']}", "", f"> Paper's caption: {md_escape(' '.join(spec['title'].split()))}", "",
+    out = [f"# {spec['name']}: {spec['source']}", "",
+           f"> Paper's caption: {md_escape(' '.join(spec['title'].split()))}", "",
            f"**Scale: {provenance.get('scale_description', scale)}**", ""]
     out += [f"- {key.replace('_', ' ')}: {value}" for key, value in provenance.items() if key != "scale_description"]
     out += ["", "| " + " | ".join(["method"] + [md_escape(c["label"]) for c in columns]) + " |",

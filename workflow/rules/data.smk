@@ -25,14 +25,14 @@ for _dataset in DATASETS:
             f"data_{_dataset}"
         output:
             dataset_flag(_dataset),
+        log:
+            f"results/logs/data/{_dataset}.log",
+        localrule: True
+        conda:
+            "../../environment.yml"
         params:
             name=_dataset,
             root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
             local=(lambda wildcards, n=_dataset: f"--local {shlex.quote(dataset_local(n))}" if dataset_local(n) else ""),
-        log:
-            f"results/logs/data/{_dataset}.log",
-        conda:
-            "../../environment.yml"
-        localrule: True
         shell:
             "taskbal data fetch {params.name} --root {params.root} {params.local} --no-progress 2>&1 | tee {log}"

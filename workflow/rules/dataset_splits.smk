@@ -15,16 +15,16 @@ rule dataset_split:
         "resources/{name}/.verified",
     output:
         "results/dataset_splits/{name}/{variant}.json",
+    log:
+        "results/logs/dataset_splits/{name}/{variant}.log",
     wildcard_constraints:
         name="|".join(BUILDERS),
         variant="[A-Za-z0-9_]+",
-    params:
-        options=lambda w: split_variants.options_json(w.name, w.variant, config),
-    log:
-        "results/logs/dataset_splits/{name}/{variant}.log",
+    localrule: True
     conda:
         "../../environment.yml"
-    localrule: True
+    params:
+        options=lambda w: split_variants.options_json(w.name, w.variant, config),
     shell:
         "taskbal data split {wildcards.name} --root resources --out {output} --options {params.options:q} "
         "> {log} 2>&1"

@@ -6,21 +6,19 @@ rule evaluate:
     output:
         per_task=f"{artifacts.RUN_DIR}/{artifacts.EVAL}",
         summary=f"{artifacts.RUN_DIR}/{artifacts.EVAL_SUMMARY}",
-    params:
-        tables=lambda w: ",".join(sorted(TABLES_OF_RUN[w.scale, w.run])),
-        tracking=lambda w: (
-            f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else ""
-        ),
-        device=config["device"],
-        experiment=config["mlflow_experiment"],
     log:
         "results/logs/{scale}/evaluate/{run}-seed{seed}.log",
+    conda:
+        "../../environment.yml"
     threads: config["threads"]
     resources:
         runtime=30,
         mem_mb=2000,
-    conda:
-        "../../environment.yml"
+    params:
+        tables=lambda w: ",".join(sorted(TABLES_OF_RUN[w.scale, w.run])),
+        tracking=lambda w: (f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else ""),
+        device=config["device"],
+        experiment=config["mlflow_experiment"],
     shell:
         "taskbal evaluate --final {input.final} --split {input.tasks}"
         " --per-task {output.per_task} --summary {output.summary}"

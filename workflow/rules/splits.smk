@@ -5,11 +5,11 @@ rule split:
     output:
         tasks=artifacts.SPLIT_FILE,
         meta=artifacts.SPLIT_SIDECAR,
-    params:
-        data=lambda w: json.dumps(SPLITS[w.scale, w.split]),
     log:
         "results/logs/{scale}/split/{split}.log",
     conda:
         "../../environment.yml"
+    params:
+        data=lambda w: json.dumps(SPLITS[w.scale, w.split]),
     shell:
         "taskbal split --data {params.data:q} --out {output.tasks} > {log} 2>&1"

@@ -50,7 +50,7 @@ for _name in TABLES:
     rule:
         name:
             _name
+        default_target: False
         input:
             target_of(_name, config["scale"]),
         localrule: True
-        default_target: False

@@ -6,23 +6,21 @@ rule train:
         final=f"{artifacts.RUN_DIR}/{artifacts.FINAL}",
         curve=f"{artifacts.RUN_DIR}/{artifacts.CURVE}",
         summary=f"{artifacts.RUN_DIR}/{artifacts.TRAIN_SUMMARY}",
-    params:
-        spec=lambda w: json.dumps(RUNS[w.scale, w.run]),
-        tables=lambda w: ",".join(sorted(TABLES_OF_RUN[w.scale, w.run])),
-        tracking=lambda w: (
-            f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else ""
-        ),
-        device=config["device"],
-        checkpoint_every=config["checkpoint_every"],
-        experiment=config["mlflow_experiment"],
     log:
         "results/logs/{scale}/train/{run}-seed{seed}.log",
+    conda:
+        "../../environment.yml"
     threads: config["threads"]
     resources:
         runtime=lambda w: 600 if w.scale == "paper" else 120,
         mem_mb=2000,
-    conda:
-        "../../environment.yml"
+    params:
+        spec=lambda w: json.dumps(RUNS[w.scale, w.run]),
+        tables=lambda w: ",".join(sorted(TABLES_OF_RUN[w.scale, w.run])),
+        tracking=lambda w: (f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else ""),
+        device=config["device"],
+        checkpoint_every=config["checkpoint_every"],
+        experiment=config["mlflow_experiment"],
     shell:
         "taskbal train --spec {params.spec:q} --seed {wildcards.seed} --split {input.tasks}"
         " --final {output.final} --curve {output.curve} --summary {output.summary}"

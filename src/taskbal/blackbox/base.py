@@ -13,7 +13,7 @@ as the thesis does following Sun et al. ("we aggregate multiple objectives with 
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

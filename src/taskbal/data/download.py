@@ -33,9 +33,9 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Sequence
 
 CHUNK = 1 << 20
 USER_AGENT = "taskbal-data/0.1 (+reproduction pipeline; python urllib)"
@@ -78,7 +78,7 @@ class FileSpec:
     def url(self) -> str | None:
         return self.urls[0] if self.urls else None
 
-    def with_urls(self, *urls: str) -> "FileSpec":
+    def with_urls(self, *urls: str) -> FileSpec:
         from dataclasses import replace
 
         return replace(self, urls=tuple(urls))
@@ -212,8 +212,7 @@ def fetch(url: str | Sequence[str], dest: Path | str, sha256: str | None = None,
                 failures.append(f"{mirror}: HTTP {error.code} {error.reason}")
                 if error.code not in _RETRYABLE_HTTP:
                     break
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout,
-                    TimeoutError, OSError) as error:
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as error:
                 failures.append(f"{mirror}: {type(error).__name__}: {error}")
                 if isinstance(getattr(error, "reason", None), socket.gaierror):
                     break  # host name does not resolve (offline): retrying this mirror cannot help

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .episodes import draw_episodes
+from .fixed_episodes import draw_episodes
 from .resources import find_dir, find_file
 from .splitfile import SPLITS, write_split_file
 from .standard_classes import MINI_IMAGENET, TIERED_IMAGENET
@@ -67,7 +67,8 @@ def check_classes(found: dict[str, list[str]], expected: dict[str, list[str]], w
         if got != want:
             missing, extra = sorted(want - got)[:5], sorted(got - want)[:5]
             raise ValueError(f"{where}: the {split} classes are not the standard split "
-                             f"({len(got)} found, {len(want)} expected; missing e.g. {missing}, unexpected e.g. {extra})")
+                             f"({len(got)} found, {len(want)} expected; "
+                             f"missing e.g. {missing}, unexpected e.g. {extra})")
 
 
 def episode_sets(splits: dict, episodes: dict | None, rotations: int = 1) -> dict:
@@ -317,7 +318,8 @@ CELEBA_SIZES = {"train": 162770, "val": 19867, "test": 19962}
 def build_celeba(resource_dir, out_path) -> dict:
     """CelebA's official partition (0 train, 1 val, 2 test) from ``list_eval_partition.txt``."""
     root = Path(resource_dir)
-    path = find_file(root, ["list_eval_partition.txt", "celeba/list_eval_partition.txt", "Eval/list_eval_partition.txt"],
+    path = find_file(root,
+                     ["list_eval_partition.txt", "celeba/list_eval_partition.txt", "Eval/list_eval_partition.txt"],
                      "CelebA list_eval_partition.txt")
     names = {"0": "train", "1": "val", "2": "test"}
     parts = {s: [] for s in SPLITS}
@@ -489,7 +491,8 @@ def build_qm9(resource_dir, out_path, test_size: int = 10000, val_size: int = 10
         deviation = "Nash-MTL's random_split.t was not found in the resource directory; a seeded permutation is used"
     if test_size + val_size >= count:
         raise ValueError(f"qm9: test_size + val_size ({test_size + val_size}) must be below the {count} molecules")
-    parts = {"test": perm[:test_size], "val": perm[test_size:test_size + val_size], "train": perm[test_size + val_size:]}
+    parts = {"test": perm[:test_size], "val": perm[test_size:test_size + val_size],
+             "train": perm[test_size + val_size:]}
     splits = {s: {"images": sorted(int(i) for i in v)} for s, v in parts.items()}
     counts = {s: {"molecules": len(v["images"])} for s, v in splits.items()}
     return finish(out_path, "qm9", "Nash-MTL: random permutation, 10k test / 10k val / rest train "

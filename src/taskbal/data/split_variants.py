@@ -45,7 +45,7 @@ DATASET_SPLITS = {
 def variants(name: str, config: dict | None = None) -> dict:
     """The variants of dataset ``name``: the defaults above updated by the workflow config."""
     merged = dict(DATASET_SPLITS[name])
-    merged.update((((config or {}).get("dataset_splits") or {}).get(name) or {}))
+    merged.update(((config or {}).get("dataset_splits") or {}).get(name) or {})
     return merged
 
 

@@ -4,8 +4,8 @@ Every task gets its own copy of the meta-parameters, stacked along a leading tas
 dimension. The network is evaluated on all tasks at once (the model's own
 ``batched_forward`` when it has one — MLP: one ``baddbmm`` per layer, conv4: grouped convolutions
 over stacked task channels — else ``torch.func.vmap(functional_call(...))``),
-so an inner step of k tasks is one batched forward and one backward instead of k of each. Because the tasks share nothing
-after the copy, the gradient of the *sum* of task losses with respect to the
+so an inner step of k tasks is one batched forward and one backward instead of k of each. Because
+the tasks share nothing after the copy, the gradient of the *sum* of task losses with respect to the
 stacked copies is exactly the stack of per-task gradients: one backward pass gives
 all k per-task meta-gradients that MGDA, CAGrad, PCGrad and SIMOL need.
 
@@ -81,11 +81,11 @@ class TaskBatch:
     def num_tasks(self) -> int:
         return self.support_x.shape[0]
 
-    def to(self, device: torch.device) -> "TaskBatch":
+    def to(self, device: torch.device) -> TaskBatch:
         return TaskBatch(*(t.to(device) for t in (self.support_x, self.support_y, self.query_x,
                                                   self.query_y, self.features)))
 
-    def chunks(self, size: int | None) -> list["TaskBatch"]:
+    def chunks(self, size: int | None) -> list[TaskBatch]:
         """Consecutive groups of at most ``size`` tasks (all tasks when ``size`` is None)."""
         if size is None or size >= self.num_tasks:
             return [self]
@@ -147,7 +147,8 @@ class MAML:
                  loss: str = "mse", penalty: dict | None = None, evaluate_with_penalty: bool = True,
                  penalty_gradients: str = "jacobian", task_chunk: int | None = None):
         check_inner_options(inner_steps, inner_lr, inner_optimizer, loss, adam_betas, adam_eps)
-        if task_chunk is not None and (not isinstance(task_chunk, int) or isinstance(task_chunk, bool) or task_chunk < 1):
+        if task_chunk is not None and (not isinstance(task_chunk, int) or isinstance(task_chunk, bool)
+                                       or task_chunk < 1):
             raise ValueError(f"learner.task_chunk: expected a positive integer or null, got {task_chunk!r}")
         self.task_chunk = task_chunk
         if penalty_gradients not in ("jacobian", "per_copy"):

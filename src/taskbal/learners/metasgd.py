@@ -53,7 +53,8 @@ class MetaSGD(MAML):
             return torch.full_like(param.detach(), float(inner_lr))
         if (not isinstance(inner_lr_range, (list, tuple)) or len(inner_lr_range) != 2
                 or not 0 < inner_lr_range[0] <= inner_lr_range[1]):
-            raise ValueError(f"learner.inner_lr_range: expected [low, high] with 0 < low <= high, got {inner_lr_range!r}")
+            raise ValueError("learner.inner_lr_range: expected [low, high] with 0 < low <= high, "
+                             f"got {inner_lr_range!r}")
         low, high = inner_lr_range
         return torch.empty_like(param.detach()).uniform_(low, high)
 

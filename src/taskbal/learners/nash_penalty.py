@@ -202,7 +202,8 @@ class NashPenalty:
         values, partials = self.values_and_partials(diffs, game, sizes.to(reference.dtype))
         return route_partials(values, task_params, partials)
 
-    def values_and_partials(self, diffs: Params, game: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, Params]:
+    def values_and_partials(self, diffs: Params, game: torch.Tensor,
+                            sizes: torch.Tensor) -> tuple[torch.Tensor, Params]:
         raise NotImplementedError  # pragma: no cover - interface
 
 

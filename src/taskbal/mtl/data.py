@@ -54,7 +54,8 @@ class MultiTaskData:
         self.device = torch.device(device)
         missing = [split for split in ("train", "test") if split not in tasks.splits]
         if missing:
-            raise ValueError(f"data.family: the MTL runner needs split {missing[0]!r}; the family has {list(tasks.splits)}")
+            raise ValueError(f"data.family: the MTL runner needs split {missing[0]!r}; "
+                             f"the family has {list(tasks.splits)}")
         self.tensors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for split in tasks.splits:
             pairs = []

@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 
 from ..config import check_options
+from ..loop import step_generator
 from ..weighting import REGISTRY as WEIGHTINGS
 from ..weighting.base import TaskGradients, Weighting
 from .bilevel import MOBLOProblem, implicit_hypergradients, lower_descent, unrolled_hypergradients
@@ -74,10 +75,6 @@ def make_optimizer(name: str, tensor: torch.Tensor, lr: float, field: str) -> to
     if name not in OPTIMIZERS:
         raise ValueError(f"{field}: unknown optimizer {name!r}; known: {list(OPTIMIZERS)}")
     return (torch.optim.SGD if name == "sgd" else torch.optim.Adam)([tensor], lr=lr)
-
-
-def step_generator(seed: int, iteration: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + iteration)
 
 
 def objective_stats(prefix: str, names, values: torch.Tensor) -> dict[str, float]:

@@ -131,7 +131,7 @@ class NORMAL(WeightedMTL):
     def position_gradients(self, extras: list) -> torch.Tensor:
         """d_p [m]: Eq. 5.11 from ∂L_i/∂z(p_i) and dz/dt(p_i), or autograd through the Euler map."""
         rows = []
-        for task, (grads, z, velocity) in enumerate(extras):
+        for task, (grads, _z, velocity) in enumerate(extras):
             if self.position_gradient == "manual":
                 rows.append(torch.sum(grads[0] * velocity))
             else:

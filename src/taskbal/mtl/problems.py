@@ -34,7 +34,6 @@ from .data import MultiTaskData
 from .model import MultiTaskNet
 from .weighted import task_loss
 
-
 LOWER_BATCHES = ("iteration", "step")
 
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..loop import step_generator
 from ..weighting import build_weighting
 from ..weighting.base import Combined, TaskGradients
 from .data import MultiTaskData, TaskBatch
 from .model import MultiTaskNet
-from .moml import step_generator
 
 SCALES = ("mean", "sum")
 HEADS = ("weighted", "unit")

@@ -1,16 +1,19 @@
 """Experiment runners: how one run of a table cell is trained and evaluated.
 
-``meta`` is the episodic meta-learning loop (``taskbal.train`` / ``taskbal.evaluate``) that
-every meta-learning table uses. Experiments that are not episodic meta-learning — toy
-problems, synthetic multi-objective benchmarks, multi-task learning — name their own runner
-in ``experiment.runner``. A runner is a module with
+``meta`` is episodic meta-learning (``taskbal.train`` / ``taskbal.evaluate``), which every
+meta-learning table uses. Experiments that are not episodic meta-learning — toy problems, synthetic
+multi-objective benchmarks, multi-task learning — name their own runner in ``experiment.runner``.
+A runner is a module with
 
-    train(experiment, seed, split_path, out_dir, *, device, checkpoint_every, progress) -> dict
-        writes out_dir/final.pt, curve.csv and train.json
+    train(experiment, seed, split_path, out_dir, *, device, checkpoint_every, stop_after, progress) -> dict
+        builds its trainable and hands it to the one resumable loop (taskbal.loop), which writes
+        out_dir/final.pt, curve.csv and train.json and resumes from resume.pt
     evaluate(final_path, split_path, out_dir, *, device) -> dict
         writes out_dir/eval.csv (one row per evaluated unit) and eval.json
+    check_experiment(experiment)   (optional) names and options, before anything runs
 
-so the Snakemake rules and the ``taskbal train | evaluate`` commands are the same for all.
+so the Snakemake rules and the ``taskbal train | evaluate`` commands are the same for all, and the
+file names are taskbal.artifacts'.
 """
 from __future__ import annotations
 

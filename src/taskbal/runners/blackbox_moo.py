@@ -28,21 +28,20 @@ Deliberate choices:
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..artifacts import EVAL as EVAL_FILE
+from ..artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
 from ..blackbox import OPTIMIZERS, build_optimizer
 from ..config import check_options, section_settings
 from ..data.blackbox_moo import Tasks, check_data
 from ..io import atomic_path, write_json
+from ..loop import fit
 
-from ..artifacts import CURVE as CURVE_FILE, EVAL as EVAL_FILE, EVAL_SUMMARY as EVAL_SUMMARY_FILE
-from ..artifacts import FINAL as FINAL_FILE, RESUME as RESUME_FILE
-from ..artifacts import TRAIN_SUMMARY as SUMMARY_FILE
 PROBLEM_DEFAULTS = {"curve_every": 10, "init_low": 0.0, "init_high": 1.0, "init_sigma": 1.0}
 DISTANCE_FLOOR = 1e-12
 
@@ -102,65 +101,63 @@ def curve_row(problem, optimizer, stats: dict) -> dict:
     return row
 
 
-def save_resume(path: Path, optimizer, rows: list[dict], diverged_at, seconds: float) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"optimizer": optimizer.state_dict(), "rows": rows, "diverged_at": diverged_at,
-                    "seconds": seconds}, tmp)
+class BlackBoxRun:
+    """One optimiser on one problem, a trainable of taskbal.loop. A step whose mean is not finite is
+    undone: the run stays frozen at its last finite state for the remaining iterations."""
+
+    def __init__(self, experiment: dict, seed: int, split_path: Path):
+        self.problem = Tasks(split_path)
+        self.conf, self.optimizer = build(experiment, seed, self.problem)
+        self.iterations, self.curve_every = self.conf["iterations"], self.conf["curve_every"]
+        self.diverged_at: int | None = None
+        self.last_stats: dict = {}
+
+    def step(self, iteration: int) -> dict:
+        if self.diverged_at is None:
+            before = self.optimizer.state_dict()
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging baseline overflows; caught below
+                stats = self.optimizer.step(self.problem)
+                mean = self.optimizer.mean
+                finite = np.all(np.isfinite(mean)) and np.isfinite(self.problem.distance(mean))
+            if finite:
+                self.last_stats = stats
+            else:
+                self.optimizer.load_state_dict(before)
+                self.diverged_at = before["iteration"]
+        if self.diverged_at is not None:
+            self.optimizer.iteration += 1  # frozen at the last finite state
+        return self.last_stats
+
+    def curve_row(self, iteration: int, window: list[dict]) -> dict:
+        return curve_row(self.problem, self.optimizer, window[-1] if window else {})
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "diverged_at": self.diverged_at,
+                "last_stats": self.last_stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.diverged_at, self.last_stats = state["diverged_at"], state["last_stats"]
+
+    def final_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "mean": self.optimizer.mean.copy()}
+
+    def summary(self, rows: list[dict]) -> dict:
+        # Numbers only: the summary is logged as MLflow metrics. diverged_at = −1: the run never diverged.
+        return {"final_distance": rows[-1]["distance"], "evaluations": self.optimizer.evaluations,
+                "diverged_at": -1 if self.diverged_at is None else self.diverged_at,
+                "dim": self.problem.dim, "population": self.conf["population"]}
 
 
 def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: str = "auto",
           checkpoint_every: int = 500, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Run one optimiser on one problem; ``device`` is unused (NumPy on the CPU)."""
+    """Run one optimiser on one problem through taskbal.loop; ``device`` is unused (NumPy on the CPU)."""
     check_experiment(experiment)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    problem = Tasks(split_path)
-    conf, optimizer = build(experiment, seed, problem)
-    resume_path = out_dir / RESUME_FILE
-    rows, diverged_at, seconds = [], None, 0.0
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        rows, diverged_at, seconds = state["rows"], state["diverged_at"], state["seconds"]
-    else:
-        rows.append(curve_row(problem, optimizer, {}))
-    started = time.perf_counter() - seconds
-    stats: dict = {}
-    while optimizer.iteration < conf["iterations"]:
-        if diverged_at is None:
-            before = optimizer.state_dict()
-            with np.errstate(over="ignore", invalid="ignore"):  # a diverging baseline overflows; caught below
-                stats = optimizer.step(problem)
-                finite = np.all(np.isfinite(optimizer.mean)) and np.isfinite(problem.distance(optimizer.mean))
-            if not finite:
-                optimizer.load_state_dict(before)
-                diverged_at = before["iteration"]
-        if diverged_at is not None:
-            optimizer.iteration += 1  # frozen at the last finite state
-        done = optimizer.iteration
-        if done % conf["curve_every"] == 0 or done == conf["iterations"]:
-            rows.append(curve_row(problem, optimizer, stats))
-        if checkpoint_every and done % checkpoint_every == 0 and done < conf["iterations"]:
-            save_resume(resume_path, optimizer, rows, diverged_at, time.perf_counter() - started)
-        if stop_after is not None and done >= stop_after:
-            save_resume(resume_path, optimizer, rows, diverged_at, time.perf_counter() - started)
-            return {"stopped_at": done}
-    seconds = time.perf_counter() - started
-    with atomic_path(out_dir / CURVE_FILE) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    with atomic_path(out_dir / FINAL_FILE) as tmp:
-        torch.save({"experiment": experiment, "seed": seed, "optimizer": optimizer.state_dict(),
-                    "mean": optimizer.mean.copy()}, tmp)
-    # Numbers only: the summary is logged as MLflow metrics. diverged_at = −1: the run never diverged.
-    summary = {"final_distance": rows[-1]["distance"], "iterations": optimizer.iteration,
-               "evaluations": optimizer.evaluations, "diverged_at": -1 if diverged_at is None else diverged_at,
-               "seconds": seconds, "dim": problem.dim, "population": conf["population"]}
-    write_json(out_dir / SUMMARY_FILE, summary)
-    if resume_path.exists():
-        resume_path.unlink()
-    if progress:
-        print(f"{optimizer.name} on {problem.problem} (d={problem.dim}, N={conf['population']}): "
-              f"E = {summary['final_distance']:.3e} after {optimizer.iteration} iterations")
+    summary = fit(lambda: BlackBoxRun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
+                  checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
+    if progress and "stopped_at" not in summary:
+        print(f"{experiment['weighting']['name']} (d={summary['dim']}, N={summary['population']}): "
+              f"E = {summary['final_distance']:.3e} after {summary['iterations']} iterations")
     return summary
 
 

@@ -25,20 +25,20 @@ the last step, the objectives and z_K).
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from ..artifacts import EVAL as EVAL_FILE
+from ..artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
 from ..config import check_options, section_settings
 from ..data.moblo_synthetic import Tasks, resolved
 from ..io import atomic_path, write_json
+from ..loop import fit
 from ..mtl.forum import FORUM
 from ..mtl.moml import MOML, check_combiner
 
-from ..artifacts import CURVE as CURVE_FILE, EVAL as EVAL_FILE, EVAL_SUMMARY as EVAL_SUMMARY_FILE
-from ..artifacts import FINAL as FINAL_FILE, TRAIN_SUMMARY as SUMMARY_FILE
 METHODS = {"moml": MOML, "forum": FORUM}
 REQUIRED = ("alpha0", "omega0", "iterations")
 DEFAULTS = {"curve_every": 1}
@@ -51,7 +51,8 @@ def settings(experiment: dict) -> dict:
     if not isinstance(conf["alpha0"], (int, float)) or isinstance(conf["alpha0"], bool):
         raise ValueError(f"problem.alpha0: expected a number, got {conf['alpha0']!r}")
     omega0 = conf["omega0"]
-    if not (isinstance(omega0, (list, tuple)) and len(omega0) == 2 and all(isinstance(v, (int, float)) for v in omega0)):
+    if not (isinstance(omega0, (list, tuple)) and len(omega0) == 2
+            and all(isinstance(v, (int, float)) for v in omega0)):
         raise ValueError(f"problem.omega0: expected two numbers [ω1, ω2], got {omega0!r}")
     return conf
 
@@ -90,40 +91,52 @@ def describe_point(problem: Tasks, alpha: torch.Tensor, omega: torch.Tensor) -> 
     return row
 
 
+class MOBLORun:
+    """MOML or FORUM from one start, a trainable of taskbal.loop. A step's statistics (the stationarity
+    K(z_k) of the hypergradient, …) describe the point z_k it starts from, so they join row k."""
+
+    stats_at_row_point = True
+
+    def __init__(self, experiment: dict, seed: int, split_path: Path):
+        conf = settings(experiment)
+        self.iterations, self.curve_every = conf["iterations"], conf["curve_every"]
+        self.problem = Tasks(split_path)
+        self.method = build_method(experiment, seed, self.problem)
+        self.last_stats: dict = {}
+
+    def step(self, iteration: int) -> dict:
+        self.last_stats = self.method.step(iteration)
+        return self.last_stats
+
+    def curve_row(self, iteration: int, window: list[dict]) -> dict:
+        return {"iteration": iteration, **describe_point(self.problem, *self.method.point(iteration))}
+
+    def state_dict(self) -> dict:
+        return {"method": self.method.state_dict(), "last_stats": self.last_stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state["method"])
+        self.last_stats = state["last_stats"]
+
+    def final_state(self) -> dict:
+        alpha, omega = self.method.point(self.iterations)
+        return {"alpha": alpha, "omega": omega, "method": self.method.state_dict(), "last_stats": self.last_stats}
+
+    def summary(self, rows: list[dict]) -> dict:
+        return {"final_distance": rows[-1]["distance"], "final_constraint": rows[-1]["constraint"]}
+
+
 def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: str = "auto",
           checkpoint_every: int = 500, stop_after: int | None = None, progress: bool = True) -> dict:
-    """Run one method from one start. A run takes seconds, so there is no resume state."""
+    """Run one method from one start through taskbal.loop; ``device`` is unused (the CPU)."""
     check_experiment(experiment)
-    conf = settings(experiment)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    problem = Tasks(split_path)
-    method = build_method(experiment, seed, problem)
-    rows, last_stats = [], {}
-    started = time.perf_counter()
-    for iteration in range(conf["iterations"] + 1):
-        record = iteration % conf["curve_every"] == 0 or iteration == conf["iterations"]
-        row = {"iteration": iteration, **describe_point(problem, *method.point(iteration))} if record else None
-        if iteration < conf["iterations"]:
-            last_stats = method.step(iteration)
-            if row is not None:
-                row.update({k: v for k, v in last_stats.items() if k not in row})
-        if row is not None:
-            rows.append(row)
-    seconds = time.perf_counter() - started
-    alpha, omega = method.point(conf["iterations"])
-    with atomic_path(out_dir / CURVE_FILE) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    with atomic_path(out_dir / FINAL_FILE) as tmp:
-        torch.save({"experiment": experiment, "seed": seed, "alpha": alpha, "omega": omega,
-                    "method": method.state_dict(), "last_stats": last_stats}, tmp)
-    final = rows[-1]
-    summary = {"iterations": conf["iterations"], "seconds": seconds, "final_distance": final["distance"],
-               "final_constraint": final["constraint"]}
-    write_json(out_dir / SUMMARY_FILE, summary)
-    if progress:
+    summary = fit(lambda: MOBLORun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
+                  checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
+    if progress and "stopped_at" not in summary:
+        conf = settings(experiment)
         print(f"{experiment['weighting']['name']} from α0={conf['alpha0']}, ω0={conf['omega0']}: "
-              f"E = {final['distance']:.3g}, q = {final['constraint']:.3g} after {conf['iterations']} iterations")
+              f"E = {summary['final_distance']:.3g}, q = {summary['final_constraint']:.3g} "
+              f"after {conf['iterations']} iterations")
     return summary
 
 

@@ -1,6 +1,6 @@
 """Runner for multi-task learning (thesis Ye 2024: EW / MGDA / … baselines, NORMAL, MOML, FORUM).
 
-The loop, the options of the ``mtl`` section and the methods are described in taskbal/mtl/loop.py;
+The trainable, the options of the ``mtl`` section and the methods are described in taskbal/mtl/trainer.py;
 the family contract (per-task tensors of images/labels) in taskbal/mtl/data.py. ``weighting.name``
 is the method: a registered weighting (single-level, shared gradients combined by it), ``normal``,
 or ``moml`` / ``forum`` (bi-level; ``mtl.bilevel`` picks hyper-cleaning or task weighting; the
@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..artifacts import EVAL as EVAL_FILE
+from ..artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
 from ..io import atomic_path, write_json
-from ..mtl.loop import (Trainer, check_experiment, load_trained_model, pick_device, settings, task_metrics)
-
-from ..artifacts import EVAL as EVAL_FILE, EVAL_SUMMARY as EVAL_SUMMARY_FILE
+from ..mtl.trainer import check_experiment, load_trained_model, settings, task_metrics
+from ..mtl.trainer import train as train_mtl
+from ..train import pick_device
 
 __all__ = ["train", "evaluate", "check_experiment"]
 
@@ -31,8 +33,8 @@ __all__ = ["train", "evaluate", "check_experiment"]
 def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: str = "auto",
           checkpoint_every: int = 500, stop_after: int | None = None, progress: bool = True) -> dict:
     check_experiment(experiment)
-    trainer = Trainer(experiment, seed, Path(split_path), pick_device(device))
-    return trainer.run(Path(out_dir), checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
+    return train_mtl(experiment, seed, Path(split_path), Path(out_dir), device=pick_device(device),
+                     checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
 
 
 def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str = "auto") -> dict:

@@ -38,22 +38,22 @@ min_norm: ‖Σ γ_i ∇f_i(x_T)‖ at the MGDA weights γ, the Pareto-stationar
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..artifacts import EVAL as EVAL_FILE
+from ..artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
 from ..config import check_options, section_settings
 from ..data.simol_toy import Tasks, resolved
 from ..io import atomic_path, write_json
+from ..loop import fit, step_generator
 from ..weighting import REGISTRY, TaskGradients
 from ..weighting.mgda import min_norm_weights
 from ..weighting.simol import SIMOL, ThetaAscent
 
-from ..artifacts import CURVE as CURVE_FILE, EVAL as EVAL_FILE, EVAL_SUMMARY as EVAL_SUMMARY_FILE
-from ..artifacts import FINAL as FINAL_FILE, TRAIN_SUMMARY as SUMMARY_FILE
 REQUIRED = ("start", "iterations", "batch_size")
 DEFAULTS = {"task_probabilities": [2.0 / 3.0, 1.0 / 3.0], "lr": 0.01, "optimizer": "sgd", "curve_every": 100}
 NUM_OBJECTIVES = 2
@@ -154,65 +154,84 @@ def record(problem, x: np.ndarray, iteration: int, extra: dict) -> dict:
     return row
 
 
-def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: str = "auto",
-          checkpoint_every: int = 500, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Run one method from one start. A run takes seconds to a minute, so it keeps no resume state:
-    ``checkpoint_every`` and ``stop_after`` (the resume machinery of other runners) are ignored and a
-    killed run simply starts again; ``device`` is unused (the toy runs on the CPU)."""
-    check_experiment(experiment)
-    conf = settings(experiment)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    problem = Tasks(split_path)
-    options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
-    weighting = weighting_class(experiment["weighting"]["name"])(2, NUM_OBJECTIVES, seed, **options)
-    x = torch.tensor(conf["start"], dtype=torch.float64, requires_grad=True)
-    optimizer = (torch.optim.SGD if conf["optimizer"] == "sgd" else torch.optim.Adam)([x], lr=conf["lr"])
-    rng = np.random.default_rng([seed, 1])
-    one_hot = torch.eye(NUM_OBJECTIVES, dtype=torch.float64)
-    rows = [record(problem, x.detach().numpy(), 0, {})]
-    window: list[dict] = []
-    started = time.perf_counter()
-    diverged_at = None
-    for iteration in range(conf["iterations"]):
-        if diverged_at is not None:
-            break
-        batch = sample_batch(rng, conf["batch_size"], conf["task_probabilities"])
-        values, grads = problem.values_and_gradients(x.detach().numpy())
+class ToyRun:
+    """One method from one start on the two-objective toy, a trainable of taskbal.loop. A step to a
+    non-finite point is undone and ends the run there (``stopped``)."""
+
+    def __init__(self, experiment: dict, seed: int, split_path: Path):
+        self.conf = settings(experiment)
+        self.iterations, self.curve_every = self.conf["iterations"], self.conf["curve_every"]
+        self.problem = Tasks(split_path)
+        options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
+        self.weighting = weighting_class(experiment["weighting"]["name"])(2, NUM_OBJECTIVES, seed, **options)
+        self.x = torch.tensor(self.conf["start"], dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.SGD if self.conf["optimizer"] == "sgd" else torch.optim.Adam
+        self.optimizer = optimizer([self.x], lr=self.conf["lr"])
+        self.rng = np.random.default_rng([seed, 1])
+        self.seed = seed
+        self.one_hot = torch.eye(NUM_OBJECTIVES, dtype=torch.float64)
+        self.diverged_at: int | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.diverged_at is not None
+
+    def step(self, iteration: int) -> dict:
+        batch = sample_batch(self.rng, self.conf["batch_size"], self.conf["task_probabilities"])
+        values, grads = self.problem.values_and_gradients(self.x.detach().numpy())
         ids = torch.as_tensor(batch)
         tasks = TaskGradients(losses=torch.as_tensor(values[batch]), grads=torch.as_tensor(grads[batch]),
-                              features=one_hot[ids], params=x.detach().clone(), iteration=iteration,
-                              generator=torch.Generator().manual_seed(seed * 1_000_003 + iteration),
-                              task_ids=ids, num_pool_tasks=NUM_OBJECTIVES)
-        combined = weighting.combine(tasks)
-        previous = x.detach().clone()
-        optimizer.zero_grad()
-        x.grad = combined.direction.detach().clone()
-        optimizer.step()
-        if not torch.all(torch.isfinite(x)):  # a diverging run stops at its last finite point
+                              features=self.one_hot[ids], params=self.x.detach().clone(), iteration=iteration,
+                              generator=step_generator(self.seed, iteration), task_ids=ids,
+                              num_pool_tasks=NUM_OBJECTIVES)
+        combined = self.weighting.combine(tasks)
+        previous = self.x.detach().clone()
+        self.optimizer.zero_grad()
+        self.x.grad = combined.direction.detach().clone()
+        self.optimizer.step()
+        if not torch.all(torch.isfinite(self.x)):  # a diverging run stops at its last finite point
             with torch.no_grad():
-                x.copy_(previous)
-            diverged_at = iteration
+                self.x.copy_(previous)
+            self.diverged_at = iteration
         step_weights = np.zeros(NUM_OBJECTIVES)
         step_weights[batch] = combined.weights.detach().numpy()
-        window.append({"weight_f1": step_weights[0], "weight_f2": step_weights[1], **combined.stats})
-        done = iteration + 1
-        if done % conf["curve_every"] == 0 or done == conf["iterations"] or diverged_at is not None:
-            # Averages over the steps since the last row: which objective was drawn, with what weight.
-            means = {key: float(np.mean([w.get(key, np.nan) for w in window])) for key in window[0]}
-            rows.append(record(problem, x.detach().numpy(), done, means))
-            window = []
-    seconds = time.perf_counter() - started
-    with atomic_path(out_dir / CURVE_FILE) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    with atomic_path(out_dir / FINAL_FILE) as tmp:
-        torch.save({"experiment": experiment, "seed": seed, "x": x.detach().numpy().copy(),
-                    "weighting": weighting.state_dict()}, tmp)
-    summary = {"final_distance_to_front": rows[-1]["distance_to_front"], "iterations": conf["iterations"],
-               "diverged_at": -1 if diverged_at is None else diverged_at,  # numbers only (MLflow metrics)
-               "seconds": seconds, "f1": rows[-1]["f1"], "f2": rows[-1]["f2"]}
-    write_json(out_dir / SUMMARY_FILE, summary)
-    if progress:
+        return {"weight_f1": step_weights[0], "weight_f2": step_weights[1], **combined.stats}
+
+    def curve_row(self, iteration: int, window: list[dict]) -> dict:
+        # Averages over the steps since the last row: which objective was drawn, with what weight.
+        means = {key: float(np.mean([w.get(key, np.nan) for w in window])) for key in window[0]} if window else {}
+        return record(self.problem, self.x.detach().numpy(), iteration, means)
+
+    def state_dict(self) -> dict:
+        return {"x": self.x.detach().clone(), "optimizer": self.optimizer.state_dict(),
+                "weighting": self.weighting.state_dict(), "rng": self.rng.bit_generator.state,
+                "diverged_at": self.diverged_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.x.copy_(state["x"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.rng.bit_generator.state = state["rng"]
+        self.diverged_at = state["diverged_at"]
+
+    def final_state(self) -> dict:
+        return {"x": self.x.detach().numpy().copy(), "weighting": self.weighting.state_dict()}
+
+    def summary(self, rows: list[dict]) -> dict:
+        return {"final_distance_to_front": rows[-1]["distance_to_front"],
+                "diverged_at": -1 if self.diverged_at is None else self.diverged_at,  # numbers only (MLflow)
+                "f1": rows[-1]["f1"], "f2": rows[-1]["f2"]}
+
+
+def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: str = "auto",
+          checkpoint_every: int = 500, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run one method from one start through taskbal.loop; ``device`` is unused (the toy runs on the CPU)."""
+    check_experiment(experiment)
+    summary = fit(lambda: ToyRun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
+                  checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
+    if progress and "stopped_at" not in summary:
+        conf = settings(experiment)
         print(f"{experiment['weighting']['name']} (batch {conf['batch_size']}) from {conf['start']}: "
               f"distance to the front {summary['final_distance_to_front']:.4g} after {conf['iterations']} steps")
     return summary

@@ -7,8 +7,8 @@ it on the object and expose it through ``state_dict`` so checkpoints resume exac
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

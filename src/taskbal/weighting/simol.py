@@ -137,7 +137,7 @@ class SIMOL(Weighting):
         # (weight, bias, ∂weight, ∂bias) per linear layer; a ReLU follows every layer but the last
         self.layers = [(layer.weight, layer.bias, views[2 * i], views[2 * i + 1]) for i, layer in enumerate(linears)]
 
-    def to(self, device: torch.device | None = None, dtype: torch.dtype | None = None) -> "SIMOL":
+    def to(self, device: torch.device | None = None, dtype: torch.dtype | None = None) -> SIMOL:
         """Move θ (and the optimiser's moments) to another device or precision."""
         self.bind(self.theta.to(device=device, dtype=dtype))
         self.ascent.to(self.theta)

@@ -82,8 +82,8 @@ trajectory); the rest is the curvature of T − 1 stages, the backward pass and 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -17,9 +17,10 @@ Every module in this package (registered in :data:`DATASETS`) defines
 
 Split builders live in :mod:`taskbal.data.protocols` (``build_<name>``, registered in
 ``protocols.BUILDERS`` and dispatched by ``protocols.build_splits``), not in these modules; they
-read the layout written by ``prepare``. :func:`fetch_dataset` is what ``taskbal data fetch <name>`` and the Snakemake rule
-``data_<name>`` call; it writes ``<root>/<name>/.verified`` (JSON: every file's SHA-256, how it was
-verified, the source used) last, so that file exists only for a complete, verified dataset.
+read the layout written by ``prepare``. :func:`fetch_dataset` is what ``taskbal data fetch <name>``
+and the Snakemake rule ``data_<name>`` call; it writes ``<root>/<name>/.verified`` (JSON: every
+file's SHA-256, how it was verified, the source used) last, so that file exists only for a
+complete, verified dataset.
 """
 from __future__ import annotations
 
@@ -32,10 +33,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from ..download import (ChecksumError, DownloadError, FileSpec, UnsafeArchiveError, copy_atomic, fetch,
-                        file_digest, find_file, safe_extract, verify_spec)
-from . import (celeba, cub, fashion_mnist, mini_imagenet, mnist, nyuv2, office31, office_home, omniglot, qm9,
-               tiered_imagenet)
+from ..download import (
+    ChecksumError,
+    DownloadError,
+    FileSpec,
+    UnsafeArchiveError,
+    copy_atomic,
+    fetch,
+    file_digest,
+    find_file,
+    safe_extract,
+    verify_spec,
+)
+from . import (
+    celeba,
+    cub,
+    fashion_mnist,
+    mini_imagenet,
+    mnist,
+    nyuv2,
+    office31,
+    office_home,
+    omniglot,
+    qm9,
+    tiered_imagenet,
+)
 
 DATASETS: dict[str, ModuleType] = {
     "mnist": mnist, "fashion_mnist": fashion_mnist, "omniglot": omniglot, "mini_imagenet": mini_imagenet,
@@ -251,7 +273,7 @@ def _fetch_locked(module: ModuleType, name: str, root, target: Path, local: Path
 
     record = {"dataset": name, "source": "; ".join(sources) or "in place", "files": files,
               "unverified": sorted(rel for rel, e in files.items() if e["verified_by"] == "none"),
-              "verified_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+              "verified_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
     fd, tmp = tempfile.mkstemp(prefix=".verified.", suffix=".tmp", dir=target)
     with os.fdopen(fd, "w") as handle:
         handle.write(json.dumps(record, indent=2, sort_keys=True) + "\n")

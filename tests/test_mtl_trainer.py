@@ -15,9 +15,9 @@ from taskbal.data import FAMILIES
 from taskbal.mtl import blobs
 from taskbal.mtl.bilevel import batch_for_step, lower_descent, unrolled_hypergradients
 from taskbal.mtl.data import MultiTaskData
-from taskbal.mtl.loop import macro_f1
 from taskbal.mtl.model import MultiTaskNet
 from taskbal.mtl.problems import HyperCleaning
+from taskbal.mtl.trainer import macro_f1
 from taskbal.mtl.weighted import WeightedMTL, task_loss
 from taskbal.runners import mtl as runner
 
@@ -81,7 +81,8 @@ def test_mgda_step_descends_along_the_min_norm_point_of_the_task_gradients(split
         rows.append(torch.cat([g.reshape(-1) for g in grads]))
     matrix = torch.stack(rows).double().numpy()
     gamma = cp.Variable(2)
-    cp.Problem(cp.Minimize(cp.sum_squares(matrix.T @ gamma)), [gamma >= 0, cp.sum(gamma) == 1]).solve(solver=cp.CLARABEL)
+    cp.Problem(cp.Minimize(cp.sum_squares(matrix.T @ gamma)),
+               [gamma >= 0, cp.sum(gamma) == 1]).solve(solver=cp.CLARABEL)
     before = torch.cat([p.detach().reshape(-1) for p in shared])
     step = WeightedMTL(model, data, 0, "mgda", {}, batch_size=16, optimizer="sgd", lr=1.0)
     stats = step.step(0)
@@ -117,7 +118,8 @@ def test_same_seed_same_numbers_and_resume_equals_uninterrupted(split, tmp_path,
     for other in ("again", "parts"):
         state = final_model(tmp_path / other)
         assert all(torch.equal(whole[k], state[k]) for k in whole)
-        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole/curve.csv"), pd.read_csv(tmp_path / other / "curve.csv"))
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole/curve.csv"),
+                                      pd.read_csv(tmp_path / other / "curve.csv"))
     runner.train(exp, 1, split, tmp_path / "seed1", progress=False)
     seed1 = final_model(tmp_path / "seed1")
     assert any(not torch.equal(whole[k], seed1[k]) for k in whole)
@@ -162,7 +164,8 @@ def test_hyper_cleaning_hypergradient_matches_finite_differences(split, lower_ba
             probes.append(problem.offsets[i] + int(b.indices[t]))
 
     def objectives(a):
-        return problem.upper_objectives(a, lower_descent(problem, a, omega0, lower, steps, 0.5, differentiable=False), upper)
+        return problem.upper_objectives(
+            a, lower_descent(problem, a, omega0, lower, steps, 0.5, differentiable=False), upper)
 
     for index in probes[::2]:
         shift = torch.zeros_like(alpha)

@@ -1,4 +1,4 @@
-"""The one multi-task training loop: a shared encoder, one head per task, any thesis method.
+"""Multi-task learning: a shared encoder, one head per task, any thesis method, trained by taskbal.loop.
 
 Every MTL method is a *step* object with ``step(iteration) -> stats`` and a resumable state:
 
@@ -9,12 +9,11 @@ Every MTL method is a *step* object with ``step(iteration) -> stats`` and a resu
     (``mtl.bilevel``: hyper_cleaning or task_weighting, mtl/problems.py); the network's parameters
     are the problem's ω and are copied back into the network after every step.
 
-The loop around them is shared: deterministic batches (mtl/data.py), a curve row every
-``curve_every`` iterations (means of the step statistics since the last row, plus per-task accuracy
-and loss on ``curve_split``), model selection on ``select_on`` (mean accuracy; the thesis'
-hyper-cleaning selects on its second validation set), checkpoints to resume.pt every
-``checkpoint_every`` iterations (a resumed run ends with the same numbers as an uninterrupted one),
-and final.pt / curve.csv / train.json at the end.
+``Trainer`` is the trainable the one loop (taskbal.loop) runs: deterministic batches (mtl/data.py),
+a curve row every ``curve_every`` iterations (means of the step statistics since the last row, plus
+per-task accuracy and loss on ``curve_split``), and model selection on ``select_on`` (mean accuracy;
+the thesis' hyper-cleaning selects on its second validation set). The loop adds checkpoints, resume
+and the outputs.
 
 Experiment section ``mtl`` (defaults in brackets):
     iterations        training (or UL) iterations                                  [required]
@@ -38,17 +37,14 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ..config import section_settings
 from ..data import family_module
-from ..io import atomic_path, write_json
-from ..train import pick_device, seed_everything
+from ..loop import fit
 from ..weighting import REGISTRY as WEIGHTINGS
 from .data import MultiTaskData
 from .forum import FORUM
@@ -58,10 +54,6 @@ from .normal import NECK_OPTIONS, NORMAL, NORMAL_OPTIONS, NormalNeck, split_opti
 from .problems import LOWER_BATCHES, PROBLEMS, HyperCleaning
 from .weighted import WeightedMTL, task_loss
 
-from ..artifacts import CURVE as CURVE_FILE
-from ..artifacts import FINAL as FINAL_FILE
-from ..artifacts import RESUME as RESUME_FILE
-from ..artifacts import TRAIN_SUMMARY as SUMMARY_FILE
 BILEVEL = {"moml": MOML, "forum": FORUM}
 DEFAULTS = {"hidden": [512, 256], "batch_size": 100, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
             "scale": "mean", "heads": "weighted", "curve_every": 50, "curve_split": "val", "select_on": None,
@@ -219,12 +211,14 @@ def build_step(experiment: dict, conf: dict, model: MultiTaskNet, data: MultiTas
     return WeightedMTL(model, data, seed, name, options, **loop_options)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the trainable
 class Trainer:
+    """One multi-task run, a trainable of taskbal.loop (built after the loop has seeded torch)."""
+
     def __init__(self, experiment: dict, seed: int, split_path: Path, device: torch.device):
         self.experiment, self.seed, self.device = experiment, seed, device
         self.conf = settings(experiment)
-        seed_everything(seed)
+        self.iterations, self.curve_every = self.conf["iterations"], self.conf["curve_every"]
         tasks = family_module(experiment["data"]["family"]).Tasks(split_path)
         self.data = MultiTaskData(tasks, device)
         for key in ("curve_split", "select_on", "eval_split"):
@@ -234,10 +228,10 @@ class Trainer:
         name, options = method_and_options(experiment)
         self.model = build_model(self.conf, self.data, name, options).to(device)
         self.step_object = build_step(experiment, self.conf, self.model, self.data, seed)
-        self.iteration = 0
-        self.rows: list[dict] = []
-        self.window: list[dict] = []
         self.best: dict | None = None  # {"iteration", "score", "model"}
+
+    def step(self, iteration: int) -> dict:
+        return self.step_object.step(iteration)
 
     # -- curve and selection ----------------------------------------------------------------------
     def evaluations(self) -> dict[str, float]:
@@ -250,88 +244,53 @@ class Trainer:
             values[f"{split}_mean_accuracy"] = float(np.mean([row["accuracy"] for row in rows]))
         return values
 
-    def close_window(self) -> dict:
-        row = {"iteration": self.iteration}
-        keys = list(dict.fromkeys(key for step in self.window for key in step))
-        row.update({key: float(np.nanmean([step.get(key, np.nan) for step in self.window])) for key in keys})
+    def curve_row(self, iteration: int, window: list[dict]) -> dict:
+        row = {"iteration": iteration}
+        keys = list(dict.fromkeys(key for step in window for key in step))
+        row.update({key: float(np.nanmean([step.get(key, np.nan) for step in window])) for key in keys})
         row.update(self.evaluations())
-        self.rows.append(row)
-        self.window = []
         select_on = self.conf["select_on"]
         if select_on is not None:
             score = row[f"{select_on}_mean_accuracy"]
             if self.best is None or score > self.best["score"]:
-                self.best = {"iteration": self.iteration, "score": score,
-                             "model": copy.deepcopy(self.model.state_dict())}
+                self.best = {"iteration": iteration, "score": score, "model": copy.deepcopy(self.model.state_dict())}
         return row
 
-    # -- resume state -----------------------------------------------------------------------------
-    def state(self) -> dict:
-        return {"iteration": self.iteration, "model": self.model.state_dict(), "step": self.step_object.state_dict(),
-                "rows": self.rows, "window": self.window, "best": self.best,
-                "experiment": self.experiment, "seed": self.seed}
+    def progress_line(self, row: dict) -> str:
+        return " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.endswith("mean_accuracy"))
 
-    def load_state(self, state: dict) -> None:
-        if state["experiment"] != self.experiment or state["seed"] != self.seed:
-            raise ValueError("resume state belongs to a different experiment or seed; delete it to start over")
-        self.iteration = state["iteration"]
+    # -- resume state and outputs -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "step": self.step_object.state_dict(), "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.step_object.load_state_dict(state["step"])
-        self.rows, self.window, self.best = state["rows"], state["window"], state["best"]
+        self.best = state["best"]
 
-    def final_model_state(self) -> tuple[dict, int]:
+    def selected(self) -> tuple[dict, int]:
+        """The reported model: the best on ``select_on``, else the last one."""
         if self.best is not None:
             return self.best["model"], self.best["iteration"]
-        return self.model.state_dict(), self.iteration
+        return self.model.state_dict(), self.iterations
 
-    # -- run --------------------------------------------------------------------------------------
-    def run(self, out_dir: Path, checkpoint_every: int = 500, stop_after: int | None = None,
-            progress: bool = True) -> dict:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        resume_path = out_dir / RESUME_FILE
-        if resume_path.exists():
-            self.load_state(torch.load(resume_path, map_location=self.device, weights_only=False))
-        if self.iteration == 0 and not self.rows:
-            self.close_window()
-        started, start_iteration = time.perf_counter(), self.iteration
-        total = self.conf["iterations"]
-        while self.iteration < total:
-            self.window.append(self.step_object.step(self.iteration))
-            self.iteration += 1
-            if self.iteration % self.conf["curve_every"] == 0 or self.iteration == total:
-                row = self.close_window()
-                if progress:
-                    shown = {k: f"{v:.4g}" for k, v in row.items() if k.endswith("mean_accuracy")}
-                    print(f"iteration {self.iteration}/{total} {shown}", flush=True)
-            if self.iteration % checkpoint_every == 0 and self.iteration < total:
-                save_atomic(self.state(), resume_path)
-            if stop_after is not None and self.iteration - start_iteration >= stop_after and self.iteration < total:
-                save_atomic(self.state(), resume_path)
-                return {"stopped_at": self.iteration}
-        seconds = time.perf_counter() - started
-        model_state, selected = self.final_model_state()
-        with atomic_path(out_dir / CURVE_FILE) as tmp:
-            pd.DataFrame(self.rows).to_csv(tmp, index=False)
+    def final_state(self) -> dict:
+        model_state, selected = self.selected()
         extra = {}
         if isinstance(self.step_object, BilevelStep):
             extra["alpha"] = self.step_object.method.alpha.detach().cpu().clone()
-        save_atomic({"experiment": self.experiment, "seed": self.seed, "model": model_state,
-                     "last_model": self.model.state_dict(), "selected_iteration": selected, **extra}, out_dir / FINAL_FILE)
-        last = self.rows[-1]
-        summary = {"iterations": total, "seconds": seconds, "resumed_from": start_iteration,
-                   "iterations_per_second": (total - start_iteration) / max(seconds, 1e-9),
-                   "selected_iteration": selected, "num_params": sum(p.numel() for p in self.model.parameters()),
-                   **{f"final_{k}": v for k, v in last.items() if k != "iteration" and isinstance(v, float)
-                      and math.isfinite(v)}}
-        write_json(out_dir / SUMMARY_FILE, summary)
-        resume_path.unlink(missing_ok=True)
-        return summary
+        return {"model": model_state, "last_model": self.model.state_dict(), "selected_iteration": selected, **extra}
+
+    def summary(self, rows: list[dict]) -> dict:
+        return {"selected_iteration": self.selected()[1], "num_params": sum(p.numel() for p in self.model.parameters()),
+                **{f"final_{k}": v for k, v in rows[-1].items()
+                   if k != "iteration" and isinstance(v, float) and math.isfinite(v)}}
 
 
-def save_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: torch.device,
+          checkpoint_every: int = 500, stop_after: int | None = None, progress: bool = True) -> dict:
+    return fit(lambda: Trainer(experiment, seed, Path(split_path), device), experiment, seed, out_dir,
+               checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress, map_location=device)
 
 
 def load_trained_model(final_path: Path, split_path: Path, device: torch.device):
