@@ -13,18 +13,11 @@ from conftest import small_experiment
 from taskbal.learners import MAML, TaskBatch
 from taskbal.train import Run, train
 from taskbal.weighting import build_weighting
-from taskbal.weighting.tow import (
-    AdamDynamics,
-    Linearisation,
-    MetaProblem,
-    Problem,
-    SGDDynamics,
-    StageEval,
-    evaluate_learner,
-    ilqr,
-    ilqr_backward,
-    rollout,
-)
+from taskbal.weighting.tow import curvature as tow_curvature
+from taskbal.weighting.tow import problem as tow_problem
+from taskbal.weighting.tow.dynamics import AdamDynamics, SGDDynamics
+from taskbal.weighting.tow.ilqr import Linearisation, Problem, ilqr, ilqr_backward, rollout
+from taskbal.weighting.tow.problem import MetaProblem, StageEval, evaluate_learner
 
 DT = torch.float64
 
@@ -311,14 +304,12 @@ def mlp_learner(kind: str):
 def test_per_point_gauss_newton_equals_the_jacobian_path(kind, monkeypatch):
     """The curvature from per-point backward passes (the MLP's closed-form diagonal, and k·n weight
     copies) against the vmapped Jacobian J_oᵀ H_o J_o that networks with coupled points still use."""
-    import taskbal.weighting.tow as tow
-
     learner, batch, flat = mlp_learner(kind)
-    assert tow.points_independent(learner.model)
+    assert tow_curvature.points_independent(learner.model)
     ours = {form: evaluate_learner(learner, batch, flat, form).curvature for form in ("diagonal", "full")}
-    monkeypatch.setattr(tow, "_mlp_diagonal_blocks", lambda *args: None)  # the k·n copies
+    monkeypatch.setattr(tow_curvature, "_closed_form_diagonal", lambda *args: None)  # the k·n copies
     copies = evaluate_learner(learner, batch, flat, "diagonal").curvature
-    monkeypatch.setattr(tow, "points_independent", lambda model: False)  # the Jacobian
+    monkeypatch.setattr(tow_problem, "points_independent", lambda model: False)  # the Jacobian
     for form in ("diagonal", "full"):
         reference = evaluate_learner(learner, batch, flat, form).curvature
         assert reference.abs().max() > 0
@@ -333,8 +324,6 @@ def test_batch_norm_networks_keep_the_jacobian_path():
     J_oᵀ H_o J_o from the Jacobian of all points, checked against autograd of one task's outputs."""
     from torch.func import functional_call
 
-    import taskbal.weighting.tow as tow
-
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(2, 5), nn.BatchNorm1d(5, track_running_stats=False), nn.Tanh(),
                           nn.Linear(5, 1)).to(DT)
@@ -343,7 +332,7 @@ def test_batch_norm_networks_keep_the_jacobian_path():
     r = lambda *sh: torch.randn(*sh, generator=gen, dtype=DT)
     batch = TaskBatch(r(3, 4, 2), r(3, 4, 1), r(3, 6, 2), r(3, 6, 1), torch.zeros(3, 1, dtype=DT))
     flat = learner.flat_meta_parameters()
-    assert not tow.points_independent(model)
+    assert not tow_curvature.points_independent(model)
     curvature = evaluate_learner(learner, batch, flat, "full").curvature
     adapted = learner.adapt(learner.per_task_copies(learner.unflatten(flat), 3), batch.support_x,
                             batch.support_y, create_graph=False)
@@ -545,3 +534,21 @@ def test_tow_trains_on_the_sinusoid(tmp_path, small_split):
     assert summary["final_test_mse"] < curve["test_mse"].iloc[0]
     assert curve["tow_cost"].dropna().lt(curve["tow_cost_uniform"].dropna()).all()
     assert (curve["tow_weight_max"].dropna() != curve["tow_weight_min"].dropna()).any()
+
+
+def test_learner_capabilities_follow_the_methods_they_rest_on():
+    """TOW asks learners what they can do instead of testing their types: a learner that overrides the
+    method a capability rests on loses it unless it declares it again (CAVIA's predict does)."""
+    from taskbal.learners import REGISTRY
+    from taskbal.learners.maml import CAPABILITIES
+
+    expected = {"maml": (True, True, True), "metasgd": (True, True, True), "cavia": (True, True, True),
+                "protonet": (True, False, True), "reptile": (False, True, True)}
+    for name, flags in expected.items():
+        assert tuple(getattr(REGISTRY[name], c) for c in CAPABILITIES) == flags, name
+
+    class OwnForward(MAML):
+        def predict(self, params, x):
+            return super().predict(params, x)
+
+    assert not OwnForward.predicts_with_model_forward and OwnForward.descends_query_losses

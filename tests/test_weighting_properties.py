@@ -29,6 +29,7 @@ import torch
 from conftest import small_experiment
 from taskbal.train import Run, step_generator
 from taskbal.weighting import REGISTRY, Combined, TaskGradients, build_weighting
+from taskbal.weighting.base import FIELDS, Planning
 from test_weighting_solvers import reference_pcgrad
 
 NAMES = sorted(REGISTRY)
@@ -131,8 +132,11 @@ class Loop:
         self.run = Run(experiment, SEED, split, torch.device("cpu"))
 
     def build(self, name: str):
-        return build_weighting(name, self.run.num_params, self.run.tasks.feature_dim, SEED,
-                               **OPTIONS.get(name, {}))
+        weighting = build_weighting(name, self.run.num_params, self.run.tasks.feature_dim, SEED,
+                                    **OPTIONS.get(name, {}))
+        if weighting.plans_ahead:
+            weighting.attach(Planning(self.run.learner, self.run.optimizer, self.run.upcoming_batches))
+        return weighting
 
     def tasks(self, iteration: int, kind: str = "learner") -> TaskGradients:
         indices, batch = self.run.training_batch(iteration)
@@ -155,10 +159,11 @@ def copy_of(tasks: TaskGradients) -> TaskGradients:
 
 
 def combine(weighting, tasks: TaskGradients) -> Combined:
-    """weighting.combine, checking the output contract and that the inputs are left as they were."""
+    """weighting.combine on the fields it declares in ``reads`` only (reading another raises), checking
+    the output contract and that the inputs are left as they were."""
     before = {field: getattr(tasks, field).clone() for field in ("losses", "grads", "features", "params", "task_ids")
               if getattr(tasks, field) is not None}
-    out = weighting.combine(tasks)
+    out = weighting.combine(tasks.only(weighting.reads))
     for field, value in before.items():
         assert torch.equal(getattr(tasks, field), value), f"{weighting.name}: combine modified tasks.{field}"
     assert_valid_output(out, tasks)
@@ -247,3 +252,15 @@ def test_state_dict_round_trip_continues_exactly(loop, name):
             out_unloaded = combine(unloaded, copy_of(tasks))
             assert not torch.equal(out_unloaded.direction, out_original.direction), name
         loop.step(out_original.direction)
+
+
+def test_a_weighting_sees_only_the_fields_it_declares(loop):
+    """The loops hand a weighting ``tasks.only(reads)``: the declared fields (and ``num_tasks`` with the
+    gradients), and an error naming any other field it reads."""
+    view = loop.tasks(0).only(frozenset({"grads"}))
+    assert view.num_tasks == META_BATCH and view.grads.shape[0] == META_BATCH
+    with pytest.raises(AttributeError, match="losses"):
+        _ = view.losses
+    with pytest.raises(ValueError, match="learner"):
+        loop.tasks(0).only(frozenset({"grads", "learner"}))
+    assert all(REGISTRY[name].reads <= FIELDS for name in NAMES)

@@ -22,6 +22,7 @@ from .learners import TaskBatch, learner_for
 from .loop import fit, seed_everything, step_generator
 from .models import build_model
 from .weighting import TaskGradients, build_weighting
+from .weighting.base import Planning
 
 __all__ = ["FINAL_FILE", "RESUME_FILE", "Run", "pick_device", "step_generator", "task_order", "train"]
 
@@ -59,6 +60,8 @@ class Run:
         if outer.get("optimizer", "adam") != "adam":
             raise ValueError(f"outer.optimizer: only 'adam' is supported, got {outer['optimizer']!r}")
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=outer["lr"])
+        if self.weighting.plans_ahead:
+            self.weighting.attach(Planning(self.learner, self.optimizer, self.upcoming_batches))
         self.iterations, self.meta_batch = outer["iterations"], outer["meta_batch"]
         self.order = task_order(seed, self.tasks.num_tasks("train"), self.iterations * self.meta_batch)
         self.curve_every = experiment["evaluation"]["curve_every"]
@@ -77,8 +80,7 @@ class Run:
                              params=self.learner.flat_meta_parameters(), iteration=iteration,
                              generator=step_generator(self.seed, iteration),
                              losses_at=lambda flat: self.learner.adapted_query_losses(batch, flat),
-                             task_ids=task_ids, num_pool_tasks=pool, learner=self.learner,
-                             upcoming=lambda n: self.upcoming_batches(iteration, n), optimizer=self.optimizer)
+                             task_ids=task_ids, num_pool_tasks=pool)
 
     def upcoming_batches(self, iteration: int, n: int) -> list:
         """The training batches of iterations ``iteration`` … ``iteration + n − 1`` (cut at the last one)."""
@@ -101,11 +103,12 @@ class Run:
         it = self.iteration if iteration is None else iteration
         indices, batch = self.training_batch(it)
         tasks = self.task_gradients(batch, it, indices)
-        combined = self.weighting.combine(tasks)
+        combined = self.weighting.combine(tasks.only(self.weighting.reads))
         self.apply_direction(combined.direction)
         stats = dict(combined.stats)
         if self.weighting.needs_gradients_after_step:
-            stats.update(self.weighting.after_step(self.task_gradients(batch, it, indices)))
+            after = self.task_gradients(batch, it, indices)
+            stats.update(self.weighting.after_step(after.only(self.weighting.reads)))
         self.iteration = it + 1
         return {"train_loss": tasks.losses.mean().item(), **stats}
 

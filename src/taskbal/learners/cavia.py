@@ -34,6 +34,8 @@ CONTEXT = "context"
 
 
 class CAVIA(MAML):
+    predicts_with_model_forward = True  # the model's batched forward with the context (``model_inputs``)
+
     def __init__(self, model: nn.Module, inner_steps: int = 2, inner_lr: float = 1.0,
                  first_order: bool = False, inner_optimizer: str = "sgd",
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
@@ -58,8 +60,11 @@ class CAVIA(MAML):
         return functional_call(self.model, params, (x, context))
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        network = {name: params[name] for name in self.network_names}
-        return self._context_forward(network, x, params[CONTEXT])
+        network, context = self.model_inputs(params)
+        return self._context_forward(network, x, context)
+
+    def model_inputs(self, params: Params) -> tuple[Params, torch.Tensor | None]:
+        return {name: params[name] for name in self.network_names}, params[CONTEXT]
 
     def fast_weights(self, task_params: Params) -> Params:
         """φ_0 = 0 for every task: a fresh [k, num_context] leaf the inner loop differentiates."""

@@ -140,7 +140,26 @@ def jacobian_rows(losses: torch.Tensor, leaves: list[torch.Tensor], batched: boo
     return [torch.stack(column) for column in zip(*per_task)]
 
 
+# What a planner (TOW) may ask of a learner, and the method each capability rests on. MAML has them
+# all; a subclass that overrides the method loses the capability unless it declares it again.
+CAPABILITIES = {
+    "descends_query_losses": "meta_gradients_of_chunk",  # meta-gradient = gradient of the query losses
+    "predicts_after_adapting": "query_outputs",  # query outputs = predict(adapt(support), query)
+    "predicts_with_model_forward": "predict",  # predict = the model's batched forward (``model_inputs``)
+}
+
+
 class MAML:
+    descends_query_losses = True
+    predicts_after_adapting = True
+    predicts_with_model_forward = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for capability, method in CAPABILITIES.items():
+            if method in vars(cls) and capability not in vars(cls):
+                setattr(cls, capability, False)
+
     def __init__(self, model: nn.Module, inner_steps: int = 5, inner_lr: float = 0.01,
                  first_order: bool = False, inner_optimizer: str = "sgd",
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
@@ -224,6 +243,10 @@ class MAML:
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Network outputs of every task: params [k, ...], x [k, n, ...] → [k, n, out]."""
         return self._batched_forward(params, x)
+
+    def model_inputs(self, params: Params) -> tuple[Params, torch.Tensor | None]:
+        """(network weights, context) that ``predict`` hands to the model's batched forward."""
+        return params, None
 
     def loss_per_task(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean squared error or mean cross-entropy of each task: [k]."""

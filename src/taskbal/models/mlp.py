@@ -53,10 +53,15 @@ class MLP(nn.Sequential):
             h = layer(h)
         return h
 
+    # ``batched_forward`` can report every linear layer's input and pre-activation output (``record``):
+    # TOW's closed-form Gauss–Newton diagonal asks for that capability.
+    records_linear_layers = True
+
     def batched_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor,
-                        context: torch.Tensor | None = None) -> torch.Tensor:
+                        context: torch.Tensor | None = None, record: list | None = None) -> torch.Tensor:
         """Forward of k networks on k inputs: params[name] is [k, *shape], x is [k, n, in_dim],
-        context [k, num_context].
+        context [k, num_context]. ``record``, if given, receives (layer index, input h, output z) of
+        every linear layer z = W h + b, in order.
 
         The learners use this instead of ``vmap(functional_call)`` because one
         ``baddbmm`` per layer is faster on the CPU for networks this small
@@ -66,11 +71,11 @@ class MLP(nn.Sequential):
         linear_layers = [i for i, layer in enumerate(self) if isinstance(layer, nn.Linear)]
         for position, index in enumerate(linear_layers):
             weight, bias = params[f"{index}.weight"], params[f"{index}.bias"]
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-            if position < len(linear_layers) - 1:
-                h = self.activation(h)
+            z = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if record is not None:
+                record.append((index, h, z))
+            h = self.activation(z) if position < len(linear_layers) - 1 else z
         return h
-
 
 def build(io_dims, hidden: list[int] | None = None, context: int = 0, activation: str = "relu") -> MLP:
     """The MLP of a ``model:`` section; ``io_dims`` = (input size or shape, output size)."""

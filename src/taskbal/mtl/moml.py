@@ -139,7 +139,7 @@ class MOML:
                               params=self.alpha.detach().clone(), iteration=iteration,
                               generator=step_generator(self.seed, iteration), task_ids=torch.arange(m),
                               num_pool_tasks=m)
-        combined = self.combiner.combine(tasks)
+        combined = self.combiner.combine(tasks.only(self.combiner.reads))
         self.optimizer.zero_grad()
         self.alpha.grad = combined.direction.detach().to(self.alpha.dtype).clone()
         self.optimizer.step()

@@ -129,7 +129,7 @@ class WeightedMTL:
     def step(self, iteration: int) -> dict[str, float]:
         batches = self.data.batch("train", iteration, self.seed, self.batch_size, "train")
         tasks, head_grads, extras = self.task_gradients(batches, iteration)
-        combined = self.weighting.combine(tasks)
+        combined = self.weighting.combine(tasks.only(self.weighting.reads))
         extra_stats = self.after_combine(extras, iteration)
         self.apply(combined, head_grads)
         stats = {f"train_loss_{name}": float(v) for name, v in zip(self.data.names, tasks.losses)}
@@ -138,7 +138,7 @@ class WeightedMTL:
         stats.update(extra_stats)
         if self.weighting.needs_gradients_after_step:
             after, _, _ = self.task_gradients(batches, iteration)
-            stats.update(self.weighting.after_step(after))
+            stats.update(self.weighting.after_step(after.only(self.weighting.reads)))
         return stats
 
     def state_dict(self) -> dict:

@@ -73,6 +73,8 @@ class VectorReweighting(torch.nn.Module):
 class ToySIMOL(SIMOL):
     """weighting/simol.py's SIMOL with the toy's vector re-weighting in place of the MLP."""
 
+    reads = SIMOL.reads | {"task_ids"}
+
     def __init__(self, num_params: int, feature_dim: int, seed: int, *, lambda_grad: float = 1.0,
                  lambda_mean: float = 1.0, theta_lr: float = 0.1, theta_optimizer: str = "sgd",
                  init_theta: float = 1.0):
@@ -184,7 +186,7 @@ class ToyRun:
                               features=self.one_hot[ids], params=self.x.detach().clone(), iteration=iteration,
                               generator=step_generator(self.seed, iteration), task_ids=ids,
                               num_pool_tasks=NUM_OBJECTIVES)
-        combined = self.weighting.combine(tasks)
+        combined = self.weighting.combine(tasks.only(self.weighting.reads))
         previous = self.x.detach().clone()
         self.optimizer.zero_grad()
         self.x.grad = combined.direction.detach().clone()

@@ -1,9 +1,14 @@
-"""The contract between the training loop and every task-balancing method.
+"""The contract between the training loops and every task-balancing method.
 
 A weighting turns the per-task query losses and meta-gradients of one meta-batch
 into the single direction handed to the outer optimiser. Methods that keep state
 (SIMOL's re-weighting network, the improvement function's previous iterate) keep
 it on the object and expose it through ``state_dict`` so checkpoints resume exactly.
+
+A weighting sees what it declares in ``reads``: the loops hand it ``tasks.only(weighting.reads)``,
+whose other fields raise (MGDA and CAGrad read only the gradients). A method that plans several outer
+steps ahead (TOW, ``plans_ahead``) is handed what planning needs once, explicitly: the learner, the
+outer optimiser and the upcoming meta-batches (``Planning``).
 """
 from __future__ import annotations
 
@@ -27,10 +32,6 @@ class TaskGradients:
     task_ids:  [k] indices of the tasks in the training pool (for methods that keep a distribution
                over training tasks, DA-MAML / TR-MAML); None when unknown.
     num_pool_tasks: size of that pool (0 when unknown).
-    learner:   the learner (for methods that re-evaluate tasks at other meta-parameters: TOW).
-    upcoming:  upcoming(n) → the TaskBatches of this and the next n−1 outer iterations (fewer at the end
-               of training), for methods that plan several outer steps ahead (TOW).
-    optimizer: the outer optimiser, read-only (TOW simulates its steps).
     """
 
     losses: torch.Tensor
@@ -42,13 +43,55 @@ class TaskGradients:
     losses_at: Callable[[torch.Tensor], torch.Tensor] | None = None
     task_ids: torch.Tensor | None = None
     num_pool_tasks: int = 0
-    learner: object | None = None
-    upcoming: Callable[[int], list] | None = None
-    optimizer: torch.optim.Optimizer | None = None
 
     @property
     def num_tasks(self) -> int:
         return self.grads.shape[0]
+
+    def only(self, fields: frozenset[str]) -> TaskView:
+        return TaskView(self, fields)
+
+
+FIELDS = frozenset(("losses", "grads", "features", "params", "iteration", "generator", "losses_at", "task_ids",
+                    "num_pool_tasks"))
+
+
+class TaskView:
+    """The fields of a TaskGradients that a weighting declared in ``reads`` (``num_tasks`` with ``grads``);
+    reading any other is an error naming it, so ``reads`` is exactly what the method depends on."""
+
+    __slots__ = ("_tasks", "_fields")
+
+    def __init__(self, tasks: TaskGradients, fields: frozenset[str]):
+        unknown = sorted(set(fields) - FIELDS)
+        if unknown:
+            raise ValueError(f"reads: {unknown} are not fields of TaskGradients ({sorted(FIELDS)})")
+        object.__setattr__(self, "_tasks", tasks)
+        object.__setattr__(self, "_fields", fields | ({"num_tasks"} if "grads" in fields else set()))
+
+    def __getattr__(self, name: str):
+        if name in self._fields:
+            return getattr(self._tasks, name)
+        raise AttributeError(f"TaskGradients.{name} is not among the fields this weighting reads "
+                             f"({sorted(self._fields)}); add it to the weighting's ``reads``")
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError("a weighting must not change the task gradients")
+
+
+@dataclass
+class Planning:
+    """What a weighting that plans ahead (TOW) needs besides one meta-batch's gradients.
+
+    learner:   re-evaluates tasks at other meta-parameters.
+    optimizer: the outer optimiser, read-only (its steps are simulated).
+    upcoming:  upcoming(iteration, n) → the TaskBatches of outer iterations iteration … iteration + n − 1
+               (fewer at the end of training).
+    """
+
+    learner: object
+    optimizer: torch.optim.Optimizer
+    upcoming: Callable[[int, int], list]
 
 
 @dataclass
@@ -64,9 +107,13 @@ class Weighting:
     """Base class: subclasses implement ``combine``; stateful ones also ``state_dict``/``load_state_dict``."""
 
     name = "base"
+    # The TaskGradients fields ``combine`` and ``after_step`` read (the loops pass only these).
+    reads: frozenset[str] = FIELDS
     # Set by methods that must see the per-task gradients again after the optimiser step
     # (the training loop then recomputes them on the same tasks and calls ``after_step``).
     needs_gradients_after_step = False
+    # Set by methods that plan several outer steps ahead; the loop then calls ``attach(Planning(...))``.
+    plans_ahead = False
 
     def __init__(self, num_params: int, feature_dim: int, seed: int):
         self.num_params = num_params
@@ -75,6 +122,9 @@ class Weighting:
 
     def combine(self, tasks: TaskGradients) -> Combined:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def attach(self, planning: Planning) -> None:
+        raise TypeError(f"weighting {self.name!r} does not plan ahead")
 
     def after_step(self, tasks: TaskGradients) -> dict[str, float]:
         """Called with the same tasks' losses and gradients at the updated parameters."""

@@ -177,6 +177,7 @@ def cagrad_weights(gram: np.ndarray, c: float = 0.4, solver: str = "active_set")
 
 
 class CAGrad(Weighting):
+    reads = frozenset({"grads"})
     name = "cagrad"
 
     def __init__(self, num_params: int, feature_dim: int, seed: int, c: float = 0.4, rescale: int = 1,

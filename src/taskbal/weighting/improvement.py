@@ -21,6 +21,7 @@ from .base import Combined, TaskGradients, Weighting
 
 
 class ImprovementFunction(Weighting):
+    reads = frozenset({"grads", "losses", "losses_at", "params"})
     name = "improvement"
 
     def __init__(self, num_params: int, feature_dim: int, seed: int, *, variant: str = "improvement"):

@@ -7,6 +7,7 @@ from .base import Combined, TaskGradients, Weighting
 
 
 class Mean(Weighting):
+    reads = frozenset({"grads"})
     name = "mean"
 
     def combine(self, tasks: TaskGradients) -> Combined:

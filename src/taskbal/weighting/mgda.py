@@ -177,6 +177,7 @@ def gram_matrix(grads: torch.Tensor) -> torch.Tensor:
 
 
 class MGDA(Weighting):
+    reads = frozenset({"grads"})
     name = "mgda"
 
     def __init__(

@@ -65,6 +65,7 @@ def projection_coefficients(gram: np.ndarray, orders: np.ndarray) -> tuple[np.nd
 
 
 class PCGrad(Weighting):
+    reads = frozenset({"grads", "generator"})
     name = "pcgrad"
 
     def combine(self, tasks: TaskGradients) -> Combined:

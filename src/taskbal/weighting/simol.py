@@ -97,6 +97,7 @@ class ThetaAscent:
 
 
 class SIMOL(Weighting):
+    reads = frozenset({"grads", "losses", "features"})
     name = "simol"
 
     def __init__(self, num_params: int, feature_dim: int, seed: int, *, lambda_grad: float = 1.0,

@@ -59,6 +59,7 @@ def check_pool(tasks: TaskGradients, method: str) -> int:
 
 class DistributionWeighting(Weighting):
     """Shared machinery of TR-MAML and DA-MAML: p on the simplex over the pool, weights (m/C)·p."""
+    reads = frozenset({"grads", "losses", "task_ids", "num_pool_tasks"})
 
     def __init__(self, num_params: int, feature_dim: int, seed: int, *, step_size: float,
                  duplicates: str = "sum"):

@@ -1,0 +1,176 @@
+"""Gauss–Newton curvature of a meta-batch's query losses, J_oᵀ H_o J_o per task (TOW Sec. 3.1): through a
+vmapped Jacobian of the query outputs for any network, or from per-point backward passes for networks
+that map query points independently (k·n weight copies; the closed-form diagonal for models that report
+their linear layers' inputs and pre-activations, such as models/mlp.py)."""
+from __future__ import annotations
+
+import torch
+
+
+def output_hessian(loss: str, outputs: torch.Tensor) -> torch.Tensor:
+    """Hessian of the per-task loss w.r.t. the query outputs: [k, n, c, c] (block per query point)."""
+    k, n, c = outputs.shape
+    if loss == "mse":
+        eye = torch.eye(c, dtype=outputs.dtype, device=outputs.device)
+        return (2.0 / (n * c)) * eye.expand(k, n, c, c)
+    p = outputs.softmax(-1)
+    return (torch.diag_embed(p) - p[..., :, None] * p[..., None, :]) / n
+
+
+def _output_jacobian(outputs: torch.Tensor, leaves: list[torch.Tensor], retain: bool) -> torch.Tensor:
+    """J_o of every task: [k, n, c, Σ leaf sizes], task i's outputs depending on row i of each leaf only."""
+    k, n, c = outputs.shape
+    probes = torch.eye(n * c, dtype=outputs.dtype, device=outputs.device).view(n * c, 1, n, c).expand(n * c, k, n, c)
+    try:
+        rows = torch.autograd.grad(outputs, leaves, grad_outputs=probes, is_grads_batched=True,
+                                   retain_graph=retain, allow_unused=True, materialize_grads=True)
+    except RuntimeError:  # an op without a batched backward: one probe at a time
+        per = [torch.autograd.grad(outputs, leaves, grad_outputs=probes[j], retain_graph=True,
+                                   allow_unused=True, materialize_grads=True) for j in range(n * c)]
+        rows = [torch.stack(col) for col in zip(*per)]
+    jac = torch.cat([r.reshape(n * c, k, -1) for r in rows], dim=2)
+    return jac.permute(1, 0, 2).reshape(k, n, c, -1)
+
+
+def gauss_newton(loss: str, outputs: torch.Tensor, jac: torch.Tensor, form: str) -> torch.Tensor:
+    """Σ_n J_nᵀ H_n J_n per task: diagonals [k, D] (``form`` diagonal) or matrices [k, D, D]."""
+    HJ = torch.einsum("kncm,knmd->kncd", output_hessian(loss, outputs), jac)
+    if form == "diagonal":
+        return (jac * HJ).sum((1, 2))
+    return torch.einsum("kncd,knce->kde", jac, HJ)
+
+
+def output_hessian_factor(loss: str, outputs: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A and s with s·A Aᵀ = ``output_hessian`` at every query point: A [k, n, c, c]. MSE: A = I,
+    s = 2/(n·c); cross-entropy: A = diag(√p) − p √pᵀ (column j is √p_j (e_j − p); A Aᵀ = diag p − ppᵀ
+    because Σ_j p_j = 1), s = 1/n."""
+    k, n, c = outputs.shape
+    if loss == "mse":
+        return torch.eye(c, dtype=outputs.dtype, device=outputs.device).expand(k, n, c, c), 2.0 / (n * c)
+    p = outputs.softmax(-1)
+    root = p.sqrt()
+    return torch.diag_embed(root) - p[..., :, None] * root[..., None, :], 1.0 / n
+
+
+def points_independent(model: torch.nn.Module) -> bool:
+    """Whether the network maps each input row without looking at the other rows of its batch: no
+    batch-statistics normalisation, no random masks. Then a task's outputs on n query points are the
+    outputs of n copies of its weights on one point each."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (
+                module.training or not module.track_running_stats):
+            return False
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+            return False
+    return True
+
+
+def _output_probes(loss: str, out: torch.Tensor, k: int, n: int) -> tuple[list[torch.Tensor], float]:
+    """The columns of the output-Hessian factor as backward probes shaped like ``out``, and s."""
+    c = out.shape[-1]
+    if loss == "mse" and c == 1:
+        return [torch.ones_like(out)], 2.0 / n
+    factor, scale = output_hessian_factor(loss, out.detach().view(k, n, c))
+    return [factor[..., j].reshape(out.shape) for j in range(c)], scale
+
+
+def _replicated_rows(learner, fast, query_x, wanted, form):
+    """Per-point rows (A_pᵀ J_p)_j by one backward per column j through k·n weight copies: their squares
+    summed over the points (``diagonal``, by parameter name) or all rows [k, n·c, Σ wanted sizes]."""
+    k, n = query_x.shape[:2]
+    with torch.enable_grad():
+        copies = {name: p.detach().unsqueeze(1).expand(k, n, *p.shape[1:]).reshape(k * n, *p.shape[1:])
+                  for name, p in fast.items()}
+        leaves = [copies[name].requires_grad_() for name in wanted]
+        out = learner.predict(copies, query_x.reshape(k * n, 1, *query_x.shape[2:]))
+        probes, scale = _output_probes(learner.loss, out, k, n)
+        blocks: dict[str, torch.Tensor] = {}
+        rows = []
+        for j, probe in enumerate(probes):
+            grads = torch.autograd.grad(out, leaves, grad_outputs=probe, retain_graph=j < len(probes) - 1,
+                                        allow_unused=True, materialize_grads=True)
+            if form == "diagonal":
+                for name, g in zip(wanted, grads):
+                    square = (g * g).unflatten(0, (k, n)).sum(1).reshape(k, -1)
+                    blocks[name] = square if j == 0 else blocks[name] + square
+            else:
+                rows.append(torch.cat([g.reshape(k, n, -1) for g in grads], dim=2))
+    return (blocks if form == "diagonal" else torch.cat(rows, dim=1)), scale
+
+
+def _closed_form_diagonal(learner, fast, query_x):
+    """The diagonal in closed form, or None when the learner's ``predict`` is not its model's batched
+    forward or the model cannot report its linear layers (``records_linear_layers``: models/mlp.py).
+    Layer l computes z = W h + b at every point, so point p's row of W is δ_p h_pᵀ with
+    δ_p = ∂(A_pᵀ f_p)_j/∂z_p, and Σ_p (δ_p h_pᵀ)² = (δ²)ᵀ h²: one [k, out, n] × [k, n, in] product
+    per layer instead of k·n per-point gradients. The δ_p of all points come from one backward per
+    column j of A (the points are independent)."""
+    model = learner.model
+    if not (learner.predicts_with_model_forward and getattr(model, "records_linear_layers", False)):
+        return None
+    weights, context = learner.model_inputs(fast)
+    weights = {name: w.detach() for name, w in weights.items()}
+    context = None if context is None else context.detach()
+    k, n = query_x.shape[:2]
+    layers: list = []
+    with torch.enable_grad():  # an input that requires grad puts every layer's output z in the graph
+        out = model.batched_forward(weights, query_x.detach().requires_grad_(), context, record=layers)
+        probes, scale = _output_probes(learner.loss, out, k, n)
+        squares = [h.detach() * h.detach() for _, h, _ in layers]
+        outputs = [z for _, _, z in layers]
+        blocks: dict[str, torch.Tensor] = {}
+        for j, probe in enumerate(probes):
+            deltas = torch.autograd.grad(out, outputs, grad_outputs=probe, retain_graph=j < len(probes) - 1)
+            for (index, _, _), delta, square in zip(layers, deltas, squares):
+                d2 = delta * delta
+                for name, block in ((f"{index}.weight", (d2.transpose(1, 2) @ square).reshape(k, -1)),
+                                    (f"{index}.bias", d2.sum(1))):
+                    blocks[name] = block if j == 0 else blocks[name] + block
+    return blocks, scale
+
+
+def at_meta_positions(columns: torch.Tensor, layout: list[tuple[str, int]], learner,
+                      num_params: int) -> torch.Tensor:
+    """``columns`` [..., Σ sizes] holds one block per (name, size) of ``layout``, in that order (columns of
+    adapted weights); returns [..., num_params] with each block at its meta-parameter's position and 0 for
+    meta-parameters not in ``layout`` (Meta-SGD's rates). Blocks of weights that are not meta-parameters
+    (CAVIA's context) are dropped. When the layout is the meta-parameters themselves (MAML): ``columns``."""
+    if [name for name, _ in layout] == learner.names:
+        return columns
+    starts, begin = {}, 0
+    for name, size in layout:
+        starts[name], begin = begin, begin + size
+    placed = columns.new_zeros(*columns.shape[:-1], num_params)
+    offset = 0
+    for name, shape in zip(learner.names, learner.shapes):
+        size = shape.numel()
+        if name in starts:
+            placed[..., offset:offset + size] = columns[..., starts[name]:starts[name] + size]
+        offset += size
+    return placed
+
+
+def per_point_gauss_newton(learner, fast: dict[str, torch.Tensor], query_x: torch.Tensor, num_params: int,
+                           form: str) -> torch.Tensor:
+    """The Gauss–Newton curvature at the adapted weights ``fast`` without a Jacobian. With H_p = s A_p A_pᵀ
+    (``output_hessian_factor``), Σ_p J_pᵀ H_p J_p = s Σ_p Σ_j (A_pᵀ J_p)_jᵀ (A_pᵀ J_p)_j, and the rows
+    (A_pᵀ J_p)_j of all tasks and points come from one ordinary backward per output column j: every task's
+    weights are copied once per query point (k·n copies, copy (i, p) sees point p of task i only, through
+    the learner's own batched ``predict``). c backward passes instead of one vmapped over n·c probes.
+    The diagonal is summed in closed form where the model reports its linear layers (no per-point copies). Needs
+    ``points_independent``. Columns of meta-parameters outside ``fast`` (Meta-SGD's rates) are 0; fast
+    weights that are not meta-parameters (CAVIA's context) get none."""
+    k = query_x.shape[0]
+    names, shapes = learner.names, learner.shapes
+    wanted = [name for name in names if name in fast]
+    if form == "diagonal":
+        closed_form = _closed_form_diagonal(learner, fast, query_x)
+        blocks, scale = closed_form if closed_form is not None else _replicated_rows(
+            learner, fast, query_x, wanted, form)
+        parts = [blocks[name] if name in blocks else query_x.new_zeros(k, shape.numel())
+                 for name, shape in zip(names, shapes)]
+        return scale * torch.cat(parts, dim=1)
+    rows, scale = _replicated_rows(learner, fast, query_x, wanted, form)  # [k, n·c, Σ wanted sizes]
+    layout = [(name, shape.numel()) for name, shape in zip(names, shapes) if name in fast]
+    rows = at_meta_positions(rows, layout, learner, num_params)
+    return scale * rows.transpose(1, 2) @ rows

@@ -1,0 +1,128 @@
+"""The TOW weighting: at the first iteration of a window it plans the weights of the next T meta-batches
+by iLQR (``problem.MetaProblem``), then returns the planned weights' combination of the loop's own
+meta-gradients at every iteration of the window."""
+from __future__ import annotations
+
+import torch
+
+from ..base import Combined, Planning, TaskGradients, Weighting
+from .dynamics import AdamDynamics, SGDDynamics
+from .ilqr import ilqr
+from .problem import MetaProblem, evaluate_learner
+
+MAX_FULL_PARAMS = 30_000  # D×D float32 matrices of this size take 3.6 GB each
+
+
+class TOW(Weighting):
+    name = "tow"
+    reads = frozenset({"grads", "losses", "params", "iteration"})
+    plans_ahead = True
+
+    def __init__(self, num_params: int, feature_dim: int, seed: int, *, horizon: int = 5, iterations: int = 2,
+                 prior_precision: float = 10.0, prior_mean: float | None = None, value: str = "diagonal",
+                 curvature: str = "diagonal", dynamics: str = "adam", theta: str = "inverse",
+                 line_search: str = "paper", min_step: float = 2.0 ** -10, final_pass: str = "simulated",
+                 gauss_newton: str = "adapted"):
+        super().__init__(num_params, feature_dim, seed)
+        for field, val, allowed in (("value", value, ("diagonal", "full")),
+                                    ("curvature", curvature, ("diagonal", "full")),
+                                    ("dynamics", dynamics, ("adam", "sgd")),
+                                    ("theta", theta, ("inverse", "printed")),
+                                    ("line_search", line_search, ("paper", "none")),
+                                    ("final_pass", final_pass, ("simulated", "live")),
+                                    ("gauss_newton", gauss_newton, ("adapted", "meta"))):
+            if val not in allowed:
+                raise ValueError(f"weighting.{field}: expected one of {list(allowed)}, got {val!r}")
+        for field, val in (("horizon", horizon), ("iterations", iterations)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"weighting.{field}: expected an integer >= 1, got {val!r}")
+        if prior_mean is not None and (isinstance(prior_mean, bool) or not isinstance(prior_mean, (int, float))):
+            raise ValueError(f"weighting.prior_mean: expected a number or null (1/M), got {prior_mean!r}")
+        if not prior_precision > 0:
+            raise ValueError(f"weighting.prior_precision: must be > 0, got {prior_precision!r}")
+        if not 0 < min_step <= 1:
+            raise ValueError(f"weighting.min_step: must be in (0, 1], got {min_step!r}")
+        if (value == "full" or curvature == "full") and num_params > MAX_FULL_PARAMS:
+            field = "value" if value == "full" else "curvature"
+            raise ValueError(f"weighting.{field}: 'full' keeps D×D matrices per stage; D = {num_params} exceeds "
+                             f"{MAX_FULL_PARAMS} (use 'diagonal')")
+        self.horizon, self.iterations = horizon, iterations
+        self.prior_precision, self.prior_mean = prior_precision, prior_mean
+        self.value, self.curvature, self.dynamics = value, curvature, dynamics
+        self.theta, self.line_search, self.min_step, self.final_pass = theta, line_search, min_step, final_pass
+        self.gauss_newton = gauss_newton
+        self.plan: dict | None = None  # the current window: start iteration, weights or gains
+        self.planning: Planning | None = None
+
+    def attach(self, planning: Planning) -> None:
+        """The learner, outer optimiser and upcoming meta-batches the plans are made with."""
+        self.planning = planning
+
+    # -- planning ----------------------------------------------------------------------------------
+    def outer_dynamics(self, optimizer, x: torch.Tensor):
+        group = optimizer.param_groups[0]
+        if self.dynamics == "sgd":
+            if not isinstance(optimizer, torch.optim.SGD) or group.get("momentum", 0):
+                raise ValueError("weighting.dynamics: 'sgd' plans plain SGD steps but the outer optimiser is "
+                                 f"{type(optimizer).__name__}; use dynamics: adam")
+            return SGDDynamics(group["lr"]), None
+        if not isinstance(optimizer, torch.optim.Adam) or group.get("weight_decay", 0) or group.get("amsgrad"):
+            raise ValueError(f"weighting.dynamics: 'adam' needs a plain torch Adam outer optimiser, got {optimizer!r}")
+        dyn = AdamDynamics(group["lr"], group["betas"], group["eps"])
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        states = [optimizer.state.get(p, {}) for p in params]
+        if not states[0]:
+            return dyn, dyn.initial_state(x)
+        m = torch.cat([s["exp_avg"].reshape(-1) for s in states]).to(x.dtype)
+        v = torch.cat([s["exp_avg_sq"].reshape(-1) for s in states]).to(x.dtype)
+        return dyn, (m, v, int(states[0]["step"]))
+
+    def make_plan(self, tasks: TaskGradients) -> None:
+        if self.planning is None:
+            raise ValueError("weighting tow plans with the learner, the outer optimiser and the upcoming "
+                             "meta-batches (Weighting.attach(Planning(...))); run it through taskbal.train")
+        learner = self.planning.learner
+        if not getattr(learner, "descends_query_losses", False):
+            raise ValueError(f"weighting tow: learner {type(learner).__name__} does not descend the gradient of its "
+                             "query losses (TOW's dynamics); use maml, metasgd, cavia or protonet")
+        if learner.couples_tasks or learner.task_chunk:
+            raise ValueError("weighting tow: learners with a coupling penalty or task_chunk are not supported")
+        batches = self.planning.upcoming(tasks.iteration, self.horizon)
+        curvature = self.curvature
+        x1 = tasks.params
+        dynamics, state1 = self.outer_dynamics(self.planning.optimizer, x1)
+        problem = MetaProblem(lambda t, x: evaluate_learner(learner, batches[t], x, curvature, self.gauss_newton),
+                              len(batches), tasks.num_tasks, dynamics, self.prior_precision, self.prior_mean,
+                              evaluate_final=lambda t, x: evaluate_learner(learner, batches[t], x, curvature,
+                                                                           self.gauss_newton, defer_grads=True))
+        problem.bind(x1)
+        # the loop has evaluated batch 1 at x_1 already: reuse its losses and meta-gradients
+        first = evaluate_learner(learner, batches[0], x1, curvature, self.gauss_newton,
+                                 known=(tasks.losses, tasks.grads))
+        trajectory, log, last = ilqr(problem, x1, state1, self.iterations, self.value, self.theta,
+                                     self.line_search, self.min_step,
+                                     last_backward_only=self.final_pass == "live", first_eval=first)
+        self.plan = {"start": tasks.iteration, "length": len(batches), "us": torch.stack(trajectory.us),
+                     "xs": torch.stack(trajectory.xs), "log": log}
+        if last is not None:
+            self.plan["gains"], self.plan["offsets"] = torch.stack(last[0]), torch.stack(last[1])
+
+    def combine(self, tasks: TaskGradients) -> Combined:
+        plan = self.plan
+        if plan is None or not plan["start"] <= tasks.iteration < plan["start"] + plan["length"]:
+            self.make_plan(tasks)
+            plan = self.plan
+        j = tasks.iteration - plan["start"]
+        u = plan["us"][j].to(tasks.grads.dtype)
+        if "gains" in plan:  # live final pass: the loop's x_t is the forward pass's state
+            u = (u + plan["gains"][j] @ (tasks.params - plan["xs"][j]) + plan["offsets"][j]).clamp_min(0)
+        stats = {"tow_weight_sum": u.sum().item(), "tow_weight_min": u.min().item(),
+                 "tow_weight_max": u.max().item()}
+        stats.update({f"tow_{key}": float(val) for key, val in plan["log"].items()})  # the window's planning
+        return Combined(direction=u @ tasks.grads, weights=u, stats=stats)
+
+    def state_dict(self) -> dict:
+        return {"plan": self.plan}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plan = state.get("plan")
