@@ -42,9 +42,9 @@ FAMILIES = [
            {"family": "skewed_sinusoid", "shots": 5, "query": 5, "train_tasks": 30, "val_tasks": 3, "test_tasks": 14,
             "split_seed": 3},
            {"eval_query": 1000, "eval_assignment": "random"}, "test_tasks", ("eval_query", 1)),
-    Family("simol_toy", simol_toy, simol_toy.resolved, {"family": "simol_toy"},
+    Family("simol_toy", simol_toy, simol_toy.check_data, {"family": "simol_toy"},
            {"f2_tanh_sign": "paper", "front_points": 2001}, None, ("front_points", 2)),
-    Family("moblo_synthetic", moblo_synthetic, moblo_synthetic.resolved, {"family": "moblo_synthetic"},
+    Family("moblo_synthetic", moblo_synthetic, moblo_synthetic.check_data, {"family": "moblo_synthetic"},
            {"upper_targets": [1.0, 2.0]}, None, None),
     Family("blackbox_moo", blackbox_moo, blackbox_moo.check_data,
            {"family": "blackbox_moo", "problem": "mixed_ellipsoid_rastrigin", "dim": 5}, {}, "problem", ("dim", 2)),
@@ -64,7 +64,7 @@ FAMILIES = [
            {"family": "fewshot_blobs", "ways": 3, "shots": 2, "query": 3, "dim": 4, "train_tasks": 40,
             "val_tasks": 2, "test_tasks": 6, "split_seed": 5},
            {"spread": [0.3, 2.0]}, "dim", ("ways", 2)),
-    Family("generated multi-task", blobs, blobs.resolved, {"family": "mtl_blobs"},
+    Family("generated multi-task", blobs, blobs.check_data, {"family": "mtl_blobs"},
            {"tasks": 2, "classes": 4, "dim": 8, "train": 200, "val": 60, "val2": 60, "test": 200, "corruption": 0.0,
             "separation": 2.5, "split_seed": 0},
            None, ("classes", 2)),
@@ -127,7 +127,7 @@ def test_null_optional_key_follows_the_family():
     skewed = FAMILIES[IDS.index("skewed_sinusoid")]
     assert skewed_sinusoid.check_data({**skewed.minimal, "eval_query": None})["eval_query"] == 1000
     with pytest.raises(ValueError, match=r"^data\.front_points: expected an integer >= 2, got None$"):
-        simol_toy.resolved({"family": "simol_toy", "front_points": None})
+        simol_toy.check_data({"family": "simol_toy", "front_points": None})
 
 
 def test_result_is_a_copy():

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from taskbal.config import check_options
 from taskbal.learners import CAVIA, MAML, REGISTRY, MetaSGD, ProtoNet, Reptile, TaskBatch, learner_for
 from taskbal.learners.maml import jacobian_rows
 from taskbal.models import MLP, build_model
+from taskbal.options import check_options
 
 DT = torch.float64
 

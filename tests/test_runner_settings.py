@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskbal.config import section_settings
 from taskbal.mtl import trainer as mtl_trainer
+from taskbal.options import section_settings
 from taskbal.runners import blackbox_moo, moblo_synthetic, simol_toy
 
 VALID = {

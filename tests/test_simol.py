@@ -111,7 +111,7 @@ def test_state_round_trip_gives_identical_weights():
 
 def test_bad_option_names_the_key():
     with pytest.raises(ValueError, match="weighting.theta_at"):
-        SIMOL(20, 4, seed=0, theta_at="later")
+        build_weighting("simol", 20, 4, 0, theta_at="later")
 
 
 @pytest.mark.parametrize("features", ["support", "support+loss"])
@@ -167,4 +167,4 @@ def test_moving_to_another_precision_keeps_the_network_and_theta_in_step():
 
 def test_unknown_theta_optimizer_names_the_key():
     with pytest.raises(ValueError, match="weighting.theta_optimizer"):
-        SIMOL(20, 4, seed=0, theta_optimizer="rmsprop")
+        build_weighting("simol", 20, 4, 0, theta_optimizer="rmsprop")

@@ -125,11 +125,11 @@ def test_batch_max_variant_and_bad_inputs():
     with pytest.raises(ValueError, match="weighting.name"):
         DAMAML(7, 1, 0).combine(no_pool)
     with pytest.raises(ValueError, match="weighting.variant"):
-        TRMAML(7, 1, 0, variant="max")
+        build_weighting("tr_maml", 7, 1, 0, variant="max")
     with pytest.raises(ValueError, match="weighting.duplicates"):
-        DAMAML(7, 1, 0, duplicates="twice")
+        build_weighting("damaml", 7, 1, 0, duplicates="twice")
     with pytest.raises(ValueError, match="weighting.mode"):
-        ExploreExploit(7, 1, 0, mode="explore")
+        build_weighting("explore_exploit", 7, 1, 0, mode="explore")
     with pytest.raises(ValueError, match="not all finite"):
         ExploreExploit(7, 1, 0).combine(batch([1.0, float("nan")], [0, 1], 2))
 

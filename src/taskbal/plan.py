@@ -4,7 +4,7 @@ The Snakefile builds its DAG from ``load_plan``. Two checks stop a bad config be
 each naming the file, the scale, the row and the column:
 
 * the JSON schemas (``workflow/schemas``), compiled once and applied to every cell;
-* the code's registries (``config.check_experiment``: which families, learners, weightings and
+* the code's registries (``runners.check_experiment``: which families, learners, weightings and
   runners exist and which options each takes). That needs the code, torch included, so its verdicts
   are cached in ``.snakemake/taskbal/`` under the hash of the package's source: a cell is checked
   again only when it or the code changed, and parsing the workflow then imports no torch.
@@ -99,7 +99,7 @@ class CheckCache:
 def check_cell(experiment: dict, run: str, cache: CheckCache) -> None:
     if run in cache.checked:
         return
-    from .config import check_experiment  # imports the registries (and torch) only on a miss
+    from .runners import check_experiment  # imports the registries (and torch) only on a miss
 
     check_experiment(experiment)
     cache.checked.add(run)

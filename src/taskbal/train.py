@@ -21,6 +21,7 @@ from .data import family_module
 from .learners import TaskBatch, learner_for
 from .loop import fit, seed_everything, step_generator
 from .models import build_model
+from .options import section_settings
 from .weighting import TaskGradients, build_weighting
 from .weighting.base import Planning
 
@@ -31,6 +32,25 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+OUTER_DEFAULTS = {"optimizer": "adam"}
+
+
+def meta_settings(experiment: dict) -> tuple[dict, dict]:
+    """The ``outer`` and ``evaluation`` sections of a meta-learning run, checked (errors name the field)."""
+    for section in ("model", "learner", "outer", "evaluation"):
+        if section not in experiment:
+            raise ValueError(f"experiment.{section}: required by the meta-learning runner")
+    outer = section_settings(experiment, "outer", "meta-learning", ("lr", "meta_batch", "iterations"), OUTER_DEFAULTS,
+                             positive_integers=("meta_batch", "iterations"))
+    if outer["optimizer"] != "adam":
+        raise ValueError(f"outer.optimizer: only 'adam' is supported, got {outer['optimizer']!r}")
+    if isinstance(outer["lr"], bool) or not isinstance(outer["lr"], (int, float)) or not outer["lr"] > 0:
+        raise ValueError(f"outer.lr: must be a number > 0, got {outer['lr']!r}")
+    evaluation = section_settings(experiment, "evaluation", "meta-learning", ("curve_every",),
+                                  positive_integers=("curve_every",))
+    return outer, evaluation
 
 
 def task_order(seed: int, pool_size: int, needed: int) -> torch.Tensor:
@@ -48,7 +68,8 @@ class Run:
 
     def __init__(self, experiment: dict, seed: int, split_path: Path, device: torch.device):
         self.experiment, self.seed, self.device = experiment, seed, device
-        data, outer = experiment["data"], experiment["outer"]
+        data = experiment["data"]
+        outer, evaluation = meta_settings(experiment)
         seed_everything(seed)  # the loop seeds too; tests and benchmarks build a Run on its own
         self.tasks = family_module(data["family"]).Tasks(split_path)
         self.model = build_model(experiment["model"], self.tasks.io_dims).to(device)
@@ -57,14 +78,12 @@ class Run:
         weighting_options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
         self.weighting = build_weighting(experiment["weighting"]["name"], self.num_params,
                                          self.tasks.feature_dim, seed, **weighting_options)
-        if outer.get("optimizer", "adam") != "adam":
-            raise ValueError(f"outer.optimizer: only 'adam' is supported, got {outer['optimizer']!r}")
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=outer["lr"])
         if self.weighting.plans_ahead:
             self.weighting.attach(Planning(self.learner, self.optimizer, self.upcoming_batches))
         self.iterations, self.meta_batch = outer["iterations"], outer["meta_batch"]
         self.order = task_order(seed, self.tasks.num_tasks("train"), self.iterations * self.meta_batch)
-        self.curve_every = experiment["evaluation"]["curve_every"]
+        self.curve_every = evaluation["curve_every"]
         # A family with its own curve metrics (per-task accuracies of the binary image tasks) evaluates
         # in chunks itself; the others hand over their whole val/test batches once.
         self.curve_hook = getattr(self.tasks, "curve_metrics", None)

@@ -27,7 +27,7 @@ from .checks import data_settings
 DEFAULTS = {"upper_targets": [1.0, 2.0]}
 
 
-def resolved(data: dict) -> dict:
+def check_data(data: dict) -> dict:
     conf = data_settings(data, "moblo_synthetic", defaults=DEFAULTS)
     targets = conf["upper_targets"]
     if not (isinstance(targets, (list, tuple)) and len(targets) >= 2
@@ -38,7 +38,7 @@ def resolved(data: dict) -> dict:
 
 def write_splits(path: Path | str, data: dict) -> dict:
     """Write the problem definition (targets, solution segment); returns the sidecar metadata."""
-    conf = resolved(data)
+    conf = check_data(data)
     path = Path(path)
     targets = np.asarray(conf["upper_targets"], dtype=np.float64)
     arrays = {"upper_targets": targets, "solution_segment": np.array([targets.min(), targets.max()])}

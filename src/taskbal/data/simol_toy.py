@@ -105,7 +105,7 @@ def distance_to_polyline(point: np.ndarray, vertices: np.ndarray) -> float:
     return float(np.min(np.linalg.norm(point - nearest, axis=1)))
 
 
-def resolved(data: dict) -> dict:
+def check_data(data: dict) -> dict:
     conf = data_settings(data, "simol_toy", defaults=DEFAULTS, integers={"front_points": 2})
     if conf["f2_tanh_sign"] not in SIGNS:
         raise ValueError(f"data.f2_tanh_sign: expected one of {list(SIGNS)}, got {conf['f2_tanh_sign']!r}")
@@ -114,7 +114,7 @@ def resolved(data: dict) -> dict:
 
 def write_splits(path: Path | str, data: dict) -> dict:
     """Write the analytic Pareto front and set; returns the sidecar metadata."""
-    conf = resolved(data)
+    conf = check_data(data)
     path = Path(path)
     front = pareto_front(conf["front_points"])
     meta = {"family": "simol_toy", "f2_tanh_sign": conf["f2_tanh_sign"], "front_points": conf["front_points"],

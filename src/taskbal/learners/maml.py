@@ -94,8 +94,10 @@ class TaskBatch:
 
 
 def check_inner_options(inner_steps, inner_lr, inner_optimizer, loss, adam_betas=(0.9, 0.999),
-                        adam_eps=1e-8) -> None:
+                        adam_eps=1e-8, first_order=False) -> None:
     """The options every gradient-based learner shares; a bad value names its ``learner.<field>``."""
+    if not isinstance(first_order, bool):
+        raise ValueError(f"learner.first_order: expected true or false, got {first_order!r}")
     if not isinstance(inner_steps, int) or isinstance(inner_steps, bool) or inner_steps < 0:
         raise ValueError(f"learner.inner_steps: expected an integer >= 0, got {inner_steps!r}")
     if not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool) or not inner_lr > 0:
@@ -165,7 +167,7 @@ class MAML:
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                  loss: str = "mse", penalty: dict | None = None, evaluate_with_penalty: bool = True,
                  penalty_gradients: str = "jacobian", task_chunk: int | None = None):
-        check_inner_options(inner_steps, inner_lr, inner_optimizer, loss, adam_betas, adam_eps)
+        check_inner_options(inner_steps, inner_lr, inner_optimizer, loss, adam_betas, adam_eps, first_order)
         if task_chunk is not None and (not isinstance(task_chunk, int) or isinstance(task_chunk, bool)
                                        or task_chunk < 1):
             raise ValueError(f"learner.task_chunk: expected a positive integer or null, got {task_chunk!r}")

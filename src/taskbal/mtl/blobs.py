@@ -24,7 +24,7 @@ DEFAULTS = {"tasks": 2, "classes": 4, "dim": 8, "train": 200, "val": 60, "val2":
 INTEGERS = {"tasks": 1, "classes": 2, "dim": 1, **{split: 1 for split in SPLITS}, "split_seed": 0}
 
 
-def resolved(data: dict) -> dict:
+def check_data(data: dict) -> dict:
     conf = data_settings(data, "generated multi-task", defaults=DEFAULTS, integers=INTEGERS)
     if not 0.0 <= conf["corruption"] < 1.0:
         raise ValueError(f"data.corruption: must be in [0, 1), got {conf['corruption']}")
@@ -53,7 +53,7 @@ def generate(conf: dict) -> dict[str, np.ndarray]:
 
 
 def write_splits(path: Path | str, data: dict) -> dict:
-    conf = resolved(data)
+    conf = check_data(data)
     path = Path(path)
     arrays = generate(conf)
     meta = {"family": data.get("family", "mtl_blobs"), **conf,

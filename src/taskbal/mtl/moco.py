@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from ..options import OptionError
 from ..weighting.base import Combined, TaskGradients, Weighting
 
 LAMBDA_UPDATES = ("softmax", "projection")
@@ -53,14 +54,14 @@ class MoCo(Weighting):
         super().__init__(num_params, feature_dim, seed)
         for field, value in (("beta", beta), ("gamma", gamma)):
             if not value > 0:
-                raise ValueError(f"weighting.{field}: must be > 0, got {value}")
+                raise OptionError(field, f"must be > 0, got {value}")
         for field, value in (("beta_sigma", beta_sigma), ("gamma_sigma", gamma_sigma), ("rho", rho)):
             if value < 0:
-                raise ValueError(f"weighting.{field}: must be >= 0, got {value}")
+                raise OptionError(field, f"must be >= 0, got {value}")
         if lambda_update not in LAMBDA_UPDATES:
-            raise ValueError(f"weighting.lambda_update: unknown {lambda_update!r}; known: {list(LAMBDA_UPDATES)}")
+            raise OptionError("lambda_update", f"unknown {lambda_update!r}; known: {list(LAMBDA_UPDATES)}")
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"weighting.normalize: unknown {normalize!r}; known: {list(NORMALIZATIONS)}")
+            raise OptionError("normalize", f"unknown {normalize!r}; known: {list(NORMALIZATIONS)}")
         self.beta, self.beta_sigma, self.gamma, self.gamma_sigma = beta, beta_sigma, gamma, gamma_sigma
         self.rho, self.normalize, self.lambda_update = rho, normalize, lambda_update
         self.step = 0

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import torch
 
-from ..config import check_options
 from ..loop import step_generator
+from ..options import check_options, options_of
 from ..weighting import REGISTRY as WEIGHTINGS
 from ..weighting.base import TaskGradients, Weighting
 from .bilevel import MOBLOProblem, implicit_hypergradients, lower_descent, unrolled_hypergradients
@@ -68,7 +68,9 @@ def check_combiner(name: str, options: dict | None) -> type[Weighting]:
 
 
 def build_combiner(name: str, num_params: int, num_objectives: int, seed: int, options: dict | None) -> Weighting:
-    return check_combiner(name, options)(num_params, num_objectives, seed, **dict(options or {}))
+    cls = check_combiner(name, options)
+    with options_of("weighting.combiner_options"):
+        return cls(num_params, num_objectives, seed, **dict(options or {}))
 
 
 def make_optimizer(name: str, tensor: torch.Tensor, lr: float, field: str) -> torch.optim.Optimizer:

@@ -110,6 +110,7 @@ class NORMAL(WeightedMTL):
     """Algorithm 4: the single-level step plus the positions' own update with the gradient (5.11)."""
 
     name = "normal"
+    options_section = "weighting.combiner_options"
 
     def __init__(self, model, data, seed, *, combiner: str = "mean", combiner_options: dict | None = None,
                  position_lr: float = 1e-3, position_gradient: str = "manual", learn_positions: bool = True,

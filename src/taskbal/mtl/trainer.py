@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import section_settings
 from ..data import family_module
 from ..loop import fit
+from ..options import section_settings
 from ..weighting import REGISTRY as WEIGHTINGS
 from .data import MultiTaskData
 from .forum import FORUM
@@ -90,7 +90,7 @@ def method_and_options(experiment: dict) -> tuple[str, dict]:
 
 def check_experiment(experiment: dict) -> None:
     """Names and options, before anything runs (data splits are checked when they are read)."""
-    from ..config import check_options
+    from ..options import check_options
 
     family_module(experiment["data"]["family"])
     settings(experiment)

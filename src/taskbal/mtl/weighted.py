@@ -43,6 +43,7 @@ class WeightedMTL:
     """Single-level MTL with a weighting of the per-task shared gradients."""
 
     name = "weighted"
+    options_section = "weighting"  # where the weighting's options sit in the config
 
     def __init__(self, model: MultiTaskNet, data: MultiTaskData, seed: int, weighting: str,
                  weighting_options: dict | None, *, batch_size: int, optimizer: str = "adam", lr: float = 1e-3,
@@ -59,7 +60,8 @@ class WeightedMTL:
         self.shared = [p for _, p in self.shared_named]
         self.num_shared = sum(p.numel() for p in self.shared)
         m = data.num_tasks
-        self.weighting = build_weighting(weighting, self.num_shared, m, seed, **(weighting_options or {}))
+        self.weighting = build_weighting(weighting, self.num_shared, m, seed, section=self.options_section,
+                                         **(weighting_options or {}))
         task_specific = {id(p) for name, p in model.named_parameters() if name in model.task_specific_names()}
         trained = [p for p in model.parameters() if id(p) not in task_specific]
         cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD

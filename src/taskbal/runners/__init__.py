@@ -37,3 +37,15 @@ def runner_module(name: str):
 
 def runner_of(experiment: dict):
     return runner_module(experiment.get("runner", "meta"))
+
+
+def check_experiment(experiment: dict) -> None:
+    """A resolved experiment against the code, before anything runs: its task family's ``check_data``
+    and its runner's ``check_experiment`` (which families, learners, weightings and runners exist, which
+    options each takes, and the values the code defines). The JSON schema checks only the shape of an
+    experiment; every option's values are checked in one place, by the code that uses it."""
+    from ..data import family_module
+
+    runner = runner_of(experiment)
+    family_module(experiment["data"]["family"]).check_data(experiment["data"])
+    runner.check_experiment(experiment)

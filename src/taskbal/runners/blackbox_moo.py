@@ -37,10 +37,10 @@ import torch
 from ..artifacts import EVAL as EVAL_FILE
 from ..artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
 from ..blackbox import OPTIMIZERS, build_optimizer
-from ..config import check_options, section_settings
 from ..data.blackbox_moo import Tasks, check_data
 from ..io import atomic_path, write_json
 from ..loop import fit
+from ..options import check_options, section_settings
 
 PROBLEM_DEFAULTS = {"curve_every": 10, "init_low": 0.0, "init_high": 1.0, "init_sigma": 1.0}
 DISTANCE_FLOOR = 1e-12
@@ -67,7 +67,7 @@ def optimizer_options(experiment: dict) -> tuple[str, dict]:
 
 
 def check_experiment(experiment: dict) -> None:
-    """Called by taskbal.config.check_experiment before anything runs."""
+    """Called by taskbal.runners.check_experiment before anything runs."""
     check_data(experiment["data"])
     settings(experiment)
     name, options = optimizer_options(experiment)

@@ -2,6 +2,33 @@
 from __future__ import annotations
 
 from ..evaluate import evaluate
-from ..train import train
+from ..learners import REGISTRY as LEARNERS
+from ..learners.maml import check_inner_options
+from ..options import check_options
+from ..train import meta_settings, train
+from ..weighting import REGISTRY as WEIGHTINGS
 
-__all__ = ["train", "evaluate"]
+__all__ = ["train", "evaluate", "check_experiment"]
+
+# The options every gradient-based learner shares, checked before anything runs (``check_inner_options``).
+INNER_OPTIONS = ("inner_steps", "inner_lr", "inner_optimizer", "loss", "adam_betas", "adam_eps", "first_order")
+
+
+def check_experiment(experiment: dict) -> None:
+    """The outer and evaluation sections, the learner's and the weighting's names and option names,
+    and the values of the learner options they share; before anything runs."""
+    import inspect
+
+    meta_settings(experiment)
+    for section, registry, skip in (("learner", LEARNERS, 1), ("weighting", WEIGHTINGS, 3)):
+        name = experiment[section]["name"]
+        if name not in registry:
+            raise ValueError(f"{section}.name: unknown {section} {name!r}; known: {sorted(registry)}")
+        options = {k: v for k, v in experiment[section].items() if k != "name"}
+        check_options(section, registry[name], options, skip)
+    parameters = inspect.signature(LEARNERS[experiment["learner"]["name"]].__init__).parameters
+    values = {key: p.default for key, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    values.update(experiment["learner"])
+    if all(key in values for key in INNER_OPTIONS[:4]):
+        check_inner_options(*(values[key] for key in INNER_OPTIONS[:4]),
+                            **{key: values[key] for key in INNER_OPTIONS[4:] if key in values})

@@ -32,12 +32,12 @@ import torch
 
 from ..artifacts import EVAL as EVAL_FILE
 from ..artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
-from ..config import check_options, section_settings
-from ..data.moblo_synthetic import Tasks, resolved
+from ..data.moblo_synthetic import Tasks, check_data
 from ..io import atomic_path, write_json
 from ..loop import fit
 from ..mtl.forum import FORUM
 from ..mtl.moml import MOML, check_combiner
+from ..options import check_options, section_settings
 
 METHODS = {"moml": MOML, "forum": FORUM}
 REQUIRED = ("alpha0", "omega0", "iterations")
@@ -66,8 +66,8 @@ def method_and_options(experiment: dict) -> tuple[type, dict]:
 
 
 def check_experiment(experiment: dict) -> None:
-    """Called by taskbal.config.check_experiment before anything runs."""
-    resolved(experiment["data"])
+    """Called by taskbal.runners.check_experiment before anything runs."""
+    check_data(experiment["data"])
     settings(experiment)
     cls, options = method_and_options(experiment)
     check_options("weighting", cls, options, skip=4)  # problem, alpha, omega, seed come from the runner

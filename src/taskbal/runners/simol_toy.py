@@ -46,10 +46,10 @@ import torch
 
 from ..artifacts import EVAL as EVAL_FILE
 from ..artifacts import EVAL_SUMMARY as EVAL_SUMMARY_FILE
-from ..config import check_options, section_settings
-from ..data.simol_toy import Tasks, resolved
+from ..data.simol_toy import Tasks, check_data
 from ..io import atomic_path, write_json
 from ..loop import fit, step_generator
+from ..options import check_options, options_of, section_settings
 from ..weighting import REGISTRY, TaskGradients
 from ..weighting.mgda import min_norm_weights
 from ..weighting.simol import SIMOL, ThetaAscent
@@ -128,7 +128,7 @@ def settings(experiment: dict) -> dict:
 
 
 def check_experiment(experiment: dict) -> None:
-    resolved(experiment["data"])
+    check_data(experiment["data"])
     settings(experiment)
     options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
     check_options("weighting", weighting_class(experiment["weighting"]["name"]), options, skip=3)
@@ -165,7 +165,8 @@ class ToyRun:
         self.iterations, self.curve_every = self.conf["iterations"], self.conf["curve_every"]
         self.problem = Tasks(split_path)
         options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
-        self.weighting = weighting_class(experiment["weighting"]["name"])(2, NUM_OBJECTIVES, seed, **options)
+        with options_of("weighting"):
+            self.weighting = weighting_class(experiment["weighting"]["name"])(2, NUM_OBJECTIVES, seed, **options)
         self.x = torch.tensor(self.conf["start"], dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.SGD if self.conf["optimizer"] == "sgd" else torch.optim.Adam
         self.optimizer = optimizer([self.x], lr=self.conf["lr"])

@@ -1,6 +1,7 @@
 """Outer combination of per-task meta-gradients: one file per method, one registry entry each."""
 from __future__ import annotations
 
+from ..options import OptionError, options_of
 from .base import Combined, TaskGradients, Weighting
 from .cagrad import CAGrad
 from .damaml import DAMAML
@@ -27,11 +28,14 @@ REGISTRY: dict[str, type[Weighting]] = {
 }
 
 
-def build_weighting(name: str, num_params: int, feature_dim: int, seed: int, **hparams) -> Weighting:
-    """Instantiate the weighting called ``name`` (a key of REGISTRY) with its hyper-parameters."""
-    if name not in REGISTRY:
-        raise ValueError(f"weighting.name: unknown method {name!r}; known: {sorted(REGISTRY)}")
-    return REGISTRY[name](num_params=num_params, feature_dim=feature_dim, seed=seed, **hparams)
+def build_weighting(name: str, num_params: int, feature_dim: int, seed: int, section: str = "weighting",
+                    **hparams) -> Weighting:
+    """Instantiate the weighting called ``name`` (a key of REGISTRY) with its hyper-parameters, given in the
+    config section ``section`` (errors name ``<section>.<option>``)."""
+    with options_of(section):
+        if name not in REGISTRY:
+            raise OptionError("name", f"unknown method {name!r}; known: {sorted(REGISTRY)}")
+        return REGISTRY[name](num_params=num_params, feature_dim=feature_dim, seed=seed, **hparams)
 
 
 __all__ = ["REGISTRY", "build_weighting", "Combined", "TaskGradients", "Weighting"]

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
+from ..options import OptionError
 from .base import Combined, TaskGradients, Weighting
 from .mgda import gram_matrix
 
@@ -184,12 +185,12 @@ class CAGrad(Weighting):
                  solver: str = "active_set"):
         super().__init__(num_params, feature_dim, seed)
         if solver not in SOLVERS:
-            raise ValueError(f"cagrad.solver: unknown {solver!r}; known: {list(SOLVERS)}")
+            raise OptionError("solver", f"unknown {solver!r}; known: {list(SOLVERS)}")
         self.solver = solver
         if rescale not in RESCALE_DIVISORS:
-            raise ValueError(f"cagrad.rescale: must be one of {sorted(RESCALE_DIVISORS)}, got {rescale!r}")
+            raise OptionError("rescale", f"must be one of {sorted(RESCALE_DIVISORS)}, got {rescale!r}")
         if c < 0:
-            raise ValueError(f"cagrad.c: must be >= 0, got {c!r}")
+            raise OptionError("c", f"must be >= 0, got {c!r}")
         self.c = float(c)
         self.rescale = int(rescale)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from ..options import OptionError
 from .base import Combined, TaskGradients
 from .tr_maml import DistributionWeighting
 
@@ -40,7 +41,7 @@ class DAMAML(DistributionWeighting):
                  duplicates: str = "sum", p_in_direction: bool = True):
         super().__init__(num_params, feature_dim, seed, step_size=step_size, duplicates=duplicates)
         if not isinstance(p_in_direction, bool):
-            raise ValueError(f"weighting.p_in_direction: expected true or false, got {p_in_direction!r}")
+            raise OptionError("p_in_direction", f"expected true or false, got {p_in_direction!r}")
         self.p_in_direction = p_in_direction
 
     def ascent_scale(self, tasks: TaskGradients) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..options import OptionError
 from .base import Combined, TaskGradients, Weighting
 
 
@@ -27,7 +28,7 @@ class ImprovementFunction(Weighting):
     def __init__(self, num_params: int, feature_dim: int, seed: int, *, variant: str = "improvement"):
         super().__init__(num_params, feature_dim, seed)
         if variant not in ("improvement", "highest_loss"):
-            raise ValueError(f"weighting.variant: expected 'improvement' or 'highest_loss', got {variant!r}")
+            raise OptionError("variant", f"expected 'improvement' or 'highest_loss', got {variant!r}")
         self.variant = variant
         self.previous_params: torch.Tensor | None = None
 

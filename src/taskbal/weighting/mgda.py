@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..options import OptionError
 from .base import Combined, TaskGradients, Weighting
 
 SOLVERS = ("wolfe", "frank_wolfe")
@@ -192,9 +193,9 @@ class MGDA(Weighting):
     ):
         super().__init__(num_params, feature_dim, seed)
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"mgda.normalization: unknown {normalization!r}; known: {list(NORMALIZATIONS)}")
+            raise OptionError("normalization", f"unknown {normalization!r}; known: {list(NORMALIZATIONS)}")
         if solver not in SOLVERS:
-            raise ValueError(f"mgda.solver: unknown {solver!r}; known: {list(SOLVERS)}")
+            raise OptionError("solver", f"unknown {solver!r}; known: {list(SOLVERS)}")
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.normalization = normalization

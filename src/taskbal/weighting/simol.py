@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from ..models import MLP
+from ..options import OptionError
 from .base import Combined, TaskGradients, Weighting
 
 
@@ -59,7 +60,7 @@ class ThetaAscent:
     def __init__(self, theta: torch.Tensor, method: str, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
         if method not in ("sgd", "adam"):
-            raise ValueError(f"weighting.theta_optimizer: expected 'sgd' or 'adam', got {method!r}")
+            raise OptionError("theta_optimizer", f"expected 'sgd' or 'adam', got {method!r}")
         self.theta, self.method, self.lr, self.betas, self.eps = theta, method, lr, betas, eps
         self.steps = 0
         self.exp_avg = torch.zeros_like(theta) if method == "adam" else None
@@ -88,7 +89,7 @@ class ThetaAscent:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("method") != self.method:
-            raise ValueError(f"weighting.theta_optimizer: the saved state is for {state.get('method')!r}, "
+            raise OptionError("theta_optimizer", f"the saved state is for {state.get('method')!r}, "
                              f"this run uses {self.method!r}")
         self.steps = int(state["steps"])
         if self.method == "adam":
@@ -106,9 +107,9 @@ class SIMOL(Weighting):
                  theta_at: str = "current"):
         super().__init__(num_params, feature_dim, seed)
         if features not in ("support", "support+loss"):
-            raise ValueError(f"weighting.features: expected 'support' or 'support+loss', got {features!r}")
+            raise OptionError("features", f"expected 'support' or 'support+loss', got {features!r}")
         if theta_at not in ("current", "next"):
-            raise ValueError(f"weighting.theta_at: expected 'current' or 'next', got {theta_at!r}")
+            raise OptionError("theta_at", f"expected 'current' or 'next', got {theta_at!r}")
         self.lambda_grad, self.lambda_mean = lambda_grad, lambda_mean
         self.features, self.theta_at = features, theta_at
         self.needs_gradients_after_step = theta_at == "next"

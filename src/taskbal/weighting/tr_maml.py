@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 
+from ..options import OptionError
 from .base import Combined, TaskGradients, Weighting
 from .simplex import project_to_simplex
 
@@ -65,9 +66,9 @@ class DistributionWeighting(Weighting):
                  duplicates: str = "sum"):
         super().__init__(num_params, feature_dim, seed)
         if not step_size >= 0:
-            raise ValueError(f"weighting.step_size: must be ≥ 0, got {step_size!r}")
+            raise OptionError("step_size", f"must be ≥ 0, got {step_size!r}")
         if duplicates not in ("sum", "once"):
-            raise ValueError(f"weighting.duplicates: expected 'sum' or 'once', got {duplicates!r}")
+            raise OptionError("duplicates", f"expected 'sum' or 'once', got {duplicates!r}")
         self.step_size = float(step_size)
         self.duplicates = duplicates
         self.p: torch.Tensor | None = None  # [m] float64, created at the first batch (m comes from the pool)
@@ -109,7 +110,7 @@ class TRMAML(DistributionWeighting):
                  variant: str = "distribution", duplicates: str = "sum"):
         super().__init__(num_params, feature_dim, seed, step_size=step_size, duplicates=duplicates)
         if variant not in ("distribution", "batch_max"):
-            raise ValueError(f"weighting.variant: expected 'distribution' or 'batch_max', got {variant!r}")
+            raise OptionError("variant", f"expected 'distribution' or 'batch_max', got {variant!r}")
         self.variant = variant
 
     def combine(self, tasks: TaskGradients) -> Combined:

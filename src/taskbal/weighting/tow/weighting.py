@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ...options import OptionError
 from ..base import Combined, Planning, TaskGradients, Weighting
 from .dynamics import AdamDynamics, SGDDynamics
 from .ilqr import ilqr
@@ -32,19 +33,19 @@ class TOW(Weighting):
                                     ("final_pass", final_pass, ("simulated", "live")),
                                     ("gauss_newton", gauss_newton, ("adapted", "meta"))):
             if val not in allowed:
-                raise ValueError(f"weighting.{field}: expected one of {list(allowed)}, got {val!r}")
+                raise OptionError(field, f"expected one of {list(allowed)}, got {val!r}")
         for field, val in (("horizon", horizon), ("iterations", iterations)):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"weighting.{field}: expected an integer >= 1, got {val!r}")
+                raise OptionError(field, f"expected an integer >= 1, got {val!r}")
         if prior_mean is not None and (isinstance(prior_mean, bool) or not isinstance(prior_mean, (int, float))):
-            raise ValueError(f"weighting.prior_mean: expected a number or null (1/M), got {prior_mean!r}")
+            raise OptionError("prior_mean", f"expected a number or null (1/M), got {prior_mean!r}")
         if not prior_precision > 0:
-            raise ValueError(f"weighting.prior_precision: must be > 0, got {prior_precision!r}")
+            raise OptionError("prior_precision", f"must be > 0, got {prior_precision!r}")
         if not 0 < min_step <= 1:
-            raise ValueError(f"weighting.min_step: must be in (0, 1], got {min_step!r}")
+            raise OptionError("min_step", f"must be in (0, 1], got {min_step!r}")
         if (value == "full" or curvature == "full") and num_params > MAX_FULL_PARAMS:
             field = "value" if value == "full" else "curvature"
-            raise ValueError(f"weighting.{field}: 'full' keeps D×D matrices per stage; D = {num_params} exceeds "
+            raise OptionError(field, f"'full' keeps D×D matrices per stage; D = {num_params} exceeds "
                              f"{MAX_FULL_PARAMS} (use 'diagonal')")
         self.horizon, self.iterations = horizon, iterations
         self.prior_precision, self.prior_mean = prior_precision, prior_mean
@@ -63,11 +64,11 @@ class TOW(Weighting):
         group = optimizer.param_groups[0]
         if self.dynamics == "sgd":
             if not isinstance(optimizer, torch.optim.SGD) or group.get("momentum", 0):
-                raise ValueError("weighting.dynamics: 'sgd' plans plain SGD steps but the outer optimiser is "
+                raise OptionError("dynamics", "'sgd' plans plain SGD steps but the outer optimiser is "
                                  f"{type(optimizer).__name__}; use dynamics: adam")
             return SGDDynamics(group["lr"]), None
         if not isinstance(optimizer, torch.optim.Adam) or group.get("weight_decay", 0) or group.get("amsgrad"):
-            raise ValueError(f"weighting.dynamics: 'adam' needs a plain torch Adam outer optimiser, got {optimizer!r}")
+            raise OptionError("dynamics", f"'adam' needs a plain torch Adam outer optimiser, got {optimizer!r}")
         dyn = AdamDynamics(group["lr"], group["betas"], group["eps"])
         params = [p for g in optimizer.param_groups for p in g["params"]]
         states = [optimizer.state.get(p, {}) for p in params]
