@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from taskbal.data.standard_classes import MINI_IMAGENET, TIERED_IMAGENET
+from taskbal.data.datasets.mini_imagenet import STANDARD_CLASSES as MINI_IMAGENET
+from taskbal.data.datasets.tiered_imagenet import STANDARD_CLASSES as TIERED_IMAGENET
 
 
 def _png(path: Path, rng: np.random.Generator, size=(8, 8), mode="L") -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fake_split_layouts as fake
-from taskbal.data import protocols
+from taskbal.data.datasets import mini_imagenet, omniglot, tiered_imagenet
 from taskbal.data.episodes import EpisodeSampler, draw_episodes, episode_generator, l2l_taskset, split_images
 
 
@@ -129,8 +129,8 @@ def test_learn2learn_taskset_on_torchvision_imagefolder(tmp_path):
 
 def test_split_images_feed_the_sampler(tmp_path):
     root = fake.omniglot_tree(tmp_path / "omniglot", characters=1, drawings=20)
-    data = protocols.build_omniglot(root, tmp_path / "omni.json", protocol="alphabet", val_alphabets=0,
-                                    rotations=[0, 90])
+    data = omniglot.build_splits(root, tmp_path / "omni.json", protocol="alphabet", val_alphabets=0,
+                                 rotations=[0, 90])
     images, sizes = split_images(data, root, "test", side=4)
     assert images.shape == (20 * 2 * 20, 1, 4, 4) and sizes == [20] * 40
     # class 1 is class 0 rotated by 90 degrees
@@ -142,7 +142,7 @@ def test_split_images_feed_the_sampler(tmp_path):
 
 def test_split_images_mini_imagenet_pickle(tmp_path):
     root = fake.mini_imagenet_pickles(tmp_path / "mini", per_class=3, side=84)
-    data = protocols.build_mini_imagenet(root, tmp_path / "mini.json")
+    data = mini_imagenet.build_splits(root, tmp_path / "mini.json")
     images, sizes = split_images(data, root, "val")
     assert images.shape == (16 * 3, 3, 84, 84) and sizes == [3] * 16
     import pickle
@@ -167,7 +167,7 @@ def test_split_images_tiered_imagenet_png_pickles(tmp_path):
         Image.fromarray(np.full((84, 84, 3), int(label), np.uint8)).save(buffer, format="PNG")
         encoded.append(buffer.getvalue())
     pickle.dump(encoded, open(root / "val_images_png.pkl", "wb"))
-    data = protocols.build_tiered_imagenet(tmp_path / "tiered", tmp_path / "tiered.json")
+    data = tiered_imagenet.build_splits(tmp_path / "tiered", tmp_path / "tiered.json")
     images, sizes = split_images(data, tmp_path / "tiered", "val")
     assert images.shape == (97 * 2, 3, 84, 84) and sizes == [2] * 97
     want = [labels["label_specific_str"].index(c) for c in data["splits"]["val"]["classes"] for _ in range(2)]

@@ -17,8 +17,8 @@ from pathlib import Path
 # set before numpy is first imported (torch imports it).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import torch  # noqa: E402
-
+# torch is imported by the commands that need it (train, evaluate): a table, split or data job then
+# starts without it.
 from .artifacts import CURVE, EVAL, EVAL_SUMMARY, FINAL, TRAIN_SUMMARY  # noqa: E402
 
 
@@ -55,6 +55,8 @@ def run_folder(declared: dict[str, str]) -> Path:
 
 
 def cmd_train(args) -> None:
+    import torch
+
     from . import tracking
     from .runners import runner_of
 
@@ -77,6 +79,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    import torch
+
     from . import tracking
     from .runners import runner_of
 
@@ -219,7 +223,7 @@ def cmd_data(args) -> None:
 
 
 def cmd_data_split(args) -> None:
-    from .data.protocols import build_splits
+    from .data.datasets import build_splits
 
     try:
         options = json.loads(args.options)

@@ -3,14 +3,13 @@
 # classes / images / molecules of train, val and test under the paper's protocol, fixed evaluation
 # episodes where the paper evaluates on sampled tasks, and the file's SHA-256 inside it. One variant:
 # `snakemake results/dataset_splits/omniglot/alphabet.json`. Needs the dataset (rule data_<name>).
-# Variants and their builder options: taskbal/data/split_variants.py; config
-# `dataset_splits: {<name>: {<variant>: {<option>: <value>}}}` adds or replaces variants.
-from taskbal.data import split_variants
-from taskbal.data.protocols import BUILDERS
+# Variants and their builder options: SPLIT_VARIANTS of the dataset's module in taskbal/data/datasets/;
+# config `dataset_splits: {<name>: {<variant>: {<option>: <value>}}}` adds or replaces variants.
+from taskbal.data.datasets import split_options_json, split_variants, splittable
 
 
 rule dataset_split:
-    """One split file of a real dataset under a paper's protocol (see taskbal.data.protocols)."""
+    """One split file of a real dataset under a paper's protocol (see its module in taskbal.data.datasets)."""
     input:
         "resources/{name}/.verified",
     output:
@@ -18,32 +17,32 @@ rule dataset_split:
     log:
         "results/logs/dataset_splits/{name}/{variant}.log",
     wildcard_constraints:
-        name="|".join(BUILDERS),
+        name="|".join(splittable()),
         variant="[A-Za-z0-9_]+",
     localrule: True
     conda:
         "../../environment.yml"
     params:
-        options=lambda w: split_variants.options_json(w.name, w.variant, config),
+        options=lambda w: split_options_json(w.name, w.variant, config),
     shell:
         "taskbal data split {wildcards.name} --root resources --out {output} --options {params.options:q} "
         "> {log} 2>&1"
 
 
-for _name in BUILDERS:
+for _name in splittable():
 
     rule:
         name:
             f"splits_{_name}"
         input:
-            [f"results/dataset_splits/{_name}/{v}.json" for v in split_variants.variants(_name, config)],
+            [f"results/dataset_splits/{_name}/{v}.json" for v in split_variants(_name, config)],
         localrule: True
 
 
 # Datasets whose splits belong to a task family (MNIST, Fashion-MNIST: DA-MAML's binary tasks and the
 # thesis' hyper-cleaning draw their exact images per table): `splits_<name>` builds every table split
 # file, at the configured scale, that reads the dataset.
-for _name in sorted(set(DATASETS) - set(BUILDERS)):
+for _name in sorted(set(DATASETS) - set(splittable())):
 
     rule:
         name:

@@ -19,11 +19,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from .fixed_episodes import draw_episodes
-from .resources import find_dir, find_file
 
 __all__ = ["EpisodeSampler", "draw_episodes", "episode_generator", "l2l_taskset", "split_images"]
 
@@ -141,17 +139,6 @@ def l2l_taskset(dataset, ways: int, shots: int, queries: int, num_tasks: int = -
 # ----------------------------------------------------------------------------- images of a split, in memory
 
 
-def _decode(source, side: int, channels: int) -> np.ndarray:
-    from PIL import Image
-
-    image = source if isinstance(source, Image.Image) else Image.open(source)
-    image = image.convert("L" if channels == 1 else "RGB")
-    if image.size != (side, side):
-        image = image.resize((side, side), Image.LANCZOS)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
 def split_images(split_file: dict, resource_dir, split: str, side: int | None = None):
     """All images of one split of a class-split dataset, as ``(images uint8 [n, C, H, W], class_sizes)``.
 
@@ -159,68 +146,15 @@ def split_images(split_file: dict, resource_dir, split: str, side: int | None = 
     character's images once per rotation, rotation fastest), so class position c and image
     position i of an episode address row ``offsets[c] + i``. Feed the result to
     :class:`EpisodeSampler` (scale to float there: keeping uint8 in memory is 4x smaller).
-    Images are resized to ``side`` (defaults: Omniglot 28, the others 84).
+    Images are resized to ``side`` (defaults: Omniglot 28, the others 84). The dataset's module
+    reads them (its ``load_images``, :mod:`taskbal.data.datasets`).
     """
-    import io
-    import pickle
-    from pathlib import Path
+    from .datasets import DATASETS
 
-    root = Path(resource_dir)
-    name, part = split_file["dataset"], split_file["splits"][split]
-    if name not in ("mini_imagenet", "tiered_imagenet", "omniglot", "cub"):
+    name = split_file["dataset"]
+    if split not in split_file["splits"]:  # a KeyError, whatever the dataset
+        raise KeyError(split)
+    module = DATASETS.get(name)
+    if not hasattr(module, "load_images"):
         raise ValueError(f"split_images: {name} is not split by class")
-    side = side or (28 if name == "omniglot" else 84)
-    rows, sizes = [], []
-    if name == "omniglot":
-        rotations = split_file["options"]["rotations"]
-        bases = {p: find_dir(root, [f"images_{p}", f"omniglot-py/images_{p}", f"python/images_{p}"], f"Omniglot {p}")
-                 for p in ("background", "evaluation")}
-        for cls in part["classes"]:
-            kind, alphabet, character = cls.split("/")
-            images = torch.from_numpy(np.stack([_decode(bases[kind] / alphabet / character / f, side, 1)
-                                                for f in part["images"][cls]]))
-            for degrees in rotations:
-                rows.append(torch.rot90(images, k=degrees // 90, dims=(-2, -1)))
-                sizes.append(len(images))
-        return torch.cat(rows), sizes
-    if name == "cub":
-        base = find_dir(root, ["CUB_200_2011/images", "images"], "CUB-200-2011 images")
-        for cls in part["classes"]:
-            rows.extend(_decode(base / cls / f, side, 3) for f in part["images"][cls])
-            sizes.append(len(part["images"][cls]))
-        return torch.from_numpy(np.stack(rows)), sizes
-    if name == "mini_imagenet" and split_file["source"].startswith("pickle"):
-        file = {"train": "train", "val": "validation", "test": "test"}[split]
-        path = find_file(root, [f"mini-imagenet-cache-{file}.pkl", f"mini-imagenet-cache-{split}.pkl"],
-                         f"mini-ImageNet {split} pickle")
-        with open(path, "rb") as handle:
-            data = pickle.load(handle)["image_data"]
-        for cls in part["classes"]:
-            picked = np.asarray(data)[part["images"][cls]]
-            rows.extend(_decode(_from_array(a), side, 3) if a.shape[0] != side else a.transpose(2, 0, 1)
-                        for a in picked)
-            sizes.append(len(picked))
-        return torch.from_numpy(np.stack(rows)), sizes
-    if name == "mini_imagenet":
-        folder = root / "images" if split_file["source"].startswith("csv") else root / split
-        for cls in part["classes"]:
-            for f in part["images"][cls]:
-                path = folder / f if (folder / f).is_file() else folder / cls / f
-                rows.append(_decode(path, side, 3))
-            sizes.append(len(part["images"][cls]))
-        return torch.from_numpy(np.stack(rows)), sizes
-    # tiered-ImageNet: a list of PNG byte strings per split, row-aligned with the labels file
-    path = find_file(root, [f"{split}_images_png.pkl", f"tiered-imagenet/{split}_images_png.pkl"],
-                     f"tiered-ImageNet {split} images")
-    with open(path, "rb") as handle:
-        encoded = pickle.load(handle)
-    for cls in part["classes"]:
-        rows.extend(_decode(io.BytesIO(encoded[i]), side, 3) for i in part["images"][cls])
-        sizes.append(len(part["images"][cls]))
-    return torch.from_numpy(np.stack(rows)), sizes
-
-
-def _from_array(array: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(np.ascontiguousarray(array))
+    return module.load_images(split_file, resource_dir, split, side)

@@ -1,7 +1,8 @@
 """Locating a dataset's files in its resource directory (``resources/<dataset>/``).
 
-Shared by the split builders (:mod:`taskbal.data.protocols`) and the image loaders
-(:mod:`taskbal.data.episodes`); kept apart so that neither has to import the other for them.
+Shared by the split builders and image loaders of the dataset modules (:mod:`taskbal.data.datasets`);
+kept apart from :mod:`taskbal.data.download` and :mod:`taskbal.data.split_building` so that any of them
+can use it without importing the others.
 """
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
-"""Datasets of the five papers: where each file comes from, its checksum, and how it is unpacked.
+"""Datasets of the five papers: one module per dataset holds everything about it.
 
-Every module in this package (registered in :data:`DATASETS`) defines
+Every module in this package (registered in :data:`DATASETS`, the one list of datasets) defines
 
+* its module docstring: what the dataset is, the layout ``prepare`` leaves, where the checksums come
+  from and, for a dataset with splits, the protocol of each paper (whether it is the published split
+  itself or an approximation). Its first line is the summary ``taskbal data list`` shows.
 * ``FILES``: a tuple of :class:`~taskbal.data.download.FileSpec`. ``FileSpec.name`` is the file's
   path relative to the dataset directory ``<root>/<name>/`` (e.g. ``omniglot-py/images_background.zip``),
   ``urls`` the upstream URLs (mirrors, in order), and the published checksums.
@@ -10,17 +13,33 @@ Every module in this package (registered in :data:`DATASETS`) defines
   message says what to download, from where, and the exact paths to put the files at; placed files
   are verified like downloaded ones.
 * ``prepare(dataset_dir)``: unpacks the verified files into the upstream layout inside
-  ``dataset_dir`` (idempotent). The module docstring describes the resulting layout.
+  ``dataset_dir`` (idempotent).
 * optionally ``offline(dataset_dir, workdir, progress) -> str | None``: obtains the data without
   network access (e.g. from a distribution package); returns a description of the source used or
   ``None`` if unavailable. ``PREFER_OFFLINE = True`` makes it the first choice.
+* for a dataset split by a paper's protocol, ``build_splits(resource_dir, out_path, **options) ->
+  dict``: reads the layout ``prepare`` wrote (``resource_dir`` is ``<root>/<name>/``), applies the
+  protocol and writes the split file (:mod:`taskbal.data.splitfile`, byte-identical for the same
+  files and options; shared helpers in :mod:`taskbal.data.split_building`), returning its content.
+  Its keyword arguments are the options. Datasets without one (MNIST, Fashion-MNIST) are split by
+  the task families that read them.
+* with ``build_splits``, ``SPLIT_VARIANTS``: ``{<variant>: {<option>: <value>}}``, the split files
+  the workflow builds (``results/dataset_splits/<name>/<variant>.json``, rule ``splits_<name>``);
+  config ``dataset_splits: {<name>: {<variant>: {...}}}`` adds or replaces variants
+  (:func:`split_variants`, :func:`split_options_json`).
+* for a dataset split by class (mini-ImageNet, tiered-ImageNet, Omniglot, CUB), ``load_images(
+  split_file, resource_dir, split, side=None) -> (uint8 images [n, C, H, W], class_sizes)``: one
+  split's images in the split file's order (:func:`taskbal.data.episodes.split_images` dispatches
+  to it). Data constants a protocol checks against live in the module too (``STANDARD_CLASSES`` of
+  mini- and tiered-ImageNet).
 
-Split builders live in :mod:`taskbal.data.protocols` (``build_<name>``, registered in
-``protocols.BUILDERS`` and dispatched by ``protocols.build_splits``), not in these modules; they
-read the layout written by ``prepare``. :func:`fetch_dataset` is what ``taskbal data fetch <name>``
-and the Snakemake rule ``data_<name>`` call; it writes ``<root>/<name>/.verified`` (JSON: every
-file's SHA-256, how it was verified, the source used) last, so that file exists only for a
-complete, verified dataset.
+Importing this package (as the workflow does when it is parsed) must stay cheap and must not import
+torch: modules import torch, PIL and other heavy packages inside the functions that need them.
+
+:func:`fetch_dataset` is what ``taskbal data fetch <name>`` and the Snakemake rule ``data_<name>``
+call; it writes ``<root>/<name>/.verified`` (JSON: every file's SHA-256, how it was verified, the
+source used) last, so that file exists only for a complete, verified dataset. :func:`build_splits`
+is what ``taskbal data split <name>`` and the rules ``splits_<name>`` call.
 """
 from __future__ import annotations
 
@@ -68,7 +87,8 @@ DATASETS: dict[str, ModuleType] = {
 VERIFIED = ".verified"
 
 __all__ = ["DATASETS", "VERIFIED", "ManualDownloadRequired", "dataset_module", "dataset_dir", "fetch_dataset",
-           "read_record", "describe", "ChecksumError", "DownloadError", "UnsafeArchiveError", "FileSpec"]
+           "read_record", "describe", "build_splits", "splittable", "split_variants", "split_options_json",
+           "ChecksumError", "DownloadError", "UnsafeArchiveError", "FileSpec"]
 
 
 class ManualDownloadRequired(RuntimeError):
@@ -84,6 +104,41 @@ def dataset_module(name: str) -> ModuleType:
 def dataset_dir(root: Path | str, name: str) -> Path:
     dataset_module(name)
     return Path(root) / name
+
+
+def splittable() -> list[str]:
+    """The datasets with a split builder (``build_splits``), in :data:`DATASETS` order."""
+    return [name for name, module in DATASETS.items() if hasattr(module, "build_splits")]
+
+
+def build_splits(name: str, resource_dir, out_path, **options) -> dict:
+    """Write the split file of dataset ``name`` from ``resource_dir`` with its module's ``build_splits``."""
+    if name not in DATASETS:
+        raise ValueError(f"splits: unknown dataset {name!r}; known: {sorted(splittable())}")
+    module = DATASETS[name]
+    if not hasattr(module, "build_splits"):
+        raise ValueError(f"splits: dataset {name!r} has no split builder (its splits belong to the task families "
+                         f"that read it); datasets with one: {sorted(splittable())}")
+    return module.build_splits(resource_dir, out_path, **options)
+
+
+def split_variants(name: str, config: dict | None = None) -> dict:
+    """The split variants of dataset ``name``: its ``SPLIT_VARIANTS`` updated by config ``dataset_splits.<name>``."""
+    module = dataset_module(name)
+    if not hasattr(module, "SPLIT_VARIANTS"):
+        raise ValueError(f"dataset_splits: dataset {name!r} has no split variants; datasets with them: "
+                         f"{sorted(splittable())}")
+    merged = dict(module.SPLIT_VARIANTS)
+    merged.update(((config or {}).get("dataset_splits") or {}).get(name) or {})
+    return merged
+
+
+def split_options_json(name: str, variant: str, config: dict | None = None) -> str:
+    """The builder options of one variant as canonical JSON (``taskbal data split --options``)."""
+    known = split_variants(name, config)
+    if variant not in known:
+        raise ValueError(f"dataset_splits.{name}: unknown variant {variant!r}; known: {sorted(known)}")
+    return json.dumps(known[variant], sort_keys=True)
 
 
 def read_record(root: Path | str, name: str) -> dict:

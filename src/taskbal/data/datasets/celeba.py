@@ -9,12 +9,18 @@ Layout after ``prepare`` (torchvision's, ``torchvision.datasets.CelebA(<root>/ce
 
 The files sit in the authors' Google Drive folder, which cannot be fetched by a plain HTTP client
 (quota and confirmation pages), hence the manual step. Checksums: the MD5s torchvision lists.
+
+Protocol (:func:`build_splits`): the official ``list_eval_partition.txt`` (0 train, 1 val, 2 test:
+162,770 / 19,867 / 19,962 images). Exact.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..download import FileSpec, extract_once
+from ..resources import find_file
+from ..split_building import finish
+from ..splitfile import SPLITS
 
 FOLDER = "celeba"
 _DRIVE = "https://drive.google.com/uc?export=download&id="
@@ -34,6 +40,36 @@ CelebA/Img/img_align_celeba.zip) and CelebA/Anno/ (list_attr_celeba.txt, identit
 list_bbox_celeba.txt, list_landmarks_align_celeba.txt) and CelebA/Eval/list_eval_partition.txt,
 download these six files (img_align_celeba.zip is 1.4 GB; do not unzip it)."""
 
+# The split files the workflow builds (``snakemake splits_celeba``; config ``dataset_splits``).
+SPLIT_VARIANTS = {"official": {}}
+SIZES = {"train": 162770, "val": 19867, "test": 19962}
+
 
 def prepare(dataset_dir: Path) -> None:
     extract_once(dataset_dir / FOLDER / "img_align_celeba.zip", dataset_dir / FOLDER, "img_align_celeba")
+
+
+def build_splits(resource_dir, out_path) -> dict:
+    """CelebA's official partition (0 train, 1 val, 2 test) from ``list_eval_partition.txt``."""
+    root = Path(resource_dir)
+    path = find_file(root,
+                     ["list_eval_partition.txt", "celeba/list_eval_partition.txt", "Eval/list_eval_partition.txt"],
+                     "CelebA list_eval_partition.txt")
+    names = {"0": "train", "1": "val", "2": "test"}
+    parts = {s: [] for s in SPLITS}
+    seen = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or fields[1] not in names:
+            raise ValueError(f"{path}:{number}: expected '<image> <0|1|2>', got {line!r}")
+        if fields[0] in seen:
+            raise ValueError(f"{path}:{number}: image {fields[0]} listed twice")
+        seen.add(fields[0])
+        parts[names[fields[1]]].append(fields[0])
+    splits = {s: {"images": sorted(v)} for s, v in parts.items()}
+    counts = {s: {"images": len(v)} for s, v in parts.items()}
+    full = {s: counts[s]["images"] for s in SPLITS} == SIZES
+    return finish(out_path, "celeba", "official partition (list_eval_partition.txt)", True, {}, splits,
+                  unit="image", counts=counts, extra={"complete": full})

@@ -9,6 +9,10 @@ Layout after prepare::
 LibMTL's list lines are amazon/images/<class>/<file>.jpg <label>, relative to office-31/.
 Checksums: the image archive has none published (recorded when placed); the LibMTL lists are pinned
 by commit and SHA-256.
+
+Protocol (:func:`build_splits`, shared with Office-Home in :mod:`._office`): LibMTL's 60 / 20 / 20
+image lists per domain when ``data_txt/<domain>_<split>.txt`` is present (exact); otherwise a seeded
+60 / 20 / 20 split stratified by (domain, class) (approximation).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from ..download import FileSpec, extract_once
 from ._libmtl import split_lists
+from ._office import build_office_splits
 
 DOMAINS = ("amazon", "dslr", "webcam")
 ARCHIVE = FileSpec("domain_adaptation_images.tar.gz",
@@ -39,6 +44,18 @@ From https://faculty.cc.gatech.edu/~judy/domainadapt/ ("Office dataset", link to
 file id 0B4IapRTv9pJ1WGZVd1VDMmhwdlE) download domain_adaptation_images.tar.gz (about 77 MB; do not
 unpack it)."""
 
+# The split files the workflow builds (``snakemake splits_office31``; config ``dataset_splits``).
+SPLIT_VARIANTS = {"libmtl": {}}
+
+# Where build_splits finds the images: the image root (LibMTL's list paths are relative to it) and each domain.
+LAYOUT = {"libmtl": "office-31", "image_root": [IMAGES, "."],
+          "domains": {"amazon": ["amazon/images"], "dslr": ["dslr/images"], "webcam": ["webcam/images"]}}
+
 
 def prepare(dataset_dir: Path) -> None:
     extract_once(dataset_dir / ARCHIVE.name, dataset_dir / IMAGES, "amazon/images")
+
+
+def build_splits(resource_dir, out_path, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict:
+    return build_office_splits("office31", LAYOUT, resource_dir, out_path, tuple(fractions), seed)
+

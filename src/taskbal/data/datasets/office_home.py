@@ -9,6 +9,10 @@ Layout after prepare::
 The archive names the fourth domain Real World; prepare renames it Real_World, which is
 what LibMTL's lists (Real_World/<class>/<file>.jpg <label>) use. Checksums: none published for
 the archive (recorded when placed); LibMTL lists pinned by commit and SHA-256.
+
+Protocol (:func:`build_splits`, shared with Office-31 in :mod:`._office`): LibMTL's 60 / 20 / 20
+image lists per domain when ``data_txt/<domain>_<split>.txt`` is present (exact); otherwise a seeded
+60 / 20 / 20 split stratified by (domain, class) (approximation).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from pathlib import Path
 
 from ..download import FileSpec, extract_once
 from ._libmtl import split_lists
+from ._office import build_office_splits
 
 DOMAINS = ("Art", "Clipart", "Product", "Real_World")
 ARCHIVE = FileSpec("OfficeHomeDataset_10072016.zip",
@@ -42,6 +47,14 @@ Office-Home must be downloaded by hand (form and Google Drive).
 From https://www.hemanthdv.org/officeHomeDataset.html accept the terms and download
 OfficeHomeDataset_10072016.zip (about 1.1 GB; do not unpack it)."""
 
+# The split files the workflow builds (``snakemake splits_office_home``; config ``dataset_splits``).
+SPLIT_VARIANTS = {"libmtl": {}}
+
+# Where build_splits finds the images: the image root (LibMTL's list paths are relative to it) and each domain.
+LAYOUT = {"libmtl": "office-home", "image_root": [IMAGES, "."],
+          "domains": {"Art": ["Art"], "Clipart": ["Clipart"], "Product": ["Product"],
+                      "Real_World": ["Real_World", "Real World"]}}
+
 
 def prepare(dataset_dir: Path) -> None:
     root = dataset_dir / IMAGES
@@ -50,3 +63,8 @@ def prepare(dataset_dir: Path) -> None:
             extract_once(dataset_dir / ARCHIVE.name, dataset_dir, f"{IMAGES}/Art")
         if (root / "Real World").is_dir():
             os.replace(root / "Real World", root / "Real_World")
+
+
+def build_splits(resource_dir, out_path, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict:
+    return build_office_splits("office_home", LAYOUT, resource_dir, out_path, tuple(fractions), seed)
+
