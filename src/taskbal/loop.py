@@ -25,7 +25,8 @@ A trainable has
 
 and may have ``stopped`` (True ends the run early: a diverged optimiser keeps its last finite point),
 ``stats_at_row_point`` (True: a step's statistics describe the point it starts from, so they join the
-row recorded at that iteration rather than the next one) and ``progress_line(row)`` (a log line).
+row recorded at that iteration rather than the next one), ``progress_line(row)`` (beside the progress
+bar) and ``final_line(summary)`` (the log's last line).
 """
 from __future__ import annotations
 
@@ -132,4 +133,6 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
                **trainable.summary(rows)}
     write_json(out_dir / TRAIN_SUMMARY, summary)
     resume_path.unlink(missing_ok=True)
+    if progress and hasattr(trainable, "final_line"):
+        print(trainable.final_line(summary), flush=True)
     return summary

@@ -142,6 +142,11 @@ class BlackBoxRun:
     def final_state(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "mean": self.optimizer.mean.copy()}
 
+    def final_line(self, summary: dict) -> str:
+        return (f"{self.optimizer.name} on {self.problem.problem} (d={self.problem.dim}, "
+                f"N={self.conf['population']}): E = {summary['final_distance']:.3e} "
+                f"after {self.optimizer.iteration} iterations")
+
     def summary(self, rows: list[dict]) -> dict:
         # Numbers only: the summary is logged as MLflow metrics. diverged_at = −1: the run never diverged.
         return {"final_distance": rows[-1]["distance"], "evaluations": self.optimizer.evaluations,
@@ -153,12 +158,8 @@ def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, devic
           checkpoint_every: int = 500, progress: bool = True, stop_after: int | None = None) -> dict:
     """Run one optimiser on one problem through taskbal.loop; ``device`` is unused (NumPy on the CPU)."""
     check_experiment(experiment)
-    summary = fit(lambda: BlackBoxRun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
+    return fit(lambda: BlackBoxRun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
                   checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
-    if progress and "stopped_at" not in summary:
-        print(f"{experiment['weighting']['name']} (d={summary['dim']}, N={summary['population']}): "
-              f"E = {summary['final_distance']:.3e} after {summary['iterations']} iterations")
-    return summary
 
 
 def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str = "auto") -> dict:

@@ -98,8 +98,8 @@ class MOBLORun:
     stats_at_row_point = True
 
     def __init__(self, experiment: dict, seed: int, split_path: Path):
-        conf = settings(experiment)
-        self.iterations, self.curve_every = conf["iterations"], conf["curve_every"]
+        self.conf, self.name = settings(experiment), experiment["weighting"]["name"]
+        self.iterations, self.curve_every = self.conf["iterations"], self.conf["curve_every"]
         self.problem = Tasks(split_path)
         self.method = build_method(experiment, seed, self.problem)
         self.last_stats: dict = {}
@@ -122,6 +122,11 @@ class MOBLORun:
         alpha, omega = self.method.point(self.iterations)
         return {"alpha": alpha, "omega": omega, "method": self.method.state_dict(), "last_stats": self.last_stats}
 
+    def final_line(self, summary: dict) -> str:
+        return (f"{self.name} from α0={self.conf['alpha0']}, ω0={self.conf['omega0']}: "
+                f"E = {summary['final_distance']:.3g}, q = {summary['final_constraint']:.3g} "
+                f"after {self.iterations} iterations")
+
     def summary(self, rows: list[dict]) -> dict:
         return {"final_distance": rows[-1]["distance"], "final_constraint": rows[-1]["constraint"]}
 
@@ -130,14 +135,8 @@ def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, devic
           checkpoint_every: int = 500, stop_after: int | None = None, progress: bool = True) -> dict:
     """Run one method from one start through taskbal.loop; ``device`` is unused (the CPU)."""
     check_experiment(experiment)
-    summary = fit(lambda: MOBLORun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
+    return fit(lambda: MOBLORun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
                   checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
-    if progress and "stopped_at" not in summary:
-        conf = settings(experiment)
-        print(f"{experiment['weighting']['name']} from α0={conf['alpha0']}, ω0={conf['omega0']}: "
-              f"E = {summary['final_distance']:.3g}, q = {summary['final_constraint']:.3g} "
-              f"after {conf['iterations']} iterations")
-    return summary
 
 
 def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str = "auto") -> dict:

@@ -161,7 +161,7 @@ class ToyRun:
     non-finite point is undone and ends the run there (``stopped``)."""
 
     def __init__(self, experiment: dict, seed: int, split_path: Path):
-        self.conf = settings(experiment)
+        self.conf, self.name = settings(experiment), experiment["weighting"]["name"]
         self.iterations, self.curve_every = self.conf["iterations"], self.conf["curve_every"]
         self.problem = Tasks(split_path)
         options = {k: v for k, v in experiment["weighting"].items() if k != "name"}
@@ -221,6 +221,10 @@ class ToyRun:
     def final_state(self) -> dict:
         return {"x": self.x.detach().numpy().copy(), "weighting": self.weighting.state_dict()}
 
+    def final_line(self, summary: dict) -> str:
+        return (f"{self.name} (batch {self.conf['batch_size']}) from {self.conf['start']}: distance to the front "
+                f"{summary['final_distance_to_front']:.4g} after {self.iterations} steps")
+
     def summary(self, rows: list[dict]) -> dict:
         return {"final_distance_to_front": rows[-1]["distance_to_front"],
                 "diverged_at": -1 if self.diverged_at is None else self.diverged_at,  # numbers only (MLflow)
@@ -231,13 +235,8 @@ def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, devic
           checkpoint_every: int = 500, progress: bool = True, stop_after: int | None = None) -> dict:
     """Run one method from one start through taskbal.loop; ``device`` is unused (the toy runs on the CPU)."""
     check_experiment(experiment)
-    summary = fit(lambda: ToyRun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
+    return fit(lambda: ToyRun(experiment, seed, Path(split_path)), experiment, seed, out_dir,
                   checkpoint_every=checkpoint_every, stop_after=stop_after, progress=progress)
-    if progress and "stopped_at" not in summary:
-        conf = settings(experiment)
-        print(f"{experiment['weighting']['name']} (batch {conf['batch_size']}) from {conf['start']}: "
-              f"distance to the front {summary['final_distance_to_front']:.4g} after {conf['iterations']} steps")
-    return summary
 
 
 def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str = "auto") -> dict:
