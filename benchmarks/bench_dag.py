@@ -7,16 +7,18 @@ times ``snakemake -n``:
 * cold (no ``.snakemake/taskbal`` cache of the registry checks: what the first call after a
   change of the code pays) and warm (every later call);
 * against the same Snakemake on an empty Snakefile in the same run, Snakemake's own start-up, the
-  floor of any workflow.
+  floor of any workflow;
+* with ``--jobs``: the mean wall time of a tiny-scale job (``simol_table5`` built from nothing on one
+  core, divided by its number of jobs), what CI's tiny builds pay per job.
 
 Each time is the median of ``--repeats`` runs; the peak memory (max RSS) is the largest seen.
 
-    python benchmarks/bench_dag.py [--repeats 3]
+    python benchmarks/bench_dag.py [--repeats 3] [--jobs]
 """
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import shutil
 import statistics
 import subprocess
@@ -33,16 +35,21 @@ def snakemake_bin() -> str:
     return str(Path(sys.executable).with_name("snakemake"))
 
 
+# The jobs call ``taskbal`` from the same environment.
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def timed(args: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall seconds, max RSS in MB of the child) of one command that must succeed."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """(wall seconds, max RSS in MB) of one command that must succeed."""
     started = time.perf_counter()
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    process = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) / 1024
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{output}")
+    return seconds, usage.ru_maxrss / 1024
 
 
 def every_table(work: Path) -> str:
@@ -62,9 +69,30 @@ def measure(label: str, args: list[str], cwd: Path, repeats: int, clear_cache: b
     return median
 
 
+def job_count(work: Path, args: list[str]) -> int:
+    """The number of jobs of a dry run (Snakemake's "total" line of its job stats)."""
+    result = subprocess.run(args, cwd=work, capture_output=True, text=True, check=True, env=ENV)
+    for line in (result.stdout + result.stderr).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "total" and parts[1].isdigit():
+            return int(parts[1])
+    raise SystemExit("no job count in the dry run's output")
+
+
+def tiny_job_seconds(work: Path, sm: str) -> None:
+    target = [sm, "--cores", "1", "--config", "scale=tiny", "--", "simol_table5"]
+    shutil.rmtree(work / "results", ignore_errors=True)
+    jobs = job_count(work, [sm, "-n", *target[1:]])
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    seconds, _ = timed([*target[:1], "-q", *target[1:]], work)
+    print(f"tiny simol_table5 from nothing on one core: {seconds:.1f} s for {jobs} jobs, "
+          f"{seconds / jobs:.2f} s per job")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jobs", action="store_true", help="also time a tiny build (about a minute)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder) / "workflow"
@@ -72,11 +100,12 @@ def main() -> None:
         for name in WORKFLOW_FILES:
             source = REPO / name
             (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
+        ENV["PYTHONPATH"] = str(work / "src")  # the jobs run the copied code, as the parse does
         empty = Path(folder) / "empty"
         empty.mkdir()
         (empty / "Snakefile").write_text("rule all:\n    input: []\n")
         sm = snakemake_bin()
-        one = [sm, "-n", "-q", "simol_table5"]
+        one = [sm, "-n", "simol_table5", "-q"]
         paper = [sm, "-n", "-q", "--config", "scale=paper", every_table(work)]
         floor = measure("snakemake -n, empty Snakefile", [sm, "-n", "-q"], empty, args.repeats, False)
         rows = [("one table (simol_table5), cold", one, True), ("one table (simol_table5), warm", one, False),
@@ -85,6 +114,8 @@ def main() -> None:
         print("\nratio to Snakemake's own start-up (empty Snakefile):")
         for label, median in medians.items():
             print(f"  {label:40} {median / floor:5.2f}x")
+        if args.jobs:
+            tiny_job_seconds(work, sm)
 
 
 if __name__ == "__main__":

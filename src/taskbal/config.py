@@ -22,6 +22,12 @@ import yaml
 from .io import stable_hash
 
 TABLES_DIR = Path("config/tables")
+# libyaml's parser when PyYAML was built with it: every parse of the workflow reads every table config.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(path: Path | str):
+    return yaml.load(Path(path).read_text(), Loader=SAFE_LOADER)
 
 
 def deep_merge(base: dict, override: dict | None) -> dict:
@@ -42,7 +48,7 @@ def load_table(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> dict:
         path = Path(tables_dir) / f"{name_or_path}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"table config {path} does not exist")
-    spec = yaml.safe_load(path.read_text())
+    spec = read_yaml(path)
     if not isinstance(spec, dict):
         raise ValueError(f"table config {path}: expected a mapping at the top level")
     if spec.get("name") != path.stem:

@@ -19,9 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from .config import load_table, table_cells
+from .config import load_table, read_yaml, table_cells
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CACHE_DIR = Path(".snakemake/taskbal")
@@ -51,7 +49,7 @@ class Plan:
 def compiled_validator(schema_path: Path):
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = read_yaml(schema_path)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 

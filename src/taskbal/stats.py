@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 Z95 = 1.96
 
@@ -121,6 +120,8 @@ def paired_t_test(a: Summary, b: Summary) -> float:
         raise ValueError(f"paired t-test cannot pair a {a.metric!r} sample with a {b.metric!r} sample")
     if np.array_equal(a.paired_sample, b.paired_sample):
         return float("nan")  # scipy would warn about a zero variance and return NaN too
+    from scipy import stats as scipy_stats  # scipy.stats takes longer to import than a tiny job trains
+
     return float(scipy_stats.ttest_rel(a.paired_sample, b.paired_sample).pvalue)
 
 

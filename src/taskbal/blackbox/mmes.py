@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtr  # the standard normal CDF that scipy.stats.norm.cdf evaluates
 
 from .base import BlackBoxOptimizer, Objectives, recombination_weights
 
@@ -101,7 +101,7 @@ class MMES(BlackBoxOptimizer):
         wins = float(self.weights @ (ranked[:parents] < self.previous[:parents]))
         self.success = (1 - self.sigma_rate) * self.success \
             + math.sqrt(self.sigma_rate * (2 - self.sigma_rate) * self.mu_eff) * (2 * wins - 1)
-        self.sigma *= math.exp(norm.cdf(self.success) - 1 + self.target_significance)
+        self.sigma *= math.exp(ndtr(self.success) - 1 + self.target_significance)
         self.previous = ranked
         self.iteration += 1
         return {"sigma_mean": self.sigma}

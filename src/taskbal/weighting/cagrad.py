@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 
 from ..options import OptionError
 from .base import Combined, TaskGradients, Weighting
@@ -162,6 +161,8 @@ def cagrad_weights(gram: np.ndarray, c: float = 0.4, solver: str = "active_set")
     def gradient(w):
         gram_w = gram @ w
         return towards_mean + sqrt_phi * gram_w / np.sqrt(w @ gram_w + SQRT_SMOOTHING)
+
+    from scipy.optimize import minimize  # only here: every training job imports the registry
 
     result = minimize(
         objective,
