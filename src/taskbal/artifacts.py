@@ -7,6 +7,8 @@ both sides take the names from here. A run's files sit in ``results/runs/<scale>
     curve.csv   training curve, one row per recorded iteration (train)
     train.json  training summary: iterations, wall time, final curve values (train)
     resume.pt   resume state of an unfinished training; removed when it ends (train)
+    .untracked/ final.pt, curve.csv, train.json of a finished training whose MLflow logging failed;
+                the job's next run logs them instead of training again (train)
     eval.csv    one row per evaluated unit: meta-test task, task, objective (evaluate)
     eval.json   evaluation summary, numbers only (evaluate)
 
@@ -22,6 +24,7 @@ FINAL = "final.pt"
 CURVE = "curve.csv"
 TRAIN_SUMMARY = "train.json"
 RESUME = "resume.pt"
+UNTRACKED = ".untracked"
 EVAL = "eval.csv"
 EVAL_SUMMARY = "eval.json"
 

@@ -19,7 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # torch is imported by the commands that need it (train, evaluate): a table, split or data job then
 # starts without it.
-from .artifacts import CURVE, EVAL, EVAL_SUMMARY, FINAL, TRAIN_SUMMARY  # noqa: E402
+from .artifacts import CURVE, EVAL, EVAL_SUMMARY, FINAL, TRAIN_SUMMARY, UNTRACKED  # noqa: E402
 
 
 def cmd_split(args) -> None:
@@ -63,19 +63,57 @@ def cmd_train(args) -> None:
     torch.set_num_threads(args.threads)
     experiment = json.loads(args.spec)
     out = run_folder({FINAL: args.final, CURVE: args.curve, TRAIN_SUMMARY: args.summary})
-    options = {"stop_after": args.stop_after} if args.stop_after is not None else {}
-    summary = runner_of(experiment).train(experiment, args.seed, Path(args.split), out, device=args.device,
-                                          checkpoint_every=args.checkpoint_every, **options)
-    print(json.dumps(summary, indent=2))
+    if restore_untracked(out, experiment, args.seed):
+        summary = json.loads((out / TRAIN_SUMMARY).read_text())
+        print(f"a finished training of this run whose logging had failed is back from {out / UNTRACKED}; "
+              "logging it", flush=True)
+    else:
+        options = {"stop_after": args.stop_after} if args.stop_after is not None else {}
+        summary = runner_of(experiment).train(experiment, args.seed, Path(args.split), out, device=args.device,
+                                              checkpoint_every=args.checkpoint_every, **options)
+        print(json.dumps(summary, indent=2))
     if args.stop_after is not None or args.no_track:
         return
     import pandas as pd
 
     curve = pd.read_csv(out / CURVE).to_dict("records")
-    tracking.log_run(experiment=args.experiment, run_name=f"train {args.run_id} seed{args.seed}",
-                     params={**experiment, "seed": args.seed}, metrics=summary, history=curve,
-                     artifacts=[out / CURVE, out / TRAIN_SUMMARY, out / FINAL],
-                     tags=tags_from(args, "train", experiment), uri=args.tracking_uri)
+    try:
+        tracking.log_run(experiment=args.experiment, run_name=f"train {args.run_id} seed{args.seed}",
+                         params={**experiment, "seed": args.seed}, metrics=summary, history=curve,
+                         artifacts=[out / CURVE, out / TRAIN_SUMMARY, out / FINAL],
+                         tags=tags_from(args, "train", experiment), uri=args.tracking_uri)
+    except Exception as error:
+        keep_untracked(out)
+        raise SystemExit(f"taskbal train: logging to MLflow ({tracking.resolve_uri(args.tracking_uri)}) failed: "
+                         f"{type(error).__name__}: {error}\nThe finished training is kept in {out / UNTRACKED}; "
+                         "rerunning this job logs it without training again.") from None
+
+
+TRAIN_OUTPUTS = (FINAL, CURVE, TRAIN_SUMMARY)
+
+
+def keep_untracked(out: Path) -> None:
+    """Move a finished training out of Snakemake's reach (it deletes the outputs of a failed job)."""
+    kept = out / UNTRACKED
+    kept.mkdir(exist_ok=True)
+    for name in TRAIN_OUTPUTS:
+        os.replace(out / name, kept / name)
+
+
+def restore_untracked(out: Path, experiment: dict, seed: int) -> bool:
+    """Put back a kept training of this experiment and seed; False when there is none."""
+    import torch
+
+    kept = out / UNTRACKED
+    if not all((kept / name).is_file() for name in TRAIN_OUTPUTS):
+        return False
+    state = torch.load(kept / FINAL, map_location="cpu", weights_only=False)
+    if state.get("experiment") != experiment or state.get("seed") != seed:
+        return False
+    for name in TRAIN_OUTPUTS:
+        os.replace(kept / name, out / name)
+    kept.rmdir()
+    return True
 
 
 def cmd_evaluate(args) -> None:

@@ -26,8 +26,29 @@ TABLES_DIR = Path("config/tables")
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class ConfigFileError(ValueError):
+    """A config file that cannot be read; the message starts with the file's path."""
+
+
 def read_yaml(path: Path | str):
-    return yaml.load(Path(path).read_text(), Loader=SAFE_LOADER)
+    """A YAML file's content; a syntax error names the file, line and column."""
+    try:
+        return yaml.load(Path(path).read_text(), Loader=SAFE_LOADER)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigFileError(f"{path}:{where} not valid YAML: {problem}") from None
+
+
+def extends_chain(path: Path) -> list[str]:
+    """The names of the configs ``path`` extends, nearest first (``[]`` when it extends none)."""
+    chain, spec = [], read_yaml(path)
+    while isinstance(spec, dict) and spec.get("extends") and spec["extends"] not in chain:
+        chain.append(spec["extends"])
+        parent = path.parent / f"{spec['extends']}.yaml"
+        spec = read_yaml(parent) if parent.exists() else None
+    return chain
 
 
 def deep_merge(base: dict, override: dict | None) -> dict:
@@ -50,9 +71,9 @@ def load_table(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> dict:
         raise FileNotFoundError(f"table config {path} does not exist")
     spec = read_yaml(path)
     if not isinstance(spec, dict):
-        raise ValueError(f"table config {path}: expected a mapping at the top level")
+        raise ConfigFileError(f"{path}: expected a mapping at the top level")
     if spec.get("name") != path.stem:
-        raise ValueError(f"table config {path}: field 'name' is {spec.get('name')!r}, expected {path.stem!r}")
+        raise ConfigFileError(f"{path}: field 'name' is {spec.get('name')!r}, expected {path.stem!r}")
     parent_name = spec.get("extends")
     if parent_name:
         parent = load_table(parent_name, path.parent)

@@ -33,6 +33,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def remove_leftover_temporaries(folder: Path | str, names) -> None:
+    """Delete the temporary files ``atomic_path`` left for ``names`` in ``folder`` when a process was
+    killed while writing (only the job that owns the folder may call this)."""
+    for name in names:
+        for leftover in Path(folder).glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
 def write_json(path: Path | str, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -63,8 +71,16 @@ def write_arrays(path: Path | str, arrays: dict, meta: dict) -> dict:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     meta = {**meta, "sha256": sha256_file(path)}
+    meta["sidecar_sha256"] = sidecar_hash(meta)
     write_json(sidecar(path), meta)
     return meta
+
+
+def sidecar_hash(meta: dict) -> str:
+    """SHA-256 of a sidecar's own content (its file hash included, this entry excluded): the metadata a
+    reader trusts (shots, sizes) is checked as the arrays are."""
+    text = json.dumps({k: v for k, v in meta.items() if k != "sidecar_sha256"}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def verified_sidecar(path: Path | str, kind: str = "split") -> dict:
@@ -75,6 +91,10 @@ def verified_sidecar(path: Path | str, kind: str = "split") -> dict:
         raise FileNotFoundError(f"{kind} file {path} (or its sidecar {sidecar(path).name}) is missing; "
                                 "run the split rule first")
     meta = read_json(sidecar(path))
+    if meta.get("sidecar_sha256") != sidecar_hash(meta):
+        raise ValueError(f"{kind} file {path}: its sidecar {sidecar(path).name} was changed after it was written "
+                         "(its content does not match the SHA-256 recorded in it); delete both and rerun the "
+                         "split rule")
     actual = sha256_file(path)
     if actual != meta["sha256"]:
         raise ValueError(f"{kind} file {path}: SHA-256 {actual} does not match {meta['sha256']} "

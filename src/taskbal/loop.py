@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import CURVE, FINAL, RESUME, TRAIN_SUMMARY
-from .io import atomic_path, write_json
+from .io import atomic_path, remove_leftover_temporaries, write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -133,6 +133,7 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
                **trainable.summary(rows)}
     write_json(out_dir / TRAIN_SUMMARY, summary)
     resume_path.unlink(missing_ok=True)
+    remove_leftover_temporaries(out_dir, (RESUME, FINAL, CURVE, TRAIN_SUMMARY))
     if progress and hasattr(trainable, "final_line"):
         print(trainable.final_line(summary), flush=True)
     return summary

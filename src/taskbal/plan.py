@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import load_table, read_yaml, table_cells
+from .config import ConfigFileError, extends_chain, load_table, read_yaml, table_cells
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CACHE_DIR = Path(".snakemake/taskbal")
@@ -54,12 +54,12 @@ def compiled_validator(schema_path: Path):
     return cls(schema)
 
 
-def schema_error(validator, instance: dict) -> str | None:
+def schema_error(validator, instance: dict, root: str = "(top level)") -> str | None:
     """The first schema violation as ``field.path: message`` (the field as the user writes it)."""
     error = next(iter(sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))), None)
     if error is None:
         return None
-    where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    where = ".".join(str(part) for part in error.absolute_path) or root
     return f"{where}: {error.message}"
 
 
@@ -114,6 +114,33 @@ def inputs_of_split(data: dict, split: str, cache: CheckCache) -> list[str]:
     return cache.split_inputs[split]
 
 
+def check_paper_values(spec: dict) -> None:
+    """Every row of a table gives the paper's value for every column, by the column's key: ``null``
+    where the paper gives none, so that a misspelt key cannot pass for a missing value."""
+    if spec.get("kind", "table") != "table":
+        return
+    columns = [column["key"] for column in spec["columns"]]
+    for index, row in enumerate(spec["rows"]):
+        paper = row.get("paper")
+        where = f"rows[{index}] ({row.get('label')!r}).paper"
+        if not isinstance(paper, dict):
+            raise PlanError(f"{where}: give the paper's value for each column {columns} "
+                            "(null where the paper reports none)")
+        unknown = [key for key in paper if key not in columns]
+        if unknown:
+            raise PlanError(f"{where}.{unknown[0]}: not a column key; the columns are {columns}")
+        missing = [key for key in columns if key not in paper]
+        if missing:
+            raise PlanError(f"{where}: no value for column {missing[0]!r}; write `{missing[0]}: null` "
+                            "where the paper reports none")
+
+
+def in_dependency_order(paths: list[Path]) -> list[Path]:
+    """Configs that others extend first, so that an error in an inherited value names the file it is
+    written in rather than a file that inherits it."""
+    return sorted(paths, key=lambda path: (len(extends_chain(path)), path.name))
+
+
 def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[str],
               cache_dir: Path = CACHE_DIR) -> Plan:
     """Every table config under ``tables_dir``, checked and resolved; ``requested`` (the config's
@@ -123,17 +150,22 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
     experiment_schema = compiled_validator(schemas_dir / "experiment.schema.yaml")
     cache = CheckCache(source_hash(schemas_dir), cache_dir)
     plan = Plan()
-    for path in sorted(tables_dir.glob("*.yaml")):
+    try:
+        paths = in_dependency_order(list(tables_dir.glob("*.yaml")))
+    except ConfigFileError as error:
+        raise PlanError(str(error)) from None
+    for path in paths:
         try:
             spec = load_table(path)
             problem = schema_error(table_schema, spec)
             if problem:
                 raise PlanError(problem)
+            check_paper_values(spec)
             for scale in spec["scales"]:
                 for cell in table_cells(spec, scale):
                     where = f"scale {scale!r}, row {cell.row!r}, column {cell.column!r}"
                     try:
-                        problem = schema_error(experiment_schema, cell.experiment)
+                        problem = schema_error(experiment_schema, cell.experiment, "experiment")
                         if problem:
                             raise PlanError(problem)
                         check_cell(cell.experiment, cell.run, cache)
@@ -146,6 +178,9 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
                     plan.split_inputs[scale, cell.split] = split_files
                     plan.split_of_run[key] = cell.split
                     plan.tables_of_run.setdefault(key, set()).add(spec["name"])
+        except ConfigFileError as error:  # names its own file (``path`` or one it extends)
+            cache.save()
+            raise PlanError(str(error)) from None
         except (ValueError, FileNotFoundError) as error:
             cache.save()  # what was checked before the error stays checked
             raise PlanError(f"{path}: {error}") from None

@@ -29,6 +29,42 @@ def resolve_uri(configured: str | None = None) -> str:
     return uri or f"sqlite:///{DEFAULT_DB.resolve()}"
 
 
+def uri_source(configured: str | None) -> str:
+    """Where the tracking URI in use was set, for error messages."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return "the environment variable MLFLOW_TRACKING_URI"
+    return "config key tracking_uri (config/config.yaml or --config)" if configured else "the default"
+
+
+def check_reachable(configured: str | None = None, timeout: float = 5.0) -> None:
+    """An ``http(s)://`` tracking server must answer before any job starts: otherwise every job would
+    train, then spend minutes in MLflow's retries and fail. Other URIs (SQLite, a folder) need no
+    server and are not checked here."""
+    import urllib.error
+    import urllib.request
+
+    uri = resolve_uri(configured)
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: a server that has no /health route is still a server
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise ValueError(f"tracking_uri: no MLflow server answers at {uri} ({reason}); set by "
+                         f"{uri_source(configured)}. Start the server, fix the URI, or leave tracking_uri "
+                         "null for the local SQLite database") from None
+
+
+def bounded_retries() -> None:
+    """MLflow retries an unreachable server for minutes by default; a job's logging gives up sooner
+    (the user's own settings win)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 def git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -74,6 +110,7 @@ def log_run(*, experiment: str, run_name: str, params: dict, metrics: dict[str, 
             history: list[dict] | None = None, artifacts: list[Path] = (), tags: dict[str, str],
             uri: str | None = None) -> str:
     """Log one finished job as an MLflow run; returns the run id."""
+    bounded_retries()
     import mlflow  # imported here: it takes seconds, and only jobs that log need it
     from mlflow.entities import Metric, Param, RunTag
 

@@ -25,13 +25,25 @@ from .options import section_settings
 from .weighting import TaskGradients, build_weighting
 from .weighting.base import Planning
 
-__all__ = ["FINAL_FILE", "RESUME_FILE", "Run", "pick_device", "step_generator", "task_order", "train"]
+__all__ = ["FINAL_FILE", "RESUME_FILE", "Run", "check_device", "pick_device", "step_generator", "task_order", "train"]
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def check_device(name: str) -> None:
+    """A ``cuda`` device that this machine does not have is an error naming the setting, before any job."""
+    if not name.startswith("cuda"):
+        return
+    index = int(name.partition(":")[2] or 0)
+    if not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} asked for, but torch sees no CUDA device on this machine "
+                         f"(torch {torch.__version__}); use device: auto or cpu")
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device: {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 OUTER_DEFAULTS = {"optimizer": "adam"}

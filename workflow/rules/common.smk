@@ -19,6 +19,23 @@ try:
 except PlanError as error:
     raise WorkflowError(str(error))
 
+if workflow.local_exec and config["device"].startswith("cuda"):
+    # Jobs that run here need the GPU here (a cluster's jobs check on their node).
+    from taskbal.train import check_device
+
+    try:
+        check_device(config["device"])
+    except ValueError as error:
+        raise WorkflowError(f"config key {error} (config/config.yaml or --config)")
+
+if not workflow.dryrun:
+    from taskbal.tracking import check_reachable
+
+    try:
+        check_reachable(config.get("tracking_uri"))
+    except ValueError as error:
+        raise WorkflowError(str(error))
+
 TABLES = PLAN.tables
 SCALES = PLAN.scales
 RUNS, SPLITS = PLAN.runs, PLAN.splits

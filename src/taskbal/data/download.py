@@ -137,6 +137,11 @@ def verify_spec(path: Path | str, spec: FileSpec) -> str:
         errors.append(f"{path}: SHA-256 of the decompressed content {got} does not match {spec.content_sha256}")
     if errors:
         raise ChecksumError("; ".join(errors))
+    if path.stat().st_size == 0:
+        # Without a published checksum, the SHA-256 recorded now is all later checks compare with:
+        # an empty file (a failed transfer, a placeholder) must not become the reference.
+        raise ChecksumError(f"{path}: empty file for dataset file {spec.name!r}, which has no published "
+                            "checksum to tell a good copy; delete it and fetch again")
     return "none"
 
 

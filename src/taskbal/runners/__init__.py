@@ -18,6 +18,7 @@ file names are taskbal.artifacts'.
 from __future__ import annotations
 
 import importlib
+import math
 
 # name → module path (imported on first use, so one runner's imports never slow another's).
 RUNNERS: dict[str, str] = {
@@ -39,6 +40,19 @@ def runner_of(experiment: dict):
     return runner_module(experiment.get("runner", "meta"))
 
 
+def check_finite(value, field: str = "") -> None:
+    """No option may be infinite or NaN (YAML's ``.inf`` and ``.nan``): a learning rate of ``.inf``
+    trains to NaN and would be reported as a result."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_finite(item, f"{field}[{index}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{field}: must be a finite number, got {value}")
+
+
 def check_experiment(experiment: dict) -> None:
     """A resolved experiment against the code, before anything runs: its task family's ``check_data``
     and its runner's ``check_experiment`` (which families, learners, weightings and runners exist, which
@@ -46,6 +60,7 @@ def check_experiment(experiment: dict) -> None:
     experiment; every option's values are checked in one place, by the code that uses it."""
     from ..data import family_module
 
+    check_finite(experiment)
     runner = runner_of(experiment)
     family_module(experiment["data"]["family"]).check_data(experiment["data"])
     runner.check_experiment(experiment)

@@ -19,7 +19,14 @@ def check_experiment(experiment: dict) -> None:
     and the values of the learner options they share; before anything runs."""
     import inspect
 
-    meta_settings(experiment)
+    from ..models import check_model_options
+
+    outer, _ = meta_settings(experiment)
+    check_model_options(experiment["model"])
+    pool = experiment["data"].get("train_tasks")
+    if isinstance(pool, int) and outer["meta_batch"] > pool:
+        raise ValueError(f"outer.meta_batch: {outer['meta_batch']} tasks per batch from a training pool of "
+                         f"{pool} (data.train_tasks) would repeat tasks within a batch; use at most {pool}")
     for section, registry, skip in (("learner", LEARNERS, 1), ("weighting", WEIGHTINGS, 3)):
         name = experiment[section]["name"]
         if name not in registry:

@@ -1,0 +1,176 @@
+"""Bad input, tried as a hostile new user would: each case stops before any job runs (or, inside a
+job, before anything is lost) with a message that names the field and the file where it is written."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from taskbal.data.download import ChecksumError, FileSpec, verify_spec
+from taskbal.io import write_arrays
+from taskbal.plan import PlanError, load_plan
+from taskbal.tracking import check_reachable
+from test_workflow import copy_workflow, snakemake
+
+
+def plan_after_edit(repo, tmp_path, name: str, old: str, new: str):
+    """load_plan over a copy of config/tables with one text edit in ``name``; returns the PlanError."""
+    tables = tmp_path / "tables"
+    shutil.copytree(repo / "config/tables", tables)
+    path = tables / name
+    text = path.read_text()
+    assert old in text, f"the edit's anchor is gone from {name}"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(PlanError) as caught:
+        load_plan(tables, repo / "workflow/schemas", [], cache_dir=tmp_path / "cache")
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ("    lr: 0.001\n", "    lr: .inf\n", "outer.lr"),
+    ("    lr: 0.001\n", "    lr: .nan\n", "outer.lr"),
+    ("    inner_lr: 0.01\n", "    inner_lr: .inf\n", "learner.inner_lr"),
+    ("    outer: {iterations: 20}\n", "    outer: {iteratons: 5}\n", "outer.iteratons"),
+    ("    hidden: [32, 32]     #", "    hiden: [8]     #", "model.hiden"),
+    ("    outer: {iterations: 20}\n", "    outer: {iterations: 20, meta_batch: 400}\n", "outer.meta_batch"),
+])
+def test_a_bad_experiment_value_names_the_field_and_the_file_it_is_written_in(repo, tmp_path, old, new, field):
+    message = plan_after_edit(repo, tmp_path, "simol_table1.yaml", old, new)
+    # simol_figure2.yaml extends simol_table1.yaml and inherits the value: the error names where it is written.
+    assert message.startswith(str(tmp_path / "tables/simol_table1.yaml") + ": "), message
+    assert f"{field}: " in message
+
+
+def test_infinite_and_nan_options_are_refused_wherever_they_are(repo, tmp_path):
+    from conftest import small_experiment
+    from taskbal.runners import check_experiment
+
+    experiment = small_experiment({"name": "simol", "theta_lr": float("nan")})
+    with pytest.raises(ValueError, match=r"^weighting\.theta_lr: must be a finite number, got nan"):
+        check_experiment(experiment)
+    experiment = small_experiment()
+    experiment["model"]["hidden"] = [16, float("inf")]
+    with pytest.raises(ValueError, match=r"^model\.hidden\[1\]: must be a finite number"):
+        check_experiment(experiment)
+
+
+def test_a_paper_key_must_name_a_column_and_a_missing_value_is_written_as_null(repo, tmp_path):
+    row = "paper: {overall_5shot: [0.43, 0.11], overall_2shot: [1.70, 0.11]"
+    message = plan_after_edit(repo, tmp_path, "simol_table1.yaml", row, row.replace("overall_5shot", "overall_5shott"))
+    assert "simol_table1.yaml" in message and "paper.overall_5shott: not a column key" in message
+    message = plan_after_edit(repo, tmp_path / "second", "simol_table1.yaml", row,
+                              "paper: {overall_2shot: [1.70, 0.11]")
+    assert "no value for column 'overall_5shot'" in message and "`overall_5shot: null`" in message
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(repo, tmp_path):
+    message = plan_after_edit(repo, tmp_path, "simol_table1.yaml", "  model:\n", "  model: [\n")
+    assert message.startswith(str(tmp_path / "tables/simol_table1.yaml") + ": line ")
+    assert "not valid YAML" in message and "unicode string" not in message
+
+
+def test_an_edited_split_sidecar_is_refused(tmp_path):
+    from taskbal.data.sinusoid import Tasks, write_splits
+
+    path = tmp_path / "sinusoid-5shot.npz"
+    write_splits(path, dict(shots=5, query=5, train_tasks=40, val_tasks=4, test_tasks=4, split_seed=1))
+    Tasks(path)  # the untouched pair reads
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(sidecar.read_text().replace('"shots": 5', '"shots": 4'))
+    with pytest.raises(ValueError, match=r"sinusoid-5shot\.json was changed after it was written"):
+        Tasks(path)
+
+
+def test_sidecars_still_catch_a_changed_array_file(tmp_path):
+    from taskbal.io import verified_sidecar
+
+    path = tmp_path / "a.npz"
+    write_arrays(path, {"x": [1.0, 2.0]}, {"family": "test"})
+    write_arrays(tmp_path / "b.npz", {"x": [1.0, 3.0]}, {"family": "test"})
+    shutil.copy(tmp_path / "b.npz", path)
+    with pytest.raises(ValueError, match="does not match"):
+        verified_sidecar(path)
+
+
+def test_an_empty_file_without_a_published_checksum_is_not_recorded_as_verified(tmp_path):
+    spec = FileSpec(name="data.zip", urls=("http://127.0.0.1/data.zip",))
+    empty = tmp_path / "data.zip"
+    empty.write_bytes(b"")
+    with pytest.raises(ChecksumError, match="empty file"):
+        verify_spec(empty, spec)
+    empty.write_bytes(b"PK")
+    assert verify_spec(empty, spec) == "none"  # non-empty: its SHA-256 is recorded by the caller
+
+
+def test_a_cuda_device_this_machine_lacks_stops_before_any_job(repo, tool_env, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    work = copy_workflow(repo, tmp_path)
+    result = snakemake(["-n", "--config", "device=cuda:0", "--", "simol_table5"], work, tool_env, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config key device: 'cuda:0'" in output and "no CUDA device" in output
+    assert not (work / "results").exists()
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once the probe is closed
+
+
+def test_an_unreachable_tracking_server_stops_the_workflow_in_seconds(repo, tool_env, tmp_path):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(ValueError, match=r"^tracking_uri: no MLflow server answers at .*config key tracking_uri"):
+        check_reachable(uri)
+    work = copy_workflow(repo, tmp_path)
+    result = snakemake(["--cores", "1", "--config", "scale=tiny", f"tracking_uri={uri}", "--", "simol_table5"],
+                       work, tool_env, check=False)
+    assert result.returncode != 0
+    assert "tracking_uri: no MLflow server answers" in result.stdout + result.stderr
+    assert not (work / "results").exists()  # no job ran
+
+
+def test_a_finished_training_survives_a_failed_logging_and_is_logged_by_the_rerun(small_split, tool_env, tmp_path):
+    import json
+
+    from conftest import small_experiment
+
+    out = tmp_path / "run" / "seed0"
+    command = [sys.executable, "-m", "taskbal.cli", "train", "--spec", json.dumps(small_experiment()), "--seed", "0",
+               "--split", str(small_split), "--final", str(out / "final.pt"), "--curve", str(out / "curve.csv"),
+               "--summary", str(out / "train.json"), "--run-id", "r", "--scale", "tiny", "--tables", "t",
+               "--experiment", "taskbal"]
+    env = {**tool_env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    failed = subprocess.run([*command, "--tracking-uri", f"http://127.0.0.1:{closed_port()}"], env=env,
+                            capture_output=True, text=True)
+    assert failed.returncode != 0 and "The finished training is kept in" in failed.stderr
+    assert sorted(p.name for p in (out / ".untracked").iterdir()) == ["curve.csv", "final.pt", "train.json"]
+    trained = json.loads((out / ".untracked/train.json").read_text())
+
+    db = tmp_path / "mlflow.db"
+    rerun = subprocess.run([*command, "--tracking-uri", f"sqlite:///{db}"], env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "back from" in rerun.stdout and "train seed 0" not in rerun.stderr  # no training again
+    assert json.loads((out / "train.json").read_text()) == trained and not (out / ".untracked").exists()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("select count(*) from runs where status = 'FINISHED'").fetchone() == (1,)
+
+
+def test_a_killed_write_leaves_no_temporary_file_once_the_run_completes(small_split, tmp_path):
+    from conftest import small_experiment
+    from taskbal.train import train
+
+    out = tmp_path / "seed0"
+    out.mkdir()
+    leftover = out / ".resume.pt.k1ll3d.tmp"
+    leftover.write_bytes(b"")  # what a SIGKILL during a checkpoint write leaves
+    train(small_experiment(iterations=4), 0, small_split, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["curve.csv", "final.pt", "train.json"]
