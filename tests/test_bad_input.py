@@ -138,30 +138,54 @@ def test_an_unreachable_tracking_server_stops_the_workflow_in_seconds(repo, tool
     assert not (work / "results").exists()  # no job ran
 
 
-def test_a_finished_training_survives_a_failed_logging_and_is_logged_by_the_rerun(small_split, tool_env, tmp_path):
+def train_command(experiment: dict, split, out, uri: str) -> list[str]:
     import json
 
+    return ["train", "--spec", json.dumps(experiment), "--seed", "0", "--split", str(split),
+            "--final", str(out / "final.pt"), "--curve", str(out / "curve.csv"), "--summary", str(out / "train.json"),
+            "--run-id", "r", "--scale", "tiny", "--tables", "t", "--experiment", "taskbal", "--tracking-uri", uri]
+
+
+def test_a_tracking_server_gone_at_job_start_fails_the_job_before_it_trains(small_split, tool_env, tmp_path):
     from conftest import small_experiment
 
     out = tmp_path / "run" / "seed0"
-    command = [sys.executable, "-m", "taskbal.cli", "train", "--spec", json.dumps(small_experiment()), "--seed", "0",
-               "--split", str(small_split), "--final", str(out / "final.pt"), "--curve", str(out / "curve.csv"),
-               "--summary", str(out / "train.json"), "--run-id", "r", "--scale", "tiny", "--tables", "t",
-               "--experiment", "taskbal"]
+    command = train_command(small_experiment(), small_split, out, f"http://127.0.0.1:{closed_port()}")
     env = {**tool_env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    failed = subprocess.run([*command, "--tracking-uri", f"http://127.0.0.1:{closed_port()}"], env=env,
-                            capture_output=True, text=True)
-    assert failed.returncode != 0 and "The finished training is kept in" in failed.stderr
+    failed = subprocess.run([sys.executable, "-m", "taskbal.cli", *command], env=env, capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "cannot start an MLflow run" in failed.stderr and "tracking_uri" in failed.stderr
+    assert "Traceback" not in failed.stderr and not (out / "final.pt").exists() and not (out / "resume.pt").exists()
+
+
+def test_a_finished_training_survives_a_failed_logging_and_is_logged_by_the_rerun(small_split, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """The server answers at job start and is gone at its end: the training is kept, not thrown away."""
+    import json
+
+    from conftest import small_experiment
+    from taskbal import cli, tracking
+
+    out = tmp_path / "run" / "seed0"
+    db = tmp_path / "mlflow.db"
+    command = train_command(small_experiment(), small_split, out, f"sqlite:///{db}")
+
+    def server_gone(self, metrics, artifacts=()):
+        raise ConnectionError("the tracking server went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tracking.LiveRun, "finish", server_gone)
+        with pytest.raises(SystemExit, match="The finished training is kept in"):
+            cli.main(command)
     assert sorted(p.name for p in (out / ".untracked").iterdir()) == ["curve.csv", "final.pt", "train.json"]
     trained = json.loads((out / ".untracked/train.json").read_text())
+    capsys.readouterr()
 
-    db = tmp_path / "mlflow.db"
-    rerun = subprocess.run([*command, "--tracking-uri", f"sqlite:///{db}"], env=env, capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "back from" in rerun.stdout and "train seed 0" not in rerun.stderr  # no training again
+    cli.main(command)  # the rerun
+    assert "back from" in capsys.readouterr().out
     assert json.loads((out / "train.json").read_text()) == trained and not (out / ".untracked").exists()
-    with sqlite3.connect(db) as connection:
-        assert connection.execute("select count(*) from runs where status = 'FINISHED'").fetchone() == (1,)
+    with sqlite3.connect(db) as connection:  # the first attempt's run, continued and finished: one run
+        assert connection.execute("select status from runs").fetchall() == [("FINISHED",)]
 
 
 def test_a_killed_write_leaves_no_temporary_file_once_the_run_completes(small_split, tmp_path):

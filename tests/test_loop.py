@@ -134,3 +134,23 @@ def test_killed_process_resumes_to_the_same_files(case, tmp_path, tool_env):
     assert not (killed / "resume.pt").exists()
     runner_of(experiment).train(experiment, 3, split, tmp_path / "whole", checkpoint_every=4, progress=False)
     assert_same_outputs(tmp_path / "whole", killed)
+
+
+def test_every_curve_row_is_reported_once_complete_also_across_a_resume(case, tmp_path):
+    """Live tracking sees each row of curve.csv, complete (for runners whose step statistics join the row
+    recorded before the step, after that step), in order; a resumed run reports the rest."""
+    from taskbal.loop import reporting_rows
+
+    experiment, split = case
+    runner = runner_of(experiment)
+    reported = []
+    with reporting_rows(lambda rows: reported.extend(dict(row) for row in rows)):
+        runner.train(experiment, 3, split, tmp_path / "run", checkpoint_every=4, stop_after=8, progress=False)
+        runner.train(experiment, 3, split, tmp_path / "run", checkpoint_every=4, progress=False)
+    curve = pd.read_csv(tmp_path / "run/curve.csv").set_index("iteration")
+    # Rows after the checkpoint at 8 are reported again by the resumed attempt, with the same values.
+    assert sorted({row["iteration"] for row in reported}) == curve.index.tolist()
+    for row in reported:
+        expected = curve.loc[row["iteration"]]
+        got = pd.Series({key: row.get(key, float("nan")) for key in curve.columns}, dtype=float)
+        pd.testing.assert_series_equal(got, expected.astype(float), check_names=False)

@@ -1,34 +1,105 @@
-"""MLflow logging: what a job logs can be read back; the tracking URI can be overridden."""
+"""MLflow logging: a job's run is live while it works, reads back, ends with the right status, and a
+resumed job continues its killed attempt's run; the tracking URI can be overridden."""
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import mlflow
+import pytest
 
 from taskbal import tracking
 
 
-def test_logged_run_reads_back(tmp_path, monkeypatch):
+def live_run(uri: str, **overrides) -> tracking.LiveRun:
+    options = dict(experiment="test-exp", run_name="train r seed0",
+                   params={"data": {"shots": 5}, "weighting": {"name": "simol"}, "seed": 0},
+                   tags={"table": "simol_table1", "seed": "0", "scale": "tiny"}, uri=uri)
+    return tracking.LiveRun(**{**options, **overrides})
+
+
+def test_a_live_run_reads_back(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
     artifact = tmp_path / "eval.csv"
     artifact.write_text("task,mse\n0,1.5\n")
-    run_id = tracking.log_run(
-        experiment="test-exp", run_name="train r seed0",
-        params={"data": {"shots": 5}, "weighting": {"name": "simol"}, "seed": 0},
-        metrics={"final_test_mse": 0.5},
-        history=[{"iteration": 0, "test_mse": 2.0}, {"iteration": 10, "test_mse": 1.0, "nan": float("nan")}],
-        artifacts=[artifact], tags={"table": "simol_table1", "seed": "0", "scale": "tiny"}, uri=uri)
+    run = live_run(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.params["data.shots"] == "5" and run.data.params["weighting.name"] == "simol"
-    assert run.data.metrics["final_test_mse"] == 0.5
-    assert run.data.tags["table"] == "simol_table1" and run.data.tags["scale"] == "tiny"
-    assert "git_commit" in run.data.tags
-    history = client.get_metric_history(run_id, "curve/test_mse")
+    assert client.get_run(run.run_id).info.status == "RUNNING"  # visible while the job works
+    run.log_rows([{"iteration": 0, "test_mse": 2.0}])
+    run.log_rows([{"iteration": 10, "test_mse": 1.0, "nan": float("nan")}])
+    assert [m.value for m in client.get_metric_history(run.run_id, "curve/test_mse")] == [2.0, 1.0]
+    run.finish({"final_test_mse": 0.5}, [artifact])
+    logged = client.get_run(run.run_id)
+    assert logged.info.status == "FINISHED" and logged.info.end_time >= logged.info.start_time
+    assert logged.data.params["data.shots"] == "5" and logged.data.params["weighting.name"] == "simol"
+    assert logged.data.metrics["final_test_mse"] == 0.5
+    assert logged.data.tags["table"] == "simol_table1" and logged.data.tags["scale"] == "tiny"
+    assert "git_commit" in logged.data.tags
+    history = client.get_metric_history(run.run_id, "curve/test_mse")
     assert [(m.step, m.value) for m in history] == [(0, 2.0), (10, 1.0)]
-    assert [a.path for a in client.list_artifacts(run_id)] == ["eval.csv"]
+    assert [a.path for a in client.list_artifacts(run.run_id)] == ["eval.csv"]
     # Artifacts sit beside the database, not in ./mlruns of the working directory.
     assert (tmp_path / "db" / "artifacts" / "test-exp").is_dir()
+    # The UI opens the experiment on its runs table, not MLflow 3's GenAI traces page.
+    experiment = client.get_experiment_by_name("test-exp")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_failed_job_marks_its_run_failed_and_a_later_attempt_continues_it(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = live_run(uri)
+    with pytest.raises(RuntimeError), tracking.ending_on_error(run):
+        raise RuntimeError("the job broke")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert client.get_run(run.run_id).info.status == "FAILED"
+    again = live_run(uri, run_id=run.run_id)
+    assert again.run_id == run.run_id and client.get_run(run.run_id).info.status == "RUNNING"
+    again.finish({"x": 1.0})
+    assert len(client.search_runs([client.get_experiment_by_name("test-exp").experiment_id])) == 1
+    assert live_run(uri, run_id="no-such-run").run_id != run.run_id  # an unknown id starts a new run
+
+
+def test_sigterm_marks_the_training_run_killed_and_the_rerun_continues_it(small_split, tool_env, tmp_path):
+    """A training job stopped by SIGTERM (Snakemake, scancel) is KILLED in MLflow with the curve rows it
+    had logged; rerun, it resumes from its checkpoint and finishes the same MLflow run."""
+    from conftest import small_experiment
+
+    db = tmp_path / "mlflow.db"
+    out = tmp_path / "run" / "seed0"
+    experiment = small_experiment(iterations=4000)
+    experiment["evaluation"]["curve_every"] = 100
+    command = [sys.executable, "-m", "taskbal.cli", "train", "--spec", json.dumps(experiment), "--seed", "0",
+               "--split", str(small_split), "--final", str(out / "final.pt"), "--curve", str(out / "curve.csv"),
+               "--summary", str(out / "train.json"), "--run-id", "r", "--scale", "tiny", "--tables", "t",
+               "--experiment", "taskbal", "--checkpoint-every", "100", "--tracking-uri", f"sqlite:///{db}"]
+    job = subprocess.Popen(command, env=tool_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "resume.pt").exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    assert job.poll() is None, "the training ended before it could be stopped"
+    os.kill(job.pid, signal.SIGTERM)
+    assert job.wait(timeout=60) == 143, job.stderr.read()
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    run_id = (out / ".mlflow-run-train").read_text().strip()
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED"
+    assert client.get_metric_history(run_id, "curve/train_loss"), "no curve rows were logged while training"
+
+    finished = subprocess.run(command, env=tool_env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads((out / "train.json").read_text())["resumed_from"] > 0
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.start_time == killed.info.start_time
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # continued, not duplicated
+    steps = {m.step for m in client.get_metric_history(run_id, "curve/train_loss")}
+    assert steps == set(range(100, 4001, 100))
+    assert not (out / ".mlflow-run-train").exists()
 
 
 def test_environment_variable_overrides_config(monkeypatch):

@@ -9,6 +9,8 @@ both sides take the names from here. A run's files sit in ``results/runs/<scale>
     resume.pt   resume state of an unfinished training; removed when it ends (train)
     .untracked/ final.pt, curve.csv, train.json of a finished training whose MLflow logging failed;
                 the job's next run logs them instead of training again (train)
+    .mlflow-run-train, .mlflow-run-evaluate  the MLflow run of a job that has not finished; its
+                next attempt continues that run
     eval.csv    one row per evaluated unit: meta-test task, task, objective (evaluate)
     eval.json   evaluation summary, numbers only (evaluate)
 
@@ -25,6 +27,7 @@ CURVE = "curve.csv"
 TRAIN_SUMMARY = "train.json"
 RESUME = "resume.pt"
 UNTRACKED = ".untracked"
+TRACKED_RUN = ".mlflow-run-{kind}"  # the MLflow run id of an unfinished train or evaluate job
 EVAL = "eval.csv"
 EVAL_SUMMARY = "eval.json"
 

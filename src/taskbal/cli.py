@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 # numpy's OpenBLAS starts one thread per core by default; with one job per core (Snakemake) that
@@ -19,7 +20,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # torch is imported by the commands that need it (train, evaluate): a table, split or data job then
 # starts without it.
-from .artifacts import CURVE, EVAL, EVAL_SUMMARY, FINAL, TRAIN_SUMMARY, UNTRACKED  # noqa: E402
+from .artifacts import CURVE, EVAL, EVAL_SUMMARY, FINAL, TRACKED_RUN, TRAIN_SUMMARY, UNTRACKED  # noqa: E402
 
 
 def cmd_split(args) -> None:
@@ -54,39 +55,59 @@ def run_folder(declared: dict[str, str]) -> Path:
     return folders.pop()
 
 
+def start_live_run(args, kind: str, experiment: dict, out: Path):
+    """The job's MLflow run, started now; a killed or failed earlier attempt's run is continued (its id
+    waits in the run folder until the run is FINISHED)."""
+    from . import tracking
+
+    id_file = out / TRACKED_RUN.format(kind=kind)
+    earlier = id_file.read_text().strip() if id_file.is_file() else None
+    try:
+        run = tracking.LiveRun(experiment=args.experiment, run_name=f"{kind} {args.run_id} seed{args.seed}",
+                               params={**experiment, "seed": args.seed}, tags=tags_from(args, kind, experiment),
+                               uri=args.tracking_uri, run_id=earlier)
+    except Exception as error:  # before any work: nothing is lost
+        raise SystemExit(f"taskbal {kind}: cannot start an MLflow run at {tracking.resolve_uri(args.tracking_uri)} "
+                         f"(tracking_uri, set by {tracking.uri_source(args.tracking_uri)}): "
+                         f"{type(error).__name__}: {error}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    id_file.write_text(run.run_id + "\n")
+    return run
+
+
 def cmd_train(args) -> None:
     import torch
 
     from . import tracking
+    from .loop import reporting_rows
     from .runners import runner_of
 
     torch.set_num_threads(args.threads)
     experiment = json.loads(args.spec)
     out = run_folder({FINAL: args.final, CURVE: args.curve, TRAIN_SUMMARY: args.summary})
-    if restore_untracked(out, experiment, args.seed):
-        summary = json.loads((out / TRAIN_SUMMARY).read_text())
-        print(f"a finished training of this run whose logging had failed is back from {out / UNTRACKED}; "
-              "logging it", flush=True)
-    else:
-        options = {"stop_after": args.stop_after} if args.stop_after is not None else {}
-        summary = runner_of(experiment).train(experiment, args.seed, Path(args.split), out, device=args.device,
-                                              checkpoint_every=args.checkpoint_every, **options)
-        print(json.dumps(summary, indent=2))
-    if args.stop_after is not None or args.no_track:
-        return
-    import pandas as pd
-
-    curve = pd.read_csv(out / CURVE).to_dict("records")
-    try:
-        tracking.log_run(experiment=args.experiment, run_name=f"train {args.run_id} seed{args.seed}",
-                         params={**experiment, "seed": args.seed}, metrics=summary, history=curve,
-                         artifacts=[out / CURVE, out / TRAIN_SUMMARY, out / FINAL],
-                         tags=tags_from(args, "train", experiment), uri=args.tracking_uri)
-    except Exception as error:
-        keep_untracked(out)
-        raise SystemExit(f"taskbal train: logging to MLflow ({tracking.resolve_uri(args.tracking_uri)}) failed: "
-                         f"{type(error).__name__}: {error}\nThe finished training is kept in {out / UNTRACKED}; "
-                         "rerunning this job logs it without training again.") from None
+    live = None if args.no_track or args.stop_after is not None else start_live_run(args, "train", experiment, out)
+    with tracking.ending_on_error(live):
+        if restore_untracked(out, experiment, args.seed):
+            summary = json.loads((out / TRAIN_SUMMARY).read_text())
+            print(f"a finished training of this run whose logging had failed is back from {out / UNTRACKED}; "
+                  "logging it", flush=True)
+        else:
+            options = {"stop_after": args.stop_after} if args.stop_after is not None else {}
+            with reporting_rows(live.log_rows) if live else nullcontext():
+                summary = runner_of(experiment).train(experiment, args.seed, Path(args.split), out,
+                                                      device=args.device, checkpoint_every=args.checkpoint_every,
+                                                      **options)
+            print(json.dumps(summary, indent=2))
+        if live is None:
+            return
+        try:
+            live.finish(summary, artifacts=[out / CURVE, out / TRAIN_SUMMARY, out / FINAL])
+        except Exception as error:
+            keep_untracked(out)
+            raise SystemExit(f"taskbal train: logging to MLflow ({live.uri}) failed: {type(error).__name__}: "
+                             f"{error}\nThe finished training is kept in {out / UNTRACKED}; rerunning this job "
+                             "logs it without training again.") from None
+    (out / TRACKED_RUN.format(kind="train")).unlink(missing_ok=True)
 
 
 TRAIN_OUTPUTS = (FINAL, CURVE, TRAIN_SUMMARY)
@@ -125,14 +146,13 @@ def cmd_evaluate(args) -> None:
     torch.set_num_threads(args.threads)
     out = run_folder({EVAL: args.per_task, EVAL_SUMMARY: args.summary})
     experiment = torch.load(args.final, map_location="cpu", weights_only=False)["experiment"]
-    summary = runner_of(experiment).evaluate(Path(args.final), Path(args.split), out, device=args.device)
-    print(json.dumps(summary, indent=2))
-    if args.no_track:
-        return
-    tracking.log_run(experiment=args.experiment, run_name=f"evaluate {args.run_id} seed{args.seed}",
-                     params={**experiment, "seed": args.seed}, metrics=summary,
-                     artifacts=[out / EVAL, out / EVAL_SUMMARY],
-                     tags=tags_from(args, "evaluate", experiment), uri=args.tracking_uri)
+    live = None if args.no_track else start_live_run(args, "evaluate", experiment, out)
+    with tracking.ending_on_error(live):
+        summary = runner_of(experiment).evaluate(Path(args.final), Path(args.split), out, device=args.device)
+        print(json.dumps(summary, indent=2))
+        if live is not None:
+            live.finish(summary, artifacts=[out / EVAL, out / EVAL_SUMMARY])
+    (out / TRACKED_RUN.format(kind="evaluate")).unlink(missing_ok=True)
 
 
 def files_by_run(paths: list[str], expected_name: str) -> dict[tuple[str, int], Path]:
@@ -352,11 +372,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    from .tracking import Terminated
+
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, KeyError) as error:
         print(f"taskbal {args.command}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Terminated:
+        print(f"taskbal {args.command}: stopped by SIGTERM", file=sys.stderr)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,26 @@ def seed_everything(seed: int) -> None:
 def step_generator(seed: int, iteration: int) -> torch.Generator:
     """A generator that depends only on (seed, iteration): a resumed run draws what it would have."""
     return torch.Generator().manual_seed(seed * 1_000_003 + iteration)
+
+
+_ROW_LISTENERS: ContextVar[tuple] = ContextVar("row_listeners", default=())
+
+
+@contextmanager
+def reporting_rows(listener: Callable[[list[dict]], None]) -> Iterator[None]:
+    """Inside, the loop hands each new curve row to ``listener`` as soon as it is complete (live
+    tracking), whatever runner trains: the runners need not pass it along."""
+    token = _ROW_LISTENERS.set((*_ROW_LISTENERS.get(), listener))
+    try:
+        yield
+    finally:
+        _ROW_LISTENERS.reset(token)
+
+
+def _report(rows: list[dict]) -> None:
+    if rows:
+        for listener in _ROW_LISTENERS.get():
+            listener(rows)
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -103,6 +125,9 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
     started, start_iteration = time.perf_counter(), iteration
     bar = Progress(progress, total, iteration, seed)
     at_row_point = getattr(trainable, "stats_at_row_point", False)
+    # Rows up to a checkpoint were reported by the attempt that wrote it. A row is complete once
+    # recorded, or, when the next step's statistics join it (stats_at_row_point), once that step ran.
+    reported = max(len(rows) - (1 if at_row_point else 0), 0) if iteration else 0
     while iteration < total and not getattr(trainable, "stopped", False):
         stats = trainable.step(iteration)
         if at_row_point:
@@ -117,6 +142,10 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
             rows.append(row)
             window = []
         bar.update(row, trainable)
+        complete = len(rows) - (1 if at_row_point else 0)
+        if complete > reported:
+            _report(rows[reported:complete])
+            reported = complete
         if iteration % checkpoint_every == 0 and iteration < total:
             checkpoint()
         if stop_after is not None and iteration - start_iteration >= stop_after and iteration < total:
@@ -124,6 +153,7 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
             bar.close()
             return {"stopped_at": iteration}
     bar.close()
+    _report(rows[reported:])
     seconds = time.perf_counter() - started
     with atomic_path(out_dir / CURVE) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)

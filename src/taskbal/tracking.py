@@ -1,10 +1,12 @@
 """The one place that talks to MLflow.
 
-Every training and evaluation job logs one MLflow run at its end: parameters (the
-resolved experiment, flattened), the thinned training curve as metric history,
-final metrics, artifacts (per-task results, curve, checkpoint) and tags (tables,
-method, seed, scale, git commit). The tables never read MLflow back: files under
-``results/`` are the contract between rules; MLflow is for browsing.
+Every training and evaluation job is one MLflow run, live while the job works (``LiveRun``):
+created at job start with its parameters (the resolved experiment, flattened) and tags (tables,
+method, seed, scale, git commit); the training curve logged row by row as it is recorded; final
+metrics and artifacts (per-task results, curve, checkpoint) at the end, then FINISHED; FAILED
+or KILLED when the job fails or is stopped. A resumed job continues the run of its killed attempt.
+The tables never read MLflow back: files under ``results/`` are the contract between rules;
+MLflow is for browsing.
 
 Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else the config's ``tracking_uri``, else a
 SQLite database under ``results/``. Jobs may run in parallel against one SQLite file,
@@ -14,14 +16,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from filelock import FileLock
 
 DEFAULT_DB = Path("results/mlflow/mlflow.db")
 DEFAULT_ARTIFACTS = Path("results/mlflow/artifacts")
+# MLflow 3's UI opens an experiment of unknown kind on its GenAI traces page; this kind opens the runs table.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def resolve_uri(configured: str | None = None) -> str:
@@ -98,42 +104,126 @@ def _lock_for(uri: str):
 def _experiment_id(client, name: str, uri: str) -> str:
     existing = client.get_experiment_by_name(name)
     if existing is not None:
+        if existing.tags.get(EXPERIMENT_KIND[0]) is None:
+            client.set_experiment_tag(existing.experiment_id, *EXPERIMENT_KIND)
         return existing.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         # Keep artifacts beside the database instead of MLflow's default ./mlruns in the cwd.
         location = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
 
 
-def log_run(*, experiment: str, run_name: str, params: dict, metrics: dict[str, float],
-            history: list[dict] | None = None, artifacts: list[Path] = (), tags: dict[str, str],
-            uri: str | None = None) -> str:
-    """Log one finished job as an MLflow run; returns the run id."""
-    bounded_retries()
-    import mlflow  # imported here: it takes seconds, and only jobs that log need it
-    from mlflow.entities import Metric, Param, RunTag
+class Terminated(BaseException):
+    """SIGTERM (Snakemake stopping, ``scancel``) as an exception, so the run can be marked KILLED."""
 
-    uri = resolve_uri(uri)
-    with _lock_for(uri):
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        run = client.create_run(_experiment_id(client, experiment, uri), run_name=run_name,
-                                tags={**tags, "git_commit": git_commit()})
-        run_id = run.info.run_id
-        now = int(time.time() * 1000)
-        flat_params = [Param(k, v[:6000]) for k, v in flatten(params).items()]
-        metric_rows = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        for row in history or []:
-            step = int(row["iteration"])
-            metric_rows += [Metric(f"curve/{k}", float(v), now, step) for k, v in row.items()
-                            if k != "iteration" and v == v]  # v == v drops NaN
-        for start in range(0, max(len(flat_params), len(metric_rows)), 900):
-            client.log_batch(run_id, metrics=metric_rows[start:start + 900],
-                             params=flat_params[start:start + 90] if start == 0 else [],
-                             tags=[RunTag(k, str(v)) for k, v in tags.items()] if start == 0 else [])
-        for start in range(90, len(flat_params), 90):
-            client.log_batch(run_id, params=flat_params[start:start + 90])
-        for path in artifacts:
-            client.log_artifact(run_id, str(path))
-        client.set_terminated(run_id, "FINISHED")
-    return run_id
+
+class LiveRun:
+    """One job's MLflow run, open while the job works: created when the job starts (its true start
+    time), a metric per training-curve row while it trains, and ended FINISHED, FAILED or KILLED.
+
+    ``run_id``: a run of an earlier, killed attempt of the same job, continued instead of a new one.
+    """
+
+    def __init__(self, *, experiment: str, run_name: str, params: dict, tags: dict[str, str],
+                 uri: str | None = None, run_id: str | None = None):
+        bounded_retries()
+        import mlflow  # imported here: it takes seconds, and only jobs that log need it
+
+        self.uri = resolve_uri(uri)
+        self.row_warning_given = False
+        with _lock_for(self.uri):
+            # Under the lock: the client creates and migrates a new SQLite database, which two jobs must
+            # not do at once.
+            self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+            if run_id and self._exists(run_id):
+                self.run_id = run_id
+                self.client.update_run(run_id, status="RUNNING")
+                return
+            run = self.client.create_run(_experiment_id(self.client, experiment, self.uri), run_name=run_name,
+                                         start_time=_now(), tags={**tags, "git_commit": git_commit()})
+            self.run_id = run.info.run_id
+            self._log_params(params)
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except Exception:  # MlflowException for an unknown id; any store error: start a new run
+            return False
+
+    def _log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        flat = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+        for start in range(0, len(flat), 90):
+            self.client.log_batch(self.run_id, params=flat[start:start + 90])
+
+    def _log_metrics(self, metrics: list) -> None:
+        for start in range(0, len(metrics), 900):
+            self.client.log_batch(self.run_id, metrics=metrics[start:start + 900])
+
+    def log_rows(self, rows: list[dict]) -> None:
+        """Training-curve rows as ``curve/<column>`` metrics at their iteration. A failure is reported
+        once and does not stop the training: the curve is in curve.csv either way."""
+        from mlflow.entities import Metric
+
+        now = _now()
+        metrics = [Metric(f"curve/{k}", float(v), now, int(row["iteration"])) for row in rows for k, v in row.items()
+                   if k != "iteration" and isinstance(v, (int, float)) and v == v]  # v == v drops NaN
+        try:
+            with _lock_for(self.uri):
+                self._log_metrics(metrics)
+        except Exception as error:
+            if not self.row_warning_given:
+                print(f"warning: MLflow did not take the curve rows ({type(error).__name__}: {error}); "
+                      "training goes on, the curve is in curve.csv", file=sys.stderr, flush=True)
+                self.row_warning_given = True
+
+    def finish(self, metrics: dict[str, float], artifacts: list[Path] = ()) -> None:
+        from mlflow.entities import Metric
+
+        now = _now()
+        with _lock_for(self.uri):
+            self._log_metrics([Metric(k, float(v), now, 0) for k, v in metrics.items()])
+            for path in artifacts:
+                self.client.log_artifact(self.run_id, str(path))
+            self.client.set_terminated(self.run_id, "FINISHED", end_time=_now())
+
+    def end(self, status: str) -> None:
+        """FAILED or KILLED; never raises (the job's own error is the one to report)."""
+        try:
+            with _lock_for(self.uri):
+                self.client.set_terminated(self.run_id, status, end_time=_now())
+        except Exception as error:
+            print(f"warning: could not mark MLflow run {self.run_id} {status}: {error}", file=sys.stderr)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+@contextmanager
+def ending_on_error(run: LiveRun | None) -> Iterator[None]:
+    """Mark ``run`` KILLED on SIGTERM or Ctrl-C and FAILED on any other error, then re-raise. Inside,
+    SIGTERM raises ``Terminated`` (by default it would end the process with no chance to say so)."""
+    import signal
+    import threading
+
+    def terminated(signum, frame):
+        raise Terminated()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminated) if in_main_thread else None
+    try:
+        yield
+    except (Terminated, KeyboardInterrupt):
+        if run is not None:
+            run.end("KILLED")
+        raise
+    except BaseException:
+        if run is not None:
+            run.end("FAILED")
+        raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
