@@ -8,7 +8,7 @@ WHEELS := .cache/wheels
 # Rules call `taskbal` and `snakemake` from the project's environment.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all reproduce install test dry-run lint benchmark mlflow-ui
+.PHONY: all reproduce install test dry-run lint benchmark mlflow-ui mlflow-server
 
 all: reproduce
 
@@ -48,3 +48,9 @@ benchmark: install
 
 mlflow-ui: install
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+# A tracking server for many writers: MLFLOW_DB a database URI (PostgreSQL), MLFLOW_ARTIFACTS a folder.
+MLFLOW_DB ?= postgresql+psycopg2://$(USER)@127.0.0.1:5432/mlflow
+MLFLOW_ARTIFACTS ?= $(CURDIR)/results/mlflow/server-artifacts
+mlflow-server: install
+	tools/mlflow_server.sh $(MLFLOW_DB) $(MLFLOW_ARTIFACTS) 127.0.0.1 5000
