@@ -102,6 +102,22 @@ def test_sigterm_marks_the_training_run_killed_and_the_rerun_continues_it(small_
     assert not (out / ".mlflow-run-train").exists()
 
 
+def test_jobs_racing_to_create_the_experiment_share_it(tmp_path):
+    """On a server there is no file lock: a job whose lookup missed the experiment another job has just
+    created gets an error from create_experiment, and must then use that experiment."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    created = tracking._experiment_id(client, "raced", uri)
+    lookup, calls = client.get_experiment_by_name, []
+
+    def missed_once(name):
+        calls.append(name)
+        return None if len(calls) == 1 else lookup(name)
+
+    client.get_experiment_by_name = missed_once
+    assert tracking._experiment_id(client, "raced", uri) == created
+
+
 def test_environment_variable_overrides_config(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking.resolve_uri("sqlite:///x.db") == "http://127.0.0.1:5999"

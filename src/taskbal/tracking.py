@@ -111,7 +111,14 @@ def _experiment_id(client, name: str, uri: str) -> str:
     if uri.startswith("sqlite:///"):
         # Keep artifacts beside the database instead of MLflow's default ./mlruns in the cwd.
         location = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+    try:
+        return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+    except Exception:
+        # Parallel jobs on a server (no file lock there) race to create it: one wins, the others use it.
+        created = client.get_experiment_by_name(name)
+        if created is None:
+            raise
+        return created.experiment_id
 
 
 class Terminated(BaseException):
