@@ -47,6 +47,7 @@ benchmark: install
 	$(PY) benchmarks/bench_dag.py
 
 mlflow-ui: install
+	@echo "runs table: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 # A tracking server for many writers: MLFLOW_DB a database URI (PostgreSQL), MLFLOW_ARTIFACTS a folder.

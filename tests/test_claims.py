@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taskbal.claims import claims_markdown, judge, paper_numbers
+from taskbal.claims import claims_markdown, findings, judge, paper_numbers
 from taskbal.stats import summarise
 from taskbal.tables import column_sample
 
@@ -39,7 +39,7 @@ def test_claim_of_rows_not_run_and_missing_key():
 
 def test_claims_page_labels_the_claim_as_the_paper_s():
     spec = {"name": "toy", "source": "Paper, Figure 1", "claims": [CLAIM], "rows": [{"label": "A"}, {"label": "B"}]}
-    page = claims_markdown(spec, finals([0.1, 0.2], [1.0, 1.1]), "tiny", {"seeds": "0, 1"}, "toy.png")
+    page = claims_markdown(spec, findings(spec, finals([0.1, 0.2], [1.0, 1.1])), "tiny", {"seeds": "0, 1"}, "toy.png")
     assert "claim (the paper's)" in page and "| holds" in page and "toy.png" in page
 
 
@@ -52,7 +52,7 @@ def test_paper_numbers_of_a_figure_get_a_verdict_against_our_mean():
     assert results["A"]["verdict"] == "reached" and results["A"]["ours"] == pytest.approx(0.15)
     assert results["B"]["verdict"] == "not reached" and results["B"]["ratio"] == pytest.approx(2.1)
     assert results["C"]["verdict"] == "not run"
-    page = claims_markdown(spec, finals([0.1, 0.2], [1.0, 1.1]), "tiny", {}, "toy.png")
+    page = claims_markdown(spec, findings(spec, finals([0.1, 0.2], [1.0, 1.1])), "tiny", {}, "toy.png")
     assert "| A | main | 0.2 | 0.15" in page and "| not reached |" in page
 
 

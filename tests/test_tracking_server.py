@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -71,12 +72,13 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def mlflow_server(repo, postgres, tmp_path, tool_env):
+@contextmanager
+def running_server(repo, backend: str, folder: Path, env: dict, workers: int = 2):
+    """The shipped tools/mlflow_server.sh on a free port, until the block ends; yields its URI."""
     port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen([str(repo / "tools/mlflow_server.sh"), postgres, str(tmp_path / "artifacts"),
-                               "127.0.0.1", str(port), "2"], env=tool_env, stdout=log, stderr=subprocess.STDOUT,
+    log = open(folder / "server.log", "w")
+    server = subprocess.Popen([str(repo / "tools/mlflow_server.sh"), backend, str(folder / "artifacts"),
+                               "127.0.0.1", str(port), str(workers)], env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -87,7 +89,7 @@ def mlflow_server(repo, postgres, tmp_path, tool_env):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    started = (tmp_path / "server.log").read_text()
+                    started = (folder / "server.log").read_text()
                     raise AssertionError(f"the MLflow server did not start:\n{started}") from None
                 time.sleep(0.5)
         yield uri
@@ -95,6 +97,12 @@ def mlflow_server(repo, postgres, tmp_path, tool_env):
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def mlflow_server(repo, postgres, tmp_path, tool_env):
+    with running_server(repo, postgres, tmp_path, tool_env) as uri:
+        yield uri
 
 
 @pytest.mark.slow
@@ -128,7 +136,8 @@ def test_parallel_jobs_lose_nothing_on_a_server_with_postgresql(repo, tool_env, 
         experiment_spec = torch.load(folder / "final.pt", weights_only=False)["experiment"]
         assert train.data.params == flatten({**experiment_spec, "seed": int(folder.name[4:])})
         finals = {key: value for key, value in train.data.metrics.items() if not key.startswith("curve/")}
-        assert finals == pytest.approx({k: float(v) for k, v in summary.items()})
+        assert finals == pytest.approx({k: float(v) for k, v in summary.items() if k != "machine"})
+        assert train.data.tags["machine"] == summary["machine"]
         curve = pd.read_csv(folder / "curve.csv")
         for column in curve.columns.drop("iteration"):
             logged = client.get_metric_history(train.info.run_id, f"curve/{column}")

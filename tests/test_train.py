@@ -102,3 +102,20 @@ def test_training_reduces_the_meta_test_error(tmp_path, small_split):
     curve = pd.read_csv(tmp_path / "curve.csv")
     assert list(curve["iteration"]) == [0, 50, 100, 150, 200, 250, 300]
     assert curve["test_mse"].iloc[-1] < 0.85 * curve["test_mse"].iloc[0]
+
+
+def test_train_json_names_the_machine_of_each_stretch_of_a_resumed_run(tmp_path, small_split, monkeypatch):
+    """A run resumed on another node records both machines, in order; one machine is named once."""
+    from taskbal import loop, machine
+
+    here = machine.describe("cpu")
+    assert machine.cpu_model() in here and torch.__version__ in here
+    experiment = small_experiment(iterations=20)
+    train(experiment, 0, small_split, tmp_path / "one", progress=False)
+    assert json.loads((tmp_path / "one/train.json").read_text())["machine"] == here
+
+    monkeypatch.setattr(loop, "describe_machine", lambda device: "node A")
+    train(experiment, 0, small_split, tmp_path / "two", progress=False, checkpoint_every=5, stop_after=10)
+    monkeypatch.setattr(loop, "describe_machine", lambda device: "node B")
+    train(experiment, 0, small_split, tmp_path / "two", progress=False, checkpoint_every=5)
+    assert json.loads((tmp_path / "two/train.json").read_text())["machine"] == "node A; then node B"

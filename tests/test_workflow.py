@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from report_checks import CHROMIUM, check_report
+
 WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
 
 
@@ -43,6 +45,7 @@ def test_dry_run_lists_the_whole_dag(repo, tool_env, tmp_path):
     assert counts["train"] == (6 * 2 + 2) * 3
     assert counts["evaluate"] == counts["train"]
     assert counts["split"] == 2 and counts["table"] == 2 and counts["figure"] == 1
+    assert counts["reproduction_report"] == 1
 
 
 def test_wrong_config_value_stops_with_the_key(repo, tool_env, tmp_path):
@@ -95,6 +98,11 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
 
     rerun = snakemake(["--config", "scale=tiny", "-n"], work, tool_env)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+    if CHROMIUM is None:
+        pytest.skip("the report was built but not checked in a browser: needs Debian's chromium (.ci/run installs it)")
+    check_report(work, "tiny", ["simol_table1", "simol_table5"], "simol_figure2", "simol_figure1",
+                 tmp_path / "report.png")
 
 
 @pytest.mark.slow

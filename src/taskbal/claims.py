@@ -89,10 +89,28 @@ def fmt(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.4g}"
 
 
-def claims_markdown(spec: dict, finals: dict, scale: str, provenance: dict, figure_name: str) -> str:
-    """The figure's companion page: what each claim says, our numbers, and the verdict."""
+def findings(spec: dict, finals: dict) -> dict:
+    """Everything a figure's page and the report show: the claims' verdicts, the final values per row
+    and the numbers the paper states, against ours."""
     level = spec.get("significance_level", 0.1)
-    verdicts = [judge(claim, finals, level) for claim in spec.get("claims", [])]
+    final_rows = []
+    for row in spec["rows"]:
+        for final in spec.get("finals") or []:
+            values = seed_values(finals, row["label"], final["column"], final["value"])
+            final_rows.append({"row": row["label"], "label": final["label"], "n_seeds": int(values.size),
+                               "mean": float(values.mean()) if values.size else float("nan"),
+                               "ci": ci95(values) if values.size else float("nan")})
+    key = (spec.get("figure") or {}).get("paper_value")
+    return {"claims": [judge(claim, finals, level) for claim in spec.get("claims", [])], "finals": final_rows,
+            "paper_value": key,
+            "paper_numbers": paper_numbers(spec, finals, key, spec.get("lower_is_better", True)) if key else []}
+
+
+def claims_markdown(spec: dict, found: dict, scale: str, provenance: dict, figure_name: str) -> str:
+    """The figure's companion page: what each claim says, our numbers, and the verdict (``found``:
+    ``findings(spec, finals)``)."""
+    level = spec.get("significance_level", 0.1)
+    verdicts = found["claims"]
     out = [f"# {spec['name']}: {spec['source']}", "", f"![{spec['name']}]({figure_name})", "",
            f"**Scale: {provenance.get('scale_description', scale)}**", ""]
     out += [f"- {key.replace('_', ' ')}: {value}" for key, value in provenance.items() if key != "scale_description"]
@@ -112,18 +130,16 @@ def claims_markdown(spec: dict, finals: dict, scale: str, provenance: dict, figu
                 "| method | " + " | ".join(f["label"] for f in spec["finals"]) + " |",
                 "|---|" + "---|" * len(spec["finals"])]
         for row in spec["rows"]:
-            cells = []
-            for final in spec["finals"]:
-                values = seed_values(finals, row["label"], final["column"], final["value"])
-                cells.append("not run" if values.size == 0 else f"{fmt(float(values.mean()))} ± {fmt(ci95(values))}")
+            cells = ["not run" if f["n_seeds"] == 0 else f"{fmt(f['mean'])} ± {fmt(f['ci'])}"
+                     for f in found["finals"] if f["row"] == row["label"]]
             out.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     paper_rows = [(row["label"], row["paper"]) for row in spec["rows"] if row.get("paper")]
-    key = (spec.get("figure") or {}).get("paper_value")
+    key = found["paper_value"]
     if paper_rows and key:
         lower = spec.get("lower_is_better", True)
         out += ["", f"## Numbers the paper states, against ours ({key})", "",
                 "| row | column | the paper's | ours | ours / paper's | verdict |", "|---|---|---|---|---|---|"]
-        for v in paper_numbers(spec, finals, key, lower):
+        for v in found["paper_numbers"]:
             out.append(f"| {v['row']} | {v['column']} | {fmt(v['paper'])} | {fmt(v['ours'])} ± {fmt(v['ours_ci'])} | "
                        f"{fmt(v['ratio'])} | {v['verdict']} |")
         out += ["", f"'reached': our mean over seeds is at most the paper's value "

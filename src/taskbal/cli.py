@@ -217,10 +217,22 @@ def data_sources(split_sidecars: list[str]) -> str:
     return " | ".join(seen)
 
 
+def machines_of(paths: list[str]) -> dict[str, int]:
+    """Which machines trained the runs (``train.json``'s ``machine``), with how many runs each."""
+    from collections import Counter
+
+    from .io import read_json
+
+    return dict(Counter(read_json(path).get("machine", "not recorded (trained before machines were recorded)")
+                        for path in paths))
+
+
 def cmd_table(args) -> None:
     import pandas as pd
 
     from .config import describe_scale, load_table, seeds_of
+    from .io import atomic_path, read_json
+    from .report import record_of
     from .tracking import git_commit
 
     spec = load_table(Path(args.config))
@@ -230,18 +242,24 @@ def cmd_table(args) -> None:
     sources = data_sources(args.splits)
     if sources:
         provenance["data"] = sources
+    files_by_run(args.train_summaries, TRAIN_SUMMARY)  # only run files
+    machines = machines_of(args.train_summaries)
+    if machines:
+        provenance["machines"] = " | ".join(f"{machine} ({count} run{'s' if count != 1 else ''})"
+                                            for machine, count in machines.items())
+    out = Path(args.out)
     if spec.get("kind", "table") == "table":
         from .tables import build_table, write_table
 
         cells, runs = collect(spec, args.scale, args.eval, EVAL, pd.read_csv)
         provenance["runs"] = ", ".join(runs)
         frame = build_table(spec, cells, args.scale)
-        for path in write_table(frame, spec, Path(args.out), args.scale, provenance):
+        record = record_of(spec, args.scale, provenance, cells=frame, machines=machines)
+        for path in write_table(frame, spec, out, args.scale, provenance, record):
             print(f"wrote {path}")
     else:
-        from .claims import claims_markdown
+        from .claims import claims_markdown, findings
         from .figures import STYLES
-        from .io import atomic_path, read_json
 
         style = (spec.get("figure") or {}).get("style", "curves")
         if style not in STYLES:
@@ -250,13 +268,24 @@ def cmd_table(args) -> None:
         finals, _ = collect(spec, args.scale, args.eval_summaries, EVAL_SUMMARY, read_json)
         add_curve_means(finals, curves)
         provenance["runs"] = ", ".join(runs)
-        out = Path(args.out)
-        png, page = out.with_name(out.name + ".png"), out.with_name(out.name + ".md")
-        text = claims_markdown(spec, finals, args.scale, provenance, png.name)  # before writing anything
+        png, page, record_path = (out.with_name(out.name + suffix) for suffix in (".png", ".md", ".json"))
+        found = findings(spec, finals)
+        text = claims_markdown(spec, found, args.scale, provenance, png.name)  # before writing anything
+        record = record_of(spec, args.scale, provenance, found=found, figure=png.name, machines=machines)
         STYLES[style](spec, curves, png, args.scale)
         with atomic_path(page) as tmp:
             tmp.write_text(text)
-        print(f"wrote {png} and {page}")
+        with atomic_path(record_path) as tmp:
+            tmp.write_text(record)
+        print(f"wrote {png}, {page} and {record_path}")
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    write_report(Path(args.papers), Path(args.tables_dir), [Path(p) for p in args.records],
+                 [Path(p) for p in args.figures], args.scale, Path(args.out))
+    print(f"wrote {args.out}")
 
 
 def cmd_data(args) -> None:
@@ -346,7 +375,17 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--curves", nargs="*", default=[], help="curve.csv of every run and seed (figures)")
     table.add_argument("--eval-summaries", nargs="*", default=[], help="eval.json of every run and seed (figures)")
     table.add_argument("--splits", nargs="*", default=[], help="sidecars (.json) of the runs' split files")
+    table.add_argument("--train-summaries", nargs="*", default=[],
+                       help="train.json of every run and seed: the machines that trained them")
     table.set_defaults(func=cmd_table)
+    report = sub.add_parser("report", help="one self-contained HTML page from the records of tables and figures")
+    report.add_argument("--papers", required=True, help="config/papers.yaml: every table and figure of the papers")
+    report.add_argument("--tables-dir", default="config/tables", help="the table configs (to check papers.yaml)")
+    report.add_argument("--records", nargs="*", default=[], help="<table>.json / <figure>.json records")
+    report.add_argument("--figures", nargs="*", default=[], help="the figures' PNG files")
+    report.add_argument("--scale", required=True)
+    report.add_argument("--out", required=True, help="the HTML file")
+    report.set_defaults(func=cmd_report)
     data = sub.add_parser("data", help="download, verify and unpack datasets into resources/")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     data_sub.add_parser("list", help="the datasets and how each is obtained").set_defaults(func=cmd_data)

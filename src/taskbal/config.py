@@ -122,11 +122,11 @@ class Cell:
 
 
 def table_cells(spec: dict, scale: str) -> list[Cell]:
-    """Every (row, column) of the table that is run by the pipeline (rows marked ``run: false``
-    carry only the paper's numbers)."""
+    """Every (row, column) of the table that is run by the pipeline (a row with ``not_run: <why>``
+    carries only the paper's numbers, e.g. a result the paper copies from another publication)."""
     cells = []
     for row in spec["rows"]:
-        if row.get("run", True) is False:
+        if "not_run" in row:
             continue
         for column in spec["columns"]:
             experiment = resolve_experiment(spec, scale, row.get("set"), column.get("set"))

@@ -11,7 +11,8 @@ learning, the black-box optimisers and the toy problems:
   turns the step statistics since the last row into the row;
 * ``stop_after`` (tests of resume: stop after that many iterations of this process, outputs unwritten);
 * the outputs: ``final.pt`` (the trainable's final state with the experiment and seed), ``curve.csv``
-  and ``train.json`` (iterations, wall time, the resumed-from iteration, the trainable's summary).
+  and ``train.json`` (iterations, wall time, the resumed-from iteration, the trainable's summary, and
+  ``machine``: the GPU or CPU model and torch build it ran on, each of them if a resume moved it).
 
 A trainable has
 
@@ -44,6 +45,7 @@ from tqdm import tqdm
 
 from .artifacts import CURVE, FINAL, RESUME, TRAIN_SUMMARY
 from .io import atomic_path, remove_leftover_temporaries, write_json
+from .machine import describe as describe_machine
 
 
 def seed_everything(seed: int) -> None:
@@ -109,18 +111,24 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
     total, every = trainable.iterations, trainable.curve_every
     resume_path = out_dir / RESUME
     iteration, rows, window = 0, [], []
+    machines = []  # where each stretch of the training ran: a resumed job may run on another node
     if resume_path.exists():
         state = torch.load(resume_path, map_location=map_location, weights_only=False)
         if state.get("experiment") != experiment or state.get("seed") != seed:
             raise ValueError(f"{resume_path}: resume state of a different experiment or seed; delete it to start over")
         iteration, rows, window = state["iteration"], state["rows"], state["window"]
+        machines = state.get("machines", [])
         trainable.load_state_dict(state["trainable"])
     else:
         rows.append(trainable.curve_row(0, []))
 
+    here = describe_machine(map_location)
+    if not machines or machines[-1] != here:
+        machines.append(here)
+
     def checkpoint() -> None:
         save_atomic({"iteration": iteration, "rows": rows, "window": window, "trainable": trainable.state_dict(),
-                     "experiment": experiment, "seed": seed}, resume_path)
+                     "experiment": experiment, "seed": seed, "machines": machines}, resume_path)
 
     started, start_iteration = time.perf_counter(), iteration
     bar = Progress(progress, total, iteration, seed)
@@ -160,7 +168,7 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
     save_atomic({**trainable.final_state(), "experiment": experiment, "seed": seed}, out_dir / FINAL)
     summary = {"iterations": total, "seconds": seconds, "resumed_from": start_iteration,
                "iterations_per_second": (iteration - start_iteration) / max(seconds, 1e-9),
-               **trainable.summary(rows)}
+               **trainable.summary(rows), "machine": "; then ".join(machines)}
     write_json(out_dir / TRAIN_SUMMARY, summary)
     resume_path.unlink(missing_ok=True)
     remove_leftover_temporaries(out_dir, (RESUME, FINAL, CURVE, TRAIN_SUMMARY))

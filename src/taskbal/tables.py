@@ -237,8 +237,10 @@ def to_latex(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -> s
     return "\n".join(out)
 
 
-def write_table(frame: pd.DataFrame, spec: dict, out_prefix: Path, scale: str, provenance: dict) -> list[Path]:
-    """Write ``out_prefix``.csv, .md and .tex, each atomically (temporary file, then os.replace).
+def write_table(frame: pd.DataFrame, spec: dict, out_prefix: Path, scale: str, provenance: dict,
+                record: str | None = None) -> list[Path]:
+    """Write ``out_prefix``.csv, .md and .tex (and .json, the report's ``record``), each atomically
+    (temporary file, then os.replace).
 
     Markdown and LaTeX are rendered before anything is written, so a rendering error leaves
     no partial set of outputs.
@@ -246,6 +248,8 @@ def write_table(frame: pd.DataFrame, spec: dict, out_prefix: Path, scale: str, p
     out_prefix = Path(out_prefix)
     outputs = {".csv": None, ".md": to_markdown(frame, spec, scale, provenance),
                ".tex": to_latex(frame, spec, scale, provenance)}
+    if record is not None:
+        outputs[".json"] = record
     written = []
     for suffix, text in outputs.items():
         path = out_prefix.with_name(out_prefix.name + suffix)

@@ -26,8 +26,15 @@ from filelock import FileLock
 
 DEFAULT_DB = Path("results/mlflow/mlflow.db")
 DEFAULT_ARTIFACTS = Path("results/mlflow/artifacts")
-# MLflow 3's UI opens an experiment of unknown kind on its GenAI traces page; this kind opens the runs table.
+# MLflow 3's UI opens an experiment of unknown kind on its GenAI traces page; this kind marks ours as
+# model training. The UI of MLflow 3.17 goes by its own "GenAI / Model training" switch instead (GenAI
+# unless the user switched), so the links we give carry the switch: ``runs_url``.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def runs_url(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI served at ``server`` (not its GenAI pages)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def resolve_uri(configured: str | None = None) -> str:
@@ -186,12 +193,17 @@ class LiveRun:
                       "training goes on, the curve is in curve.csv", file=sys.stderr, flush=True)
                 self.row_warning_given = True
 
-    def finish(self, metrics: dict[str, float], artifacts: list[Path] = ()) -> None:
-        from mlflow.entities import Metric
+    def finish(self, summary: dict, artifacts: list[Path] = ()) -> None:
+        """The summary's numbers as metrics, its texts (the machine) as tags, the artifacts; FINISHED."""
+        from mlflow.entities import Metric, RunTag
 
         now = _now()
+        metrics = [Metric(k, float(v), now, 0) for k, v in summary.items() if isinstance(v, (int, float))]
+        tags = [RunTag(k, v[:5000]) for k, v in summary.items() if isinstance(v, str)]
         with _lock_for(self.uri):
-            self._log_metrics([Metric(k, float(v), now, 0) for k, v in metrics.items()])
+            self._log_metrics(metrics)
+            if tags:
+                self.client.log_batch(self.run_id, tags=tags)
             for path in artifacts:
                 self.client.log_artifact(self.run_id, str(path))
             self.client.set_terminated(self.run_id, "FINISHED", end_time=_now())

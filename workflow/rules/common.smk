@@ -59,8 +59,15 @@ def target_of(name, scale):
     return f"results/tables/{scale}/{name}.md"
 
 
+def record_of(name, scale):
+    """The record of a table or figure: what the reproduction report is built from."""
+    folder = "figures" if name in FIGURE_NAMES else "tables"
+    return f"results/{folder}/{scale}/{name}.json"
+
+
 def default_targets():
-    return [target_of(name, config["scale"]) for name in config["tables"]]
+    """The configured tables and figures, and the report that gathers them."""
+    return [target_of(name, config["scale"]) for name in config["tables"]] + [f"results/report/{config['scale']}.html"]
 
 
 def split_inputs(scale, split):

@@ -1,6 +1,8 @@
 localrules:
     table,
     figure,
+    reproduction_report,
+    report,
 
 
 rule table:
@@ -8,18 +10,20 @@ rule table:
     input:
         config="config/tables/{table}.yaml",
         per_task=lambda w: run_files(w.table, w.scale, artifacts.EVAL),
+        trained=lambda w: run_files(w.table, w.scale, artifacts.TRAIN_SUMMARY),
         splits=lambda w: split_sidecars(w.table, w.scale),
     output:
         markdown="results/tables/{scale}/{table}.md",
         csv="results/tables/{scale}/{table}.csv",
         latex="results/tables/{scale}/{table}.tex",
+        record="results/tables/{scale}/{table}.json",
     log:
         "results/logs/{scale}/table/{table}.log",
     conda:
         "../../environment.yml"
     shell:
         "taskbal table --config {input.config} --scale {wildcards.scale}"
-        " --eval {input.per_task} --splits {input.splits}"
+        " --eval {input.per_task} --train-summaries {input.trained} --splits {input.splits}"
         " --out results/tables/{wildcards.scale}/{wildcards.table} > {log} 2>&1"
 
 
@@ -29,18 +33,45 @@ rule figure:
         config="config/tables/{figure}.yaml",
         curves=lambda w: run_files(w.figure, w.scale, artifacts.CURVE),
         finals=lambda w: run_files(w.figure, w.scale, artifacts.EVAL_SUMMARY),
+        trained=lambda w: run_files(w.figure, w.scale, artifacts.TRAIN_SUMMARY),
         splits=lambda w: split_sidecars(w.figure, w.scale),
     output:
         png="results/figures/{scale}/{figure}.png",
         page="results/figures/{scale}/{figure}.md",
+        record="results/figures/{scale}/{figure}.json",
     log:
         "results/logs/{scale}/figure/{figure}.log",
     conda:
         "../../environment.yml"
     shell:
         "taskbal table --config {input.config} --scale {wildcards.scale}"
-        " --curves {input.curves} --eval-summaries {input.finals} --splits {input.splits}"
+        " --curves {input.curves} --eval-summaries {input.finals} --train-summaries {input.trained}"
+        " --splits {input.splits}"
         " --out results/figures/{wildcards.scale}/{wildcards.figure} > {log} 2>&1"
+
+
+rule reproduction_report:
+    """One self-contained HTML page: every table and figure of config["tables"] at a scale, by paper,
+    and what is not built and why (config/papers.yaml lists every table and figure of the papers)."""
+    input:
+        papers="config/papers.yaml",
+        records=lambda w: [record_of(name, w.scale) for name in config["tables"]],
+        figures=lambda w: [target_of(name, w.scale) for name in config["tables"] if name in FIGURE_NAMES],
+    output:
+        "results/report/{scale}.html",
+    log:
+        "results/logs/{scale}/report.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "taskbal report --papers {input.papers} --records {input.records} --figures {input.figures}"
+        " --scale {wildcards.scale} --out {output} > {log} 2>&1"
+
+
+rule report:
+    """`snakemake report`: the reproduction report at the configured scale."""
+    input:
+        f"results/report/{config['scale']}.html",
 
 
 # One rule per table or figure, named after its config, so that `snakemake nash_table2` builds it
