@@ -4,7 +4,6 @@ with the points of curve.csv."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -12,10 +11,9 @@ import mlflow
 import pandas as pd
 import pytest
 
+from report_checks import CHROMIUM
 from taskbal.tracking import runs_url
 from test_tracking_server import running_server
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.slow

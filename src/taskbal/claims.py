@@ -85,8 +85,9 @@ def paper_numbers(spec: dict, finals: dict, key: str, lower: bool) -> list[dict]
     return results
 
 
-def fmt(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.4g}"
+def fmt(value: float | None) -> str:
+    """Four significant digits; '–' for a missing value (NaN here, None in a JSON record)."""
+    return "–" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
 def findings(spec: dict, finals: dict) -> dict:

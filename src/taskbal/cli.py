@@ -217,8 +217,8 @@ def data_sources(split_sidecars: list[str]) -> str:
     return " | ".join(seen)
 
 
-def machines_of(paths: list[str]) -> dict[str, int]:
-    """Which machines trained the runs (``train.json``'s ``machine``), with how many runs each."""
+def machines_of(paths) -> dict[str, int]:
+    """Which machines trained the runs (their ``train.json``'s ``machine``), with how many runs each."""
     from collections import Counter
 
     from .io import read_json
@@ -242,8 +242,7 @@ def cmd_table(args) -> None:
     sources = data_sources(args.splits)
     if sources:
         provenance["data"] = sources
-    files_by_run(args.train_summaries, TRAIN_SUMMARY)  # only run files
-    machines = machines_of(args.train_summaries)
+    machines = machines_of(files_by_run(args.train_summaries, TRAIN_SUMMARY).values())
     if machines:
         provenance["machines"] = " | ".join(f"{machine} ({count} run{'s' if count != 1 else ''})"
                                             for machine, count in machines.items())

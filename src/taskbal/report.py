@@ -17,7 +17,10 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from .claims import fmt as short
 from .config import read_yaml
+from .tables import fmt as number
+from .tables import paper_decimals
 
 CELL_VERDICTS = ("inside", "outside", "no paper value", "not run")  # taskbal.tables.verdict
 EXPERIMENT_STATES = ("config", "not_yet", "no_run")
@@ -41,8 +44,6 @@ def record_of(spec: dict, scale: str, provenance: dict, *, cells=None, found: di
     """A table's (``cells``: the frame of ``tables.build_table``) or a figure's (``found``:
     ``claims.findings``, ``figure``: its PNG's file name) record, as JSON text; ``machines``: how many
     of its runs each machine trained."""
-    from .tables import paper_decimals
-
     record = {"name": spec["name"], "machines": machines or {}, "kind": spec.get("kind", "table"),
               "source": spec["source"],
               "title": " ".join(spec["title"].split()), "notes": spec.get("notes"), "scale": scale,
@@ -110,14 +111,6 @@ def esc(text) -> str:
 
 def css(verdict: str) -> str:
     return verdict.replace(" ", "-")
-
-
-def number(value, decimals: int) -> str:
-    return "–" if value is None else f"{value:.{decimals}f}"
-
-
-def short(value) -> str:
-    return "–" if value is None else f"{value:.4g}"
 
 
 def provenance_html(record: dict) -> str:

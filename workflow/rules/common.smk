@@ -59,7 +59,7 @@ def target_of(name, scale):
     return f"results/tables/{scale}/{name}.md"
 
 
-def record_of(name, scale):
+def record_path(name, scale):
     """The record of a table or figure: what the reproduction report is built from."""
     folder = "figures" if name in FIGURE_NAMES else "tables"
     return f"results/{folder}/{scale}/{name}.json"

@@ -55,7 +55,7 @@ rule reproduction_report:
     and what is not built and why (config/papers.yaml lists every table and figure of the papers)."""
     input:
         papers="config/papers.yaml",
-        records=lambda w: [record_of(name, w.scale) for name in config["tables"]],
+        records=lambda w: [record_path(name, w.scale) for name in config["tables"]],
         figures=lambda w: [target_of(name, w.scale) for name in config["tables"] if name in FIGURE_NAMES],
     output:
         "results/report/{scale}.html",
