@@ -19,7 +19,7 @@ def repo() -> Path:
     return REPO
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tool_env() -> dict[str, str]:
     """Environment for subprocesses: the interpreter's bin directory first on PATH (taskbal, snakemake)."""
     env = dict(os.environ)

@@ -77,7 +77,7 @@ def load_table(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> dict:
     parent_name = spec.get("extends")
     if parent_name:
         parent = load_table(parent_name, path.parent)
-        for key in ("experiment", "scales", "seeds", "scale_seeds"):
+        for key in ("experiment", "scales", "seeds", "scale_seeds", "resources"):
             if key in parent:
                 spec[key] = deep_merge(parent[key], spec.get(key)) if isinstance(parent[key], dict) \
                     else spec.get(key, parent[key])

@@ -37,6 +37,7 @@ class Plan:
     split_of_run: dict = field(default_factory=dict)    # (scale, run) → split id
     tables_of_run: dict = field(default_factory=dict)   # (scale, run) → names of the tables it serves
     split_inputs: dict = field(default_factory=dict)    # (scale, split) → dataset files it is built from
+    resources_of_run: dict = field(default_factory=dict)  # (scale, run) → cluster resources its jobs ask for
 
     @property
     def scales(self) -> list[str]:
@@ -135,6 +136,14 @@ def check_paper_values(spec: dict) -> None:
                             "where the paper reports none")
 
 
+def merge_resources(asked: dict, more: dict | None) -> dict:
+    """A run that serves several tables asks for the most that any of them needs."""
+    merged = dict(asked)
+    for key, value in (more or {}).items():
+        merged[key] = max(merged.get(key, value), value)
+    return merged
+
+
 def in_dependency_order(paths: list[Path]) -> list[Path]:
     """Configs that others extend first, so that an error in an inherited value names the file it is
     written in rather than a file that inherits it."""
@@ -178,6 +187,8 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
                     plan.split_inputs[scale, cell.split] = split_files
                     plan.split_of_run[key] = cell.split
                     plan.tables_of_run.setdefault(key, set()).add(spec["name"])
+                    plan.resources_of_run[key] = merge_resources(plan.resources_of_run.get(key, {}),
+                                                                 (spec.get("resources") or {}).get(scale))
         except ConfigFileError as error:  # names its own file (``path`` or one it extends)
             cache.save()
             raise PlanError(str(error)) from None

@@ -70,6 +70,26 @@ def default_targets():
     return [target_of(name, config["scale"]) for name in config["tables"]] + [f"results/report/{config['scale']}.html"]
 
 
+def job_resource(key, default):
+    """A training or evaluation job's cluster resource: the most that any table its run serves asks
+    for (a table's `resources`), else the default (a value, or a function of the wildcards)."""
+
+    def of_job(wildcards):
+        asked = PLAN.resources_of_run.get((wildcards.scale, wildcards.run), {})
+        return asked[key] if key in asked else (default(wildcards) if callable(default) else default)
+
+    return of_job
+
+
+def gpu_resources():
+    """The executor plugin's GPU request (`gpu`: sbatch --gpus=N, or `gres`: --gres=gpu:N, per the
+    config key gpu_request); CPU-only jobs ask for none."""
+    gpus = job_resource("gpu", 0)
+    if config["gpu_request"] == "gres":
+        return {"gres": lambda w: f"gpu:{gpus(w)}" if gpus(w) else ""}
+    return {"gpu": gpus}
+
+
 def split_inputs(scale, split):
     """Dataset files a split is built from (none for generated families), so that the DAG
     fetches a dataset before drawing its splits."""

@@ -12,8 +12,9 @@ rule evaluate:
         "../../environment.yml"
     threads: config["threads"]
     resources:
-        runtime=30,
-        mem_mb=2000,
+        **gpu_resources(),
+        runtime=job_resource("evaluate_runtime", 30),
+        mem_mb=job_resource("mem_mb", 2000),
     params:
         tables=lambda w: ",".join(sorted(TABLES_OF_RUN[w.scale, w.run])),
         tracking=lambda w: (f"--tracking-uri {config['tracking_uri']}" if config.get("tracking_uri") else ""),

@@ -12,8 +12,9 @@ rule train:
         "../../environment.yml"
     threads: config["threads"]
     resources:
-        runtime=lambda w: 600 if w.scale == "paper" else 120,
-        mem_mb=2000,
+        **gpu_resources(),
+        runtime=job_resource("train_runtime", lambda w: 600 if w.scale == "paper" else 120),
+        mem_mb=job_resource("mem_mb", 2000),
     params:
         spec=lambda w: json.dumps(RUNS[w.scale, w.run]),
         tables=lambda w: ",".join(sorted(TABLES_OF_RUN[w.scale, w.run])),
