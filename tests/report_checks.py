@@ -42,9 +42,12 @@ def check_report(work: Path, scale: str, tables: list[str], figure: str, not_bui
         assert page.title() == f"taskbal reproduction report ({scale})"
 
         # The summary line counts what the tables' CSVs say.
-        verdicts = pd.concat(frames.values()).verdict
+        verdicts, seed_verdicts = pd.concat(frames.values()).verdict, pd.concat(frames.values()).seed_verdict
         inside, compared = int((verdicts == "inside").sum()), int(verdicts.isin(["inside", "outside"]).sum())
-        assert f"SIMOL: {inside} of {compared} cells consistent with the paper (" in text
+        consistent = int((seed_verdicts == "consistent").sum())
+        judged = int(seed_verdicts.isin(["consistent", "inconsistent"]).sum())
+        assert (f"SIMOL: {inside} of {compared} cells inside the paper's CI, {consistent} of {judged} consistent "
+                "with it under seed variation") in text
 
         # Each cell shows our value, the paper's and the verdict, coloured by the verdict.
         for name, frame in frames.items():
@@ -55,6 +58,7 @@ def check_report(work: Path, scale: str, tables: list[str], figure: str, not_bui
                 shown = cell.inner_text()
                 assert f"{line.ours_mean:.3f} ± {line.ours_ci:.3f}" in shown, (name, line.row, shown)
                 assert f"paper {line.paper_mean:.{digits[name]}f}" in shown and line.verdict in shown
+                assert f"[± {line.seed_ci:.3f}]" in shown and f"{line.seed_verdict} (seeds)" in shown
                 background = cell.evaluate("e => getComputedStyle(e).backgroundColor")
                 assert background == COLOURS[line.verdict], (name, line.row, line.column, background)
 

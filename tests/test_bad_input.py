@@ -36,6 +36,8 @@ def plan_after_edit(repo, tmp_path, name: str, old: str, new: str):
     ("    outer: {iterations: 20}\n", "    outer: {iteratons: 5}\n", "outer.iteratons"),
     ("    hidden: [32, 32]     #", "    hiden: [8]     #", "model.hiden"),
     ("    outer: {iterations: 20}\n", "    outer: {iterations: 20, meta_batch: 400}\n", "outer.meta_batch"),
+    ("  evaluation:\n", "  divergence: {factor: 0.5}\n  evaluation:\n", "divergence.factor"),
+    ("    iterations: 10000\n", "    iterations: 10000\n    clip_grad_norm: -1\n", "outer.clip_grad_norm"),
 ])
 def test_a_bad_experiment_value_names_the_field_and_the_file_it_is_written_in(repo, tmp_path, old, new, field):
     message = plan_after_edit(repo, tmp_path, "simol_table1.yaml", old, new)
@@ -64,6 +66,17 @@ def test_a_paper_key_must_name_a_column_and_a_missing_value_is_written_as_null(r
     message = plan_after_edit(repo, tmp_path / "second", "simol_table1.yaml", row,
                               "paper: {overall_2shot: [1.70, 0.11]")
     assert "no value for column 'overall_5shot'" in message and "`overall_5shot: null`" in message
+
+
+def test_a_second_reading_column_borrows_the_paper_value_and_says_when_it_cannot(repo, tmp_path):
+    reading = "paper_column: overall_5shot,"
+    message = plan_after_edit(repo, tmp_path, "simol_table1.yaml", reading, "paper_column: overall_5shott,")
+    assert "simol_table1.yaml" in message
+    assert "columns ('overall_5shot_sgd').paper_column: 'overall_5shott' is not a column with the paper's" in message
+    row = "paper: {overall_5shot: [0.43, 0.11],"
+    message = plan_after_edit(repo, tmp_path / "second", "simol_table1.yaml", row,
+                              row + " overall_5shot_sgd: [0.5, 0.1],")
+    assert "paper.overall_5shot_sgd: this column takes the paper's value of column 'overall_5shot'" in message
 
 
 def test_a_yaml_syntax_error_names_the_file_line_and_column(repo, tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from taskbal.stats import ci95, paired_t_test, summarise, worst_fraction
+from taskbal.stats import ci95, paired_t_test, seed_paired_t_test, summarise, t_ci95, worst_fraction
 
 
 def test_ci95_is_the_normal_interval():
@@ -107,3 +107,19 @@ def test_empty_input_is_refused_clearly():
         summarise({}, "overall")
     with pytest.raises(ValueError, match="seed 3"):
         summarise({3: np.array([])}, "overall")
+
+
+@pytest.mark.parametrize("metric", ["overall", "worst10"])
+def test_seed_values_their_t_interval_and_the_seed_paired_test_equal_scipy(metric):
+    rng = np.random.default_rng(5)
+    a = {seed: rng.gamma(2.0, 1.0 + 0.2 * seed, 50) for seed in range(4)}
+    b = {seed: values * rng.uniform(0.8, 1.3) for seed, values in a.items()}
+    sa, sb = summarise(a, metric), summarise(b, metric)
+    by_hand = [values.mean() if metric == "overall" else np.sort(values)[-5:].mean() for values in a.values()]
+    np.testing.assert_allclose(sa.per_seed, by_hand)
+    low, high = scipy_stats.t.interval(0.95, 3, loc=np.mean(by_hand), scale=scipy_stats.sem(by_hand))
+    assert sa.seed_ci == pytest.approx((high - low) / 2) and sa.seed_mean == pytest.approx(sa.mean)
+    assert seed_paired_t_test(sa, sb) == pytest.approx(scipy_stats.ttest_rel(sa.per_seed, sb.per_seed).pvalue)
+    assert np.isnan(t_ci95(np.array([1.0])))
+    with pytest.raises(ValueError, match="same seeds"):
+        seed_paired_t_test(sa, summarise({0: a[0], 1: a[1]}, metric))

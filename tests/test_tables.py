@@ -1,8 +1,11 @@
 """Tables: best row, significance, verdicts against the paper, ordering; the written files."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from taskbal.figures import plot_curves
@@ -65,7 +68,8 @@ def test_written_files(tmp_path):
     assert sorted(p.name for p in paths) == ["demo_table.csv", "demo_table.md", "demo_table.tex"]
     markdown = (tmp_path / "demo_table.md").read_text()
     assert "quick: 2,000 iterations" in markdown and "Demo paper, Table 9" in markdown
-    assert "(paper 1.0 ± 0.1, inside)" in markdown and "**" in markdown
+    assert "(paper 1.0 ± 0.1, inside; consistent)" in markdown and "**" in markdown
+    assert "Each seed's value (seeds 0, 1, 2, in that order)" in markdown
     assert "paper's own published numbers" in markdown
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "demo_table.csv"), frame, check_dtype=False)
     assert "\\textbf" in (tmp_path / "demo_table.tex").read_text()
@@ -112,7 +116,8 @@ def test_every_paper_value_is_labelled_and_special_characters_are_escaped(tmp_pa
     frame = build_table(spec, cells, "quick")
     write_table(frame, spec, tmp_path / "t", "quick", {"scale_description": "quick: 2,000 iterations"})
     markdown = (tmp_path / "t.md").read_text()
-    table_lines = [l for l in markdown.splitlines() if l.startswith("| ") and not l.startswith("| method")]
+    main_table = markdown.split("Each seed's value")[0]
+    table_lines = [l for l in main_table.splitlines() if l.startswith("| ") and not l.startswith("| method")]
     assert len(table_lines) == 5
     for row_line in table_lines:
         for cell in row_line.strip("| ").split(" | ")[1:]:
@@ -147,3 +152,44 @@ def test_paper_values_keep_the_paper_s_precision(tmp_path):
     markdown = (tmp_path / "t.md").read_text()
     assert "(paper 1.70 ± 0.11," in markdown and "(paper 0.43 ± 0.10," in markdown
     assert "(1.70 $\\pm$ 0.11)" in (tmp_path / "t.tex").read_text()
+
+
+def test_seed_level_columns_and_verdicts_follow_the_seeds():
+    """Each seed's value in the CSV; the seed interval decides 'consistent', not the pooled-task CI."""
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(3)
+    # Row A: seeds far apart (training runs differ), tasks tight within each seed.
+    spread = {s: 1.0 + 0.3 * (s - 1) + rng.normal(0, 0.01, 100) for s in range(3)}
+    cells = {("A", "overall"): spread, ("B", "overall"): {s: v + 1.0 + rng.normal(0, 0.05, 100)
+                                                          for s, v in spread.items()}}
+    spec = dict(SPEC, rows=[{"label": "A", "paper": {"overall": [1.25, 0.02]}},
+                            {"label": "B", "paper": {"overall": [2.0, 0.1]}}], columns=SPEC["columns"][:1])
+    frame = build_table(spec, cells, "quick")
+    a = line(frame, "A", "overall")
+    per_seed = [spread[s].mean() for s in range(3)]
+    assert json.loads(a.seed_values) == per_seed and json.loads(a.seeds) == [0, 1, 2]
+    low, high = scipy_stats.t.interval(0.95, 2, loc=np.mean(per_seed), scale=scipy_stats.sem(per_seed))
+    assert a.seed_ci == pytest.approx((high - low) / 2)
+    assert a.ours_ci < 0.1 < a.seed_ci  # tasks cannot see the spread between runs
+    assert a.verdict == "outside" and a.seed_verdict == "consistent"
+    # The star follows the seed-paired test of A against B.
+    b_per_seed = json.loads(line(frame, "B", "overall").seed_values)
+    assert a.best and a.p_value == pytest.approx(scipy_stats.ttest_rel(per_seed, b_per_seed).pvalue)
+    assert a.significant == (a.p_value < 0.1) and not np.isnan(a.p_value_tasks)
+    one = build_table(spec, {k: {0: v[0]} for k, v in cells.items()}, "quick")
+    assert (one.seed_verdict == "one seed").all() and one.p_value.isna().all()
+
+
+def test_a_second_reading_is_judged_against_the_paper_value_of_its_paper_column():
+    spec = dict(SPEC, rows=SPEC["rows"][:2],
+                columns=[SPEC["columns"][0], {"key": "overall_b", "label": "overall, reading b",
+                                              "metric": "overall", "paper_column": "overall"}])
+    cells = cells_with_means({"A": 1.0, "B": 2.0})
+    cells.update({("A", "overall_b"): cells[("B", "overall")], ("B", "overall_b"): cells[("A", "overall")]})
+    frame = build_table(spec, cells, "quick")
+    b_reading = line(frame, "A", "overall_b")
+    assert (b_reading.paper_mean, b_reading.paper_ci) == (1.0, 0.1) and b_reading.verdict == "outside"
+    assert line(frame, "A", "overall").verdict == "inside"
+    # Each reading has its own ordering verdict: reading b swaps the rows.
+    assert line(frame, "A", "overall").ordering == "kept" and b_reading.ordering == "changed"

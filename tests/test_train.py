@@ -110,6 +110,7 @@ def test_train_json_names_the_machine_of_each_stretch_of_a_resumed_run(tmp_path,
 
     here = machine.describe("cpu")
     assert machine.cpu_model() in here and torch.__version__ in here
+    assert f"({torch.backends.cpu.get_cpu_capability()} kernels, " in here
     experiment = small_experiment(iterations=20)
     train(experiment, 0, small_split, tmp_path / "one", progress=False)
     assert json.loads((tmp_path / "one/train.json").read_text())["machine"] == here
@@ -119,3 +120,31 @@ def test_train_json_names_the_machine_of_each_stretch_of_a_resumed_run(tmp_path,
     monkeypatch.setattr(loop, "describe_machine", lambda device: "node B")
     train(experiment, 0, small_split, tmp_path / "two", progress=False, checkpoint_every=5)
     assert json.loads((tmp_path / "two/train.json").read_text())["machine"] == "node A; then node B"
+
+
+def test_outer_gradient_clipping_hands_adam_the_direction_at_the_clipped_norm(small_split, monkeypatch):
+    """outer.clip_grad_norm: the outer optimiser sees the direction rescaled to that norm when it is
+    longer (torch.nn.utils.clip_grad_norm_), and the unclipped direction otherwise."""
+    from taskbal.train import Run
+
+    seen = []
+    for clip in (None, 1e-3, 1e6):
+        experiment = small_experiment(iterations=1)
+        experiment["outer"]["clip_grad_norm"] = clip
+        run = Run(experiment, 0, small_split, torch.device("cpu"))
+        directions = []
+        combine = run.weighting.combine
+        monkeypatch.setattr(run.weighting, "combine", lambda tasks: directions.append(combine(tasks)) or directions[-1])
+        step = run.optimizer.step
+        monkeypatch.setattr(run.optimizer, "step", lambda: seen.append(
+            torch.cat([p.grad.flatten() for p in run.learner.parameters()])) or step())
+        run.step(0)
+        direction = directions[-1].direction
+        if clip == 1e-3:
+            assert seen[-1].norm().item() == pytest.approx(1e-3, rel=1e-4)
+            assert torch.nn.functional.cosine_similarity(seen[-1], direction, dim=0).item() == pytest.approx(1.0)
+        else:
+            assert torch.equal(seen[-1], direction)
+    with pytest.raises(ValueError, match=r"^outer\.clip_grad_norm: must be null \(no clipping\) or a number > 0"):
+        experiment["outer"]["clip_grad_norm"] = 0
+        Run(experiment, 0, small_split, torch.device("cpu"))

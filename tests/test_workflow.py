@@ -41,8 +41,9 @@ def test_dry_run_lists_the_whole_dag(repo, tool_env, tmp_path):
     out = snakemake(["-n", "--quiet", "rules"], work, tool_env).stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
-    # Table 1: 6 methods × 2 shots; Table 5 adds 3- and 4-layer SIMOL (its 2-layer row is Table 1's run).
-    assert counts["train"] == (6 * 2 + 2) * 3
+    # Table 1: 6 methods × 2 shots × 2 inner optimisers; Table 5 adds 3- and 4-layer SIMOL with each
+    # optimiser (its 2-layer row is Table 1's run); 5 seeds at quick scale.
+    assert counts["train"] == (6 * 2 * 2 + 2 * 2) * 5
     assert counts["evaluate"] == counts["train"]
     assert counts["split"] == 2 and counts["table"] == 2 and counts["figure"] == 1
     assert counts["reproduction_report"] == 1
@@ -74,7 +75,8 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
     snakemake(["--config", "scale=tiny", "--quiet"], work, tool_env)
 
     table1 = pd.read_csv(work / "results/tables/tiny/simol_table1.csv")
-    assert len(table1) == 6 * 4 and table1["ours_mean"].notna().all()
+    assert len(table1) == 6 * 8 and table1["ours_mean"].notna().all()  # 4 columns, each in both readings
+    assert (table1["n_seeds"] == 2).all()
     assert set(table1["row"]) == {"min average loss (MAML)", "mini-batch MGDA", "mini-batch CAGrad",
                                   "mini-batch PCGrad", "mini-batch improvement function", "SIMOL"}
     assert (table1["scale"] == "tiny").all()
@@ -82,7 +84,7 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
     assert "tiny" in markdown and "paper" in markdown
     assert (work / "results/tables/tiny/simol_table1.tex").exists()
     table5 = pd.read_csv(work / "results/tables/tiny/simol_table5.csv")
-    assert len(table5) == 3 * 2 and table5["ours_mean"].notna().all()
+    assert len(table5) == 3 * 4 and table5["ours_mean"].notna().all()
     # The 2-layer row of Table 5 is Table 1's SIMOL 2-shot run: the same numbers.
     t1 = table1[(table1["row"] == "SIMOL") & (table1["column"] == "overall_2shot")]["ours_mean"].item()
     t5 = table5[(table5["row"] == "2 layers") & (table5["column"] == "overall")]["ours_mean"].item()
@@ -92,7 +94,7 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
     with sqlite3.connect(work / "results/mlflow/mlflow.db") as db:
         runs = db.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
         tags = dict(db.execute("select key, count(*) from tags group by key").fetchall())
-    assert runs == 2 * 42  # one training and one evaluation run per (run, seed)
+    assert runs == 2 * 56  # one training and one evaluation run per (run, seed): (24 + 4) runs × 2 seeds
     for key in ("tables", "method", "seed", "scale", "git_commit"):
         assert tags.get(key) == runs, key
 

@@ -216,6 +216,15 @@ def data_sources(split_sidecars: list[str]) -> str:
     return " | ".join(seen)
 
 
+def diverged_curves(spec: dict, trained: dict) -> str:
+    """Which curves of a figure come from diverged seeds ('row, column: seed 2 diverged at …')."""
+    from .divergence import diverged_seeds, seeds_line
+
+    labels = {column["key"]: column["label"] for column in spec["columns"]}
+    return "; ".join(f"{row}, {labels[column]}: {seeds_line(found)}" for (row, column), per_seed in trained.items()
+                     if (found := diverged_seeds(per_seed)))
+
+
 def machines_of(paths) -> dict[str, int]:
     """Which machines trained the runs (their ``train.json``'s ``machine``), with how many runs each."""
     from collections import Counter
@@ -251,8 +260,9 @@ def cmd_table(args) -> None:
         from .tables import build_table, write_table
 
         cells, runs = collect(spec, args.scale, args.eval, EVAL, pd.read_csv)
+        trained, _ = collect(spec, args.scale, args.train_summaries, TRAIN_SUMMARY, read_json)
         provenance["runs"] = ", ".join(runs)
-        frame = build_table(spec, cells, args.scale)
+        frame = build_table(spec, cells, args.scale, trained)
         record = record_of(spec, args.scale, provenance, cells=frame, machines=machines)
         for path in write_table(frame, spec, out, args.scale, provenance, record):
             print(f"wrote {path}")
@@ -265,8 +275,12 @@ def cmd_table(args) -> None:
             raise ValueError(f"figure.style: unknown style {style!r}; known: {sorted(STYLES)}")
         curves, runs = collect(spec, args.scale, args.curves, CURVE, pd.read_csv)
         finals, _ = collect(spec, args.scale, args.eval_summaries, EVAL_SUMMARY, read_json)
+        trained, _ = collect(spec, args.scale, args.train_summaries, TRAIN_SUMMARY, read_json)
         add_curve_means(finals, curves)
         provenance["runs"] = ", ".join(runs)
+        diverged = diverged_curves(spec, trained)
+        if diverged:
+            provenance["diverged"] = diverged
         png, page, record_path = (out.with_name(out.name + suffix) for suffix in (".png", ".md", ".json"))
         found = findings(spec, finals)
         text = claims_markdown(spec, found, args.scale, provenance, png.name)  # before writing anything

@@ -11,8 +11,9 @@ learning, the black-box optimisers and the toy problems:
   turns the step statistics since the last row into the row;
 * ``stop_after`` (tests of resume: stop after that many iterations of this process, outputs unwritten);
 * the outputs: ``final.pt`` (the trainable's final state with the experiment and seed), ``curve.csv``
-  and ``train.json`` (iterations, wall time, the resumed-from iteration, the trainable's summary, and
-  ``machine``: the GPU or CPU model and torch build it ran on, each of them if a resume moved it).
+  and ``train.json`` (iterations, wall time, the resumed-from iteration, the trainable's summary,
+  ``divergence``: whether and where the loss diverged (taskbal.divergence), and ``machine``: the GPU
+  or CPU model and torch build it ran on, each of them if a resume moved it).
 
 A trainable has
 
@@ -43,6 +44,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import divergence
 from .artifacts import CURVE, FINAL, RESUME, TRAIN_SUMMARY
 from .io import atomic_path, remove_leftover_temporaries, write_json
 from .machine import describe as describe_machine
@@ -105,6 +107,7 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
         map_location: str | torch.device = "cpu") -> dict:
     """Train the trainable ``build()`` returns (built after seeding) into ``out_dir``."""
     out_dir = Path(out_dir)
+    divergence_rule = divergence.rule_of(experiment)  # a bad rule is an error before training, not after
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     trainable = build()
@@ -168,7 +171,8 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
     save_atomic({**trainable.final_state(), "experiment": experiment, "seed": seed}, out_dir / FINAL)
     summary = {"iterations": total, "seconds": seconds, "resumed_from": start_iteration,
                "iterations_per_second": (iteration - start_iteration) / max(seconds, 1e-9),
-               **trainable.summary(rows), "machine": "; then ".join(machines)}
+               **trainable.summary(rows), **divergence.detect(rows, divergence_rule).summary(),
+               "machine": "; then ".join(machines)}
     write_json(out_dir / TRAIN_SUMMARY, summary)
     resume_path.unlink(missing_ok=True)
     remove_leftover_temporaries(out_dir, (RESUME, FINAL, CURVE, TRAIN_SUMMARY))

@@ -22,10 +22,13 @@ def cpu_model() -> str:
 
 def describe(device: str | torch.device = "cpu") -> str:
     """One line naming the device that computed (GPU model or CPU model), the CPU and torch build,
-    e.g. ``"CPU AMD EPYC (1 torch thread); torch 2.14.1"``."""
+    e.g. ``"CPU AMD EPYC (AVX512 kernels, 1 torch thread); torch 2.14.1"``. The instruction set torch
+    dispatches its CPU kernels to is named because two CPUs that report the same model name (a
+    virtual machine's "AMD EPYC") may run different kernels, and so round differently."""
     device = torch.device(device)
     threads = torch.get_num_threads()
-    host = f"{cpu_model()} ({threads} torch thread{'s' if threads != 1 else ''})"
+    host = f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels, {threads} torch thread" \
+           f"{'s' if threads != 1 else ''})"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         return f"GPU {name} ({device}, CUDA {torch.version.cuda}) on CPU {host}; torch {torch.__version__}"

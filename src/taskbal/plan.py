@@ -117,16 +117,26 @@ def inputs_of_split(data: dict, split: str, cache: CheckCache) -> list[str]:
 
 def check_paper_values(spec: dict) -> None:
     """Every row of a table gives the paper's value for every column, by the column's key: ``null``
-    where the paper gives none, so that a misspelt key cannot pass for a missing value."""
+    where the paper gives none, so that a misspelt key cannot pass for a missing value. A column with
+    ``paper_column`` (another reading of the same experiment) is compared with that column's value."""
     if spec.get("kind", "table") != "table":
         return
-    columns = [column["key"] for column in spec["columns"]]
+    columns = [column["key"] for column in spec["columns"] if "paper_column" not in column]
+    readings = {column["key"]: column["paper_column"] for column in spec["columns"] if "paper_column" in column}
+    for key, paper_column in readings.items():
+        if paper_column not in columns:
+            raise PlanError(f"columns ({key!r}).paper_column: {paper_column!r} is not a column with the paper's "
+                            f"values; those are {columns}")
     for index, row in enumerate(spec["rows"]):
         paper = row.get("paper")
         where = f"rows[{index}] ({row.get('label')!r}).paper"
         if not isinstance(paper, dict):
             raise PlanError(f"{where}: give the paper's value for each column {columns} "
                             "(null where the paper reports none)")
+        borrowed = [key for key in paper if key in readings]
+        if borrowed:
+            raise PlanError(f"{where}.{borrowed[0]}: this column takes the paper's value of column "
+                            f"{readings[borrowed[0]]!r} (its paper_column); give the value there only")
         unknown = [key for key in paper if key not in columns]
         if unknown:
             raise PlanError(f"{where}.{unknown[0]}: not a column key; the columns are {columns}")

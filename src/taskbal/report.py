@@ -99,6 +99,7 @@ th { background: #f0f0f0 } td.num { white-space: nowrap }
 tr > th:first-child { text-align: left } .best { font-weight: bold }
 .best .paper, .best .verdict { font-weight: normal }
 .paper { color: #555; font-size: .85em; display: block }
+.diverged { color: #8a1c00; font-size: .85em; display: block }
 .verdict { font-size: .8em; font-variant: small-caps; display: block }
 .provenance { font-size: .85rem; color: #444 } .caption { font-style: italic; color: #444 }
 .summary li { margin: .2rem 0 } .state { font-size: .9rem; color: #444 } img { max-width: 100%; border: 1px solid #ddd }
@@ -119,6 +120,19 @@ def provenance_html(record: dict) -> str:
     return f'<ul class="provenance">{items}</ul>'
 
 
+def seed_verdict_text(cell: dict) -> str:
+    verdict = cell.get("seed_verdict")
+    return f" · {esc(verdict)} (seeds)" if verdict in ("consistent", "inconsistent", "one seed") else ""
+
+
+def diverged_html(cell: dict, decimals: int) -> str:
+    """Which seeds diverged and the mean without them (nothing when none did)."""
+    if not str(cell.get("diverged") or "").startswith("seed"):
+        return ""
+    return (f'<span class="diverged">{esc(cell["diverged"])}; without: '
+            f'{number(cell.get("mean_without_diverged"), decimals)}</span>')
+
+
 def table_html(record: dict) -> str:
     decimals, paper_digits = record["decimals"], record["paper_decimals"]
     cells = {(c["row"], c["column"]): c for c in record["cells"]}
@@ -133,12 +147,15 @@ def table_html(record: dict) -> str:
             else:
                 ours = f"{number(cell['ours_mean'], decimals)} ± {number(cell['ours_ci'], decimals)}"
                 ours += "*" if cell["significant"] else ""
+                if cell.get("seed_ci") is not None:
+                    ours += f" [± {number(cell['seed_ci'], decimals)}]"
             paper = ("paper: n/a" if cell["paper_mean"] is None else
                      f"paper {number(cell['paper_mean'], paper_digits)} ± {number(cell['paper_ci'], paper_digits)}")
             best = " best" if cell["best"] else ""
             tds.append(f'<td class="num {css(cell["verdict"])}{best}" data-verdict="{esc(cell["verdict"])}">'
                        f'{esc(ours)}<span class="paper">{esc(paper)}</span>'
-                       f'<span class="verdict">{esc(cell["verdict"])}</span></td>')
+                       f'<span class="verdict">{esc(cell["verdict"])}{seed_verdict_text(cell)}</span>'
+                       f'{diverged_html(cell, decimals)}</td>')
         why = f'<br><span class="state">not run: {esc(row["not_run"])}</span>' if row.get("not_run") else ""
         body.append(f"<tr><th>{esc(row['label'])}{why}</th>{''.join(tds)}</tr>")
     orderings = []
@@ -150,10 +167,12 @@ def table_html(record: dict) -> str:
                          f"</span> (Kendall's tau {tau}; same best method: {same})</li>")
     return (f'<table class="results"><tr><th>method</th>{head}</tr>{"".join(body)}</table>'
             f"<p>Ordering of the methods, ours against the paper's:</p><ul>{''.join(orderings)}</ul>"
-            f'<p class="provenance">Ours: mean ± 95 % CI over the pooled seeds and meta-test tasks; bold: our best '
-            f"per column; *: paired t-test of our best against our second best, p &lt; "
+            f'<p class="provenance">Ours: mean ± 95 % CI over the pooled seeds and meta-test tasks, in brackets '
+            f"the Student-t 95 % CI over the seeds' values (each seed's value: the table's page); bold: our best "
+            f"per column; *: paired t-test over seeds of our best against our second best, p &lt; "
             f"{record['significance_level']}. 'paper': the paper's published value (copied from the publication, "
-            f"not ours); inside/outside: whether our mean lies within the paper's 95 % CI.</p>")
+            f"not ours); inside/outside: whether our mean lies within the paper's 95 % CI; consistent/inconsistent "
+            f"(seeds): whether the paper's interval and ours over seeds overlap.</p>")
 
 
 def figure_html(record: dict, png: Path) -> str:
@@ -198,22 +217,29 @@ def figure_html(record: dict, png: Path) -> str:
 def tally(records: list[dict]) -> dict:
     """Counts for a paper's summary line."""
     cells = [c["verdict"] for r in records for c in r.get("cells", [])]
+    seed_cells = [c.get("seed_verdict") for r in records for c in r.get("cells", [])]
     claims = [c["verdict"] for r in records for c in r.get("claims", [])]
     stated = [v["verdict"] for r in records for v in r.get("paper_numbers", [])]
-    return {"consistent": cells.count("inside"), "compared": cells.count("inside") + cells.count("outside"),
+    return {"inside": cells.count("inside"), "compared": cells.count("inside") + cells.count("outside"),
+            "seed_consistent": seed_cells.count("consistent"),
+            "seed_compared": seed_cells.count("consistent") + seed_cells.count("inconsistent"),
             "cells_not_run": cells.count("not run"), "claims_hold": claims.count("holds"),
             "claims_judged": len(claims) - claims.count("not run"), "stated_reached": stated.count("reached"),
             "stated_judged": len(stated) - stated.count("not run")}
 
 
 def summary_line(paper: dict, records: list[dict]) -> str:
-    """E.g. "SIMOL: 3 of 30 cells consistent with the paper, 1 of 2 claims hold (3 of 8 tables and
-    figures in this report; 1 more is a target not built here; 4 are not targets yet)"."""
+    """E.g. "SIMOL: 3 of 30 cells inside the paper's CI, 9 of 30 consistent with it under seed
+    variation, 1 of 2 claims hold (3 of 8 tables and figures in this report; 1 more is a target not
+    built here; 4 are not targets yet)"."""
     counts = tally(records)
     states = Counter(next(key for key in EXPERIMENT_STATES if e.get(key)) for e in paper["experiments"])
     parts = []
     if counts["compared"] or counts["cells_not_run"] or not counts["claims_judged"] + counts["stated_judged"]:
-        parts.append(f"{counts['consistent']} of {counts['compared']} cells consistent with the paper")
+        parts.append(f"{counts['inside']} of {counts['compared']} cells inside the paper's CI")
+        if counts["seed_compared"]:
+            parts.append(f"{counts['seed_consistent']} of {counts['seed_compared']} consistent with it under "
+                         "seed variation")
     if counts["claims_judged"]:
         parts.append(f"{counts['claims_hold']} of {counts['claims_judged']} claims hold")
     if counts["stated_judged"]:

@@ -13,7 +13,12 @@ seeds, worst-10 % or t-test; the choices made here are below).
   whole population of bins, not a sample); the value is the mean over seeds, the CI
   half-width 1.96 · sd / √seeds over the per-seed values, and the paired sample is the
   per-seed values.
-- paired test: scipy's two-sided ``ttest_rel``; overall values are paired by (seed, task),
+- seed-level statistics (a training run is the unit of replication): each seed's value of the
+  metric (its overall mean, its worst-10 % mean, its group statistic), their mean, and the
+  Student-t 95 % CI half-width t(0.975, S − 1) · sd / √S over the S seeds; the seed-paired test
+  is scipy's two-sided ``ttest_rel`` of two rows' per-seed values, paired by seed (the same seed
+  draws the same tasks for every row).
+- task-paired test: scipy's two-sided ``ttest_rel``; overall values are paired by (seed, task),
   worst-10 % values by rank within each seed (worst with worst: the worst tasks of two
   methods are different tasks, so rank is the only pairing there is). Seeds are always taken
   in ascending order, so two summaries of the same seeds and tasks line up element by element.
@@ -21,7 +26,7 @@ seeds, worst-10 % or t-test; the choices made here are below).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,6 +40,16 @@ def ci95(values: np.ndarray) -> float:
     if values.size < 2:
         return float("nan")
     return float(Z95 * values.std(ddof=1) / math.sqrt(values.size))
+
+
+def t_ci95(values: np.ndarray) -> float:
+    """Half-width of the Student-t 95 % CI of the mean (few values: seeds); NaN for fewer than 2."""
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return float("nan")
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
 
 
 def worst_fraction(values_per_seed: dict[int, np.ndarray], fraction: float = 0.1,
@@ -60,10 +75,19 @@ class Summary:
     paired_sample: np.ndarray  # what the paired t-test compares, in a fixed order
     seeds: tuple[int, ...] = ()  # so that a paired test can refuse samples from different seeds
     metric: str = "overall"
+    per_seed: np.ndarray = field(default_factory=lambda: np.empty(0))  # each seed's value, in seed order
 
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)
+
+    @property
+    def seed_mean(self) -> float:
+        return float(self.per_seed.mean()) if self.per_seed.size else float("nan")
+
+    @property
+    def seed_ci(self) -> float:
+        return t_ci95(self.per_seed)
 
 
 GROUP_METRICS = ("worst_group", "std_group")
@@ -91,17 +115,18 @@ def summarise(values_per_seed: dict[int, np.ndarray], metric: str, lower_is_bett
         seeds = tuple(sorted(values_per_seed))
         per_seed = np.array([group_statistic(values_per_seed[s], groups_per_seed[s], metric, lower_is_better)
                              for s in seeds])
-        return Summary(float(per_seed.mean()), ci95(per_seed), per_seed.size, per_seed, seeds, metric)
+        return Summary(float(per_seed.mean()), ci95(per_seed), per_seed.size, per_seed, seeds, metric, per_seed)
     seeds = tuple(sorted(values_per_seed))
     if metric == "overall":
         pooled = np.concatenate([np.asarray(values_per_seed[s], dtype=float) for s in seeds])
-        return Summary(float(pooled.mean()), ci95(pooled), pooled.size, pooled, seeds, metric)
+        per_seed = np.array([np.asarray(values_per_seed[s], dtype=float).mean() for s in seeds])
+        return Summary(float(pooled.mean()), ci95(pooled), pooled.size, pooled, seeds, metric, per_seed)
     if metric == "worst10":
         worst = worst_fraction(values_per_seed, 0.1, lower_is_better)
         pooled = np.concatenate([worst[s] for s in seeds])
         # Mean of per-seed means: every seed weighs the same.
-        mean = float(np.mean([worst[s].mean() for s in seeds]))
-        return Summary(mean, ci95(pooled), pooled.size, pooled, seeds, metric)
+        per_seed = np.array([worst[s].mean() for s in seeds])
+        return Summary(float(per_seed.mean()), ci95(pooled), pooled.size, pooled, seeds, metric, per_seed)
     raise ValueError(f"metric: expected one of {list(METRICS)}, got {metric!r}")
 
 
@@ -123,6 +148,19 @@ def paired_t_test(a: Summary, b: Summary) -> float:
     from scipy import stats as scipy_stats  # scipy.stats takes longer to import than a tiny job trains
 
     return float(scipy_stats.ttest_rel(a.paired_sample, b.paired_sample).pvalue)
+
+
+def seed_paired_t_test(a: Summary, b: Summary) -> float:
+    """Two-sided p-value of the paired t-test of two rows' per-seed values, paired by seed; NaN with
+    fewer than two seeds or when the per-seed differences do not vary (the test is undefined)."""
+    if a.seeds != b.seeds:
+        raise ValueError(f"paired t-test over seeds needs the same seeds, got {list(a.seeds)} and {list(b.seeds)}")
+    differences = a.per_seed - b.per_seed
+    if differences.size < 2 or np.all(differences == differences[0]):
+        return float("nan")
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.ttest_rel(a.per_seed, b.per_seed).pvalue)
 
 
 def check_values(values_per_seed: dict[int, np.ndarray]) -> None:

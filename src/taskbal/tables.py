@@ -1,13 +1,22 @@
 """A paper table with our numbers beside the paper's, and a verdict per cell.
 
-Per cell: our mean ± 95 % CI (``stats.summarise``), the paper's mean ± CI, and whether
-ours lies inside the paper's interval ('inside': |ours − paper mean| ≤ paper CI, else 'outside';
-'no paper value' where the paper gives no number — not 'n/a', which pandas.read_csv would turn
-into NaN; 'not run' where we have no runs for the cell, e.g. a literature row).
+Per cell: our mean ± 95 % CI over the pooled meta-test tasks (``stats.summarise``), each seed's
+value and the Student-t 95 % CI over seeds (a training run is the unit of replication), the
+paper's mean ± CI, and two verdicts. ``verdict``: whether our mean lies inside the paper's
+interval ('inside': |ours − paper mean| ≤ paper CI, else 'outside'; 'no paper value' where the
+paper gives no number — not 'n/a', which pandas.read_csv would turn into NaN; 'not run' where we
+have no runs for the cell, e.g. a literature row). ``seed_verdict``: whether the paper's value is
+consistent with ours under seed variation ('consistent': our seed interval and the paper's
+interval overlap, |ours − paper mean| ≤ seed CI + paper CI; else 'inconsistent'; 'one seed' where
+there is no seed interval). ``diverged``: the seeds whose training diverged (their train.json's
+verdict, taskbal.divergence) and where, with ``mean_without_diverged``, the other seeds' mean; the
+cell's value keeps every seed. A column with ``paper_column`` (another reading of the same
+experiment) is judged against that column's published value.
 Per column: our best row (bold; rows whose value is NaN are not ranked), a star when its
-improvement over our second best passes the two-sided paired t-test at the table's
-significance level (default 0.1, as the paper's captions define it; only the best cell can
-carry a star or a p-value), and whether our ranking of the rows that have both values equals
+improvement over our second best passes the two-sided paired t-test over seeds (per-seed values
+paired by seed) at the table's significance level (default 0.1, as the paper's captions define
+it; only the best cell can carry a star or a p-value; the task-paired test's p-value is kept in
+``p_value_tasks``), and whether our ranking of the rows that have both values equals
 the paper's ('kept' / 'changed'; 'not comparable' with fewer than two such rows), with Kendall's
 tau between the two rankings and whether the best row is the same. Ties keep the config's row
 order. Our values are printed with ``spec['decimals']`` (default 3) decimals; the paper's with
@@ -16,6 +25,7 @@ order. Our values are printed with ``spec['decimals']`` (default 3) decimals; th
 """
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
 from pathlib import Path
@@ -24,12 +34,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from .divergence import diverged_seeds, seeds_line
 from .io import atomic_path
-from .stats import paired_t_test, summarise
+from .stats import paired_t_test, seed_paired_t_test, summarise
 
-COLUMNS = ["table", "scale", "row", "column", "metric", "ours_mean", "ours_ci", "n_seeds", "n",
-           "paper_mean", "paper_ci", "verdict", "best", "significant", "p_value", "ordering",
-           "kendall_tau", "best_agrees"]
+COLUMNS = ["table", "scale", "row", "column", "metric", "ours_mean", "ours_ci", "n_seeds", "n", "seeds",
+           "seed_values", "seed_ci", "paper_mean", "paper_ci", "verdict", "seed_verdict", "best", "significant",
+           "p_value", "p_value_tasks", "ordering", "kendall_tau", "best_agrees", "diverged",
+           "mean_without_diverged"]
+# A cell's seeds and per-seed values are JSON lists in the CSV ("[0, 1, 2]"): one text field each.
+# ``diverged``: which seeds diverged and where (taskbal.divergence), 'none' or 'not checked'; and
+# ``mean_without_diverged`` the mean of the other seeds' values (NaN when none or all diverged).
 
 
 def verdict(ours: float | None, paper: list | None) -> str:
@@ -39,6 +54,17 @@ def verdict(ours: float | None, paper: list | None) -> str:
     if paper is None:
         return "no paper value"
     return "inside" if abs(ours - paper[0]) <= paper[1] else "outside"
+
+
+def seed_verdict(ours: float | None, seed_ci: float, paper: list | None) -> str:
+    """Whether the paper's value is consistent with ours under seed variation (the two intervals overlap)."""
+    if ours is None:
+        return "not run"
+    if paper is None:
+        return "no paper value"
+    if math.isnan(seed_ci) and not math.isnan(ours):
+        return "one seed"
+    return "consistent" if abs(ours - paper[0]) <= seed_ci + paper[1] else "inconsistent"
 
 
 def ranking(values: dict[str, float], lower_is_better: bool) -> list[str]:
@@ -83,8 +109,27 @@ def column_sample(per_seed: dict[int, np.ndarray | pd.DataFrame], column: dict):
     return values, groups or None
 
 
+def divergence_text(trained: dict[int, dict] | None, diverged: dict[int, int]) -> str:
+    """The cell's ``diverged`` entry: which seeds diverged where; 'none'; or 'not checked' when no
+    seed's train.json has a verdict (trained before divergence was recorded, or a curve without the
+    monitored loss)."""
+    if diverged:
+        return seeds_line(diverged)
+    checked = [s for s in (trained or {}).values() if not str(s.get("divergence", "not checked")).startswith("not")]
+    return "none" if checked else "not checked"
+
+
+def without_diverged(summary, diverged: dict[int, int]) -> float:
+    """Mean of the per-seed values of the seeds that did not diverge; NaN when none or all did."""
+    if summary is None or not diverged:
+        return float("nan")
+    kept = [value for seed, value in zip(summary.seeds, summary.per_seed) if seed not in diverged]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
 def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | pd.DataFrame]],
-                scale: str) -> pd.DataFrame:
+                scale: str, trained: dict[tuple[str, str], dict[int, dict]] | None = None) -> pd.DataFrame:
+    """The table's lines (COLUMNS); ``trained``: per cell, each seed's train.json (for divergence)."""
     lower = spec.get("lower_is_better", True)
     level = spec.get("significance_level", 0.1)
     lines = []
@@ -92,7 +137,7 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
         metric = column.get("metric", "overall")
         summaries, column_lines = {}, []
         for row in spec["rows"]:
-            paper = (row.get("paper") or {}).get(column["key"])
+            paper = (row.get("paper") or {}).get(column.get("paper_column", column["key"]))
             values = cells.get((row["label"], column["key"]))
             summary = None
             if values:
@@ -101,14 +146,22 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
             if summary:
                 summaries[row["label"]] = summary
             ours = summary.mean if summary else float("nan")
+            diverged = diverged_seeds((trained or {}).get((row["label"], column["key"]))) if summary else {}
+            seed_ci = summary.seed_ci if summary else float("nan")
             column_lines.append({
                 "table": spec["name"], "scale": scale, "row": row["label"], "column": column["key"],
                 "metric": metric, "ours_mean": ours, "ours_ci": summary.ci if summary else float("nan"),
                 "n_seeds": summary.n_seeds if summary else 0, "n": summary.n if summary else 0,
+                "seeds": json.dumps(list(summary.seeds)) if summary else float("nan"),
+                "seed_values": json.dumps([float(v) for v in summary.per_seed]) if summary else float("nan"),
+                "seed_ci": seed_ci,
                 "paper_mean": float(paper[0]) if paper else float("nan"),
                 "paper_ci": float(paper[1]) if paper else float("nan"),
-                "verdict": verdict(summary.mean if summary else None, paper), "best": False, "significant": False,
-                "p_value": float("nan")})
+                "verdict": verdict(summary.mean if summary else None, paper),
+                "seed_verdict": seed_verdict(summary.mean if summary else None, seed_ci, paper),
+                "best": False, "significant": False, "p_value": float("nan"), "p_value_tasks": float("nan"),
+                "diverged": divergence_text((trained or {}).get((row["label"], column["key"])), diverged)
+                if summary else float("nan"), "mean_without_diverged": without_diverged(summary, diverged)})
         finite = {r: s.mean for r, s in summaries.items() if not math.isnan(s.mean)}
         if finite:
             order = ranking(finite, lower)
@@ -116,7 +169,8 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
             best["best"] = True
             if len(order) > 1:
                 try:
-                    best["p_value"] = paired_t_test(summaries[order[0]], summaries[order[1]])
+                    best["p_value"] = seed_paired_t_test(summaries[order[0]], summaries[order[1]])
+                    best["p_value_tasks"] = paired_t_test(summaries[order[0]], summaries[order[1]])
                 except ValueError as error:
                     raise ValueError(f"{spec['name']}, column {column['key']!r}: {order[0]!r} against "
                                      f"{order[1]!r}: {error}") from error
@@ -154,10 +208,27 @@ def markdown_cell(line: pd.Series, decimals: int, spec: dict) -> str:
         ours = f"**{ours}**"
     if line.significant:
         ours += "\\*"  # escaped: "**x***" would not render as bold x followed by a star
+    if line.verdict != "not run":
+        ours += f" [± {fmt(line.seed_ci, decimals)}]"
     if math.isnan(line.paper_mean):
-        return f"{ours} (paper: n/a)"
+        return f"{ours} (paper: n/a)" + diverged_text(line, decimals)
     paper = f"paper {paper_text(line, spec)}"
-    return f"{ours} ({paper})" if line.verdict == "not run" else f"{ours} ({paper}, {line.verdict})"
+    if line.verdict == "not run":
+        return f"{ours} ({paper})"
+    return f"{ours} ({paper}, {line.verdict}; {line.seed_verdict})" + diverged_text(line, decimals)
+
+
+def diverged_text(line: pd.Series, decimals: int) -> str:
+    """`` — seed 2 diverged at iteration ~2,000; without: 0.512`` (nothing when no seed diverged)."""
+    if not isinstance(line.diverged, str) or not line.diverged.startswith("seed"):
+        return ""
+    return f" — {line.diverged}; without: {fmt(line.mean_without_diverged, decimals)}"
+
+
+def seed_values_cell(line: pd.Series, decimals: int) -> str:
+    if not isinstance(line.seed_values, str):
+        return "–"
+    return ", ".join(fmt(float(v), decimals) for v in json.loads(line.seed_values))
 
 
 def md_escape(text) -> str:
@@ -180,6 +251,14 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
             line = frame[(frame.row == row["label"]) & (frame.column == column["key"])].iloc[0]
             cells.append(markdown_cell(line, decimals, spec))
         out.append("| " + " | ".join([md_escape(row["label"])] + cells) + " |")
+    seeds = next((json.loads(line.seeds) for line in frame.itertuples() if isinstance(line.seeds, str)), [])
+    out += ["", f"Each seed's value (seeds {', '.join(map(str, seeds))}, in that order):", "",
+            "| " + " | ".join(["method"] + [md_escape(c["label"]) for c in columns]) + " |",
+            "|" + "---|" * (len(columns) + 1)]
+    for row in spec["rows"]:
+        cells = [seed_values_cell(frame[(frame.row == row["label"]) & (frame.column == c["key"])].iloc[0], decimals)
+                 for c in columns]
+        out.append("| " + " | ".join([md_escape(row["label"])] + cells) + " |")
     out += ["", "Ordering of the methods, ours against the paper's:"]
     for column in columns:
         line = frame[frame.column == column["key"]].iloc[0]
@@ -187,11 +266,18 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
         out.append(f"- {column['label']}: {line.ordering} (Kendall's tau {fmt(line.kendall_tau, 2)}; "
                    f"same best method: {agrees})")
     out += ["", "Legend: our value is the mean ± 95 % CI over the pooled seeds and meta-test tasks of "
-            "the runs listed above; **bold** is our best per column; \\* marks a paired t-test of our best "
-            f"against our second best with p < {spec.get('significance_level', 0.1)}. The values marked "
-            f"'paper' are the paper's own published numbers, copied from the publication "
-            f"({spec['source']}), not ours; 'inside'/'outside' says whether our mean lies within the "
-            "paper's 95 % CI; 'paper: n/a': the paper gives no value; 'not run': we have no runs for the cell.", ""]
+            "the runs listed above (1.96 · sd / √N); in brackets the Student-t 95 % CI over the seeds' "
+            "values (a training run is the unit of replication; each seed's value is listed below the "
+            "table); **bold** is our best per column; \\* marks a paired t-test over seeds (per-seed "
+            "values, paired by seed) of our best against our second best with p < "
+            f"{spec.get('significance_level', 0.1)}. The values marked 'paper' are the paper's own published "
+            f"numbers, copied from the publication ({spec['source']}), not ours; 'inside'/'outside' says "
+            "whether our mean lies within the paper's 95 % CI; 'consistent'/'inconsistent' whether the "
+            "paper's interval and our interval over seeds overlap ('one seed': we have no interval over "
+            "seeds); 'paper: n/a': the paper gives no value; 'not run': we have no runs for the cell; "
+            "'diverged at iteration ~i' names a seed whose training loss became non-finite or jumped far "
+            "above its running minimum there and stayed (the rule is in taskbal.divergence), and 'without' "
+            "is the mean of the other seeds' values (the value shown first includes every seed).", ""]
     return "\n".join(out)
 
 
@@ -214,8 +300,9 @@ def to_latex(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -> s
            "\\begin{table}[t]", "\\centering",
            f"\\caption{{{tex_escape(spec['source'])} reproduced at scale \\texttt{{{tex_escape(scale)}}}"
            + (f" ({tex_escape(described)})" if described else "") + ". Ours: mean $\\pm$ 95\\% CI; "
-           "in parentheses the paper's published value, copied from the publication. \\textbf{Bold}: our "
-           f"best; $^{{*}}$: paired t-test against our second best, $p<{spec.get('significance_level', 0.1)}$. "
+           "in brackets the Student-t 95\\% CI over seeds; in parentheses the paper's published value, copied "
+           "from the publication. \\textbf{Bold}: our best; $^{*}$: paired t-test over seeds against our "
+           f"second best, $p<{spec.get('significance_level', 0.1)}$. "
            f"Paper's caption: {tex_escape(' '.join(spec['title'].split()))}}}",
            f"\\label{{tab:{spec['name']}-{scale}}}",
            "\\begin{tabular}{l" + "c" * len(columns) + "}", "\\toprule",
@@ -230,6 +317,8 @@ def to_latex(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -> s
                 ours = f"\\textbf{{{ours}}}"
             if line.significant:
                 ours += "$^{*}$"
+            if line.verdict != "not run":
+                ours += f" [{fmt(line.seed_ci, decimals)}]"
             paper = " (n/a)" if math.isnan(line.paper_mean) else " (" + paper_text(line, spec, TEX_PM) + ")"
             cells.append(ours + paper)
         out.append(" & ".join([tex_escape(row["label"])] + cells) + " \\\\")

@@ -46,7 +46,10 @@ def check_device(name: str) -> None:
         raise ValueError(f"device: {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-OUTER_DEFAULTS = {"optimizer": "adam"}
+# clip_grad_norm: not in any of the papers, off by default; an option because MAML's meta-gradient can
+# explode (Antoniou et al., 2019, "How to train your MAML") and its smoothness grows with the
+# meta-gradient's norm, which suggests clipped steps (Fallah et al., 2021).
+OUTER_DEFAULTS = {"optimizer": "adam", "clip_grad_norm": None}
 
 
 def meta_settings(experiment: dict) -> tuple[dict, dict]:
@@ -60,6 +63,9 @@ def meta_settings(experiment: dict) -> tuple[dict, dict]:
         raise ValueError(f"outer.optimizer: only 'adam' is supported, got {outer['optimizer']!r}")
     if isinstance(outer["lr"], bool) or not isinstance(outer["lr"], (int, float)) or not outer["lr"] > 0:
         raise ValueError(f"outer.lr: must be a number > 0, got {outer['lr']!r}")
+    clip = outer["clip_grad_norm"]
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        raise ValueError(f"outer.clip_grad_norm: must be null (no clipping) or a number > 0, got {clip!r}")
     evaluation = section_settings(experiment, "evaluation", "meta-learning", ("curve_every",),
                                   positive_integers=("curve_every",))
     return outer, evaluation
@@ -94,6 +100,7 @@ class Run:
         if self.weighting.plans_ahead:
             self.weighting.attach(Planning(self.learner, self.optimizer, self.upcoming_batches))
         self.iterations, self.meta_batch = outer["iterations"], outer["meta_batch"]
+        self.clip_grad_norm = outer["clip_grad_norm"]
         self.order = task_order(seed, self.tasks.num_tasks("train"), self.iterations * self.meta_batch)
         self.curve_every = evaluation["curve_every"]
         # A family with its own curve metrics (per-task accuracies of the binary image tasks) evaluates
@@ -144,8 +151,11 @@ class Run:
         return {"train_loss": tasks.losses.mean().item(), **stats}
 
     def apply_direction(self, direction: torch.Tensor) -> None:
+        """The outer optimiser's step along ``direction`` (rescaled to norm ``clip_grad_norm`` when longer)."""
         for param, grad in zip(self.learner.parameters(), self.learner.unflatten(direction).values()):
             param.grad = grad.detach().clone()
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.learner.parameters(), self.clip_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

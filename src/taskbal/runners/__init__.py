@@ -59,8 +59,10 @@ def check_experiment(experiment: dict) -> None:
     options each takes, and the values the code defines). The JSON schema checks only the shape of an
     experiment; every option's values are checked in one place, by the code that uses it."""
     from ..data import family_module
+    from ..divergence import rule_of
 
     check_finite(experiment)
+    rule_of(experiment)
     runner = runner_of(experiment)
     family_module(experiment["data"]["family"]).check_data(experiment["data"])
     runner.check_experiment(experiment)

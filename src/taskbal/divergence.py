@@ -1,0 +1,111 @@
+"""Divergence: a training run whose loss becomes non-finite or jumps far above its running level.
+
+A diverged run is marked, not averaged away: the loop records the verdict in the run's
+``train.json`` (and so in its MLflow run), and tables show which seeds diverged and their mean
+with and without them.
+
+The rule, applied to the curve's rows in iteration order (row 0, before any step, has no loss):
+
+* the monitored ``metric`` (a curve column, ``train_loss`` by default: the mean meta-batch loss
+  since the previous row) is NaN or infinite at a row → diverged there;
+* from iteration ``after`` on, the metric exceeds ``factor`` × its *running level*, the lowest
+  value of the metric at the earlier rows, and no later row brings it back within ``recovery`` ×
+  that level → diverged there (a loss that falls, then climbs far above where it had been and
+  stays there). A jump that a later row undoes is a spike: named in the verdict, not divergence
+  (MAML with plain SGD inner steps has such spikes when one task's inner steps overshoot); so is a
+  finite jump at the last row, which no later row can confirm.
+
+The first row that meets either condition is the divergence point. The rule is the experiment's
+optional ``divergence`` section (only what it sets changes the run's identity); absent, the defaults
+below apply. A curve without the metric (a runner that records other losses) is not checked.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULTS = {"metric": "train_loss", "factor": 2.0, "after": 0, "recovery": 1.25}
+
+
+def rule_of(experiment: dict) -> dict:
+    """The divergence rule of an experiment: its ``divergence`` section over the defaults, checked
+    (errors name the field)."""
+    section = experiment.get("divergence") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"divergence: expected a mapping of {sorted(DEFAULTS)}, got {section!r}")
+    unknown = sorted(set(section) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"divergence.{unknown[0]}: unknown option of the divergence rule; known: {sorted(DEFAULTS)}")
+    rule = {**DEFAULTS, **section}
+    if not isinstance(rule["metric"], str) or not rule["metric"]:
+        raise ValueError(f"divergence.metric: expected the name of a curve column, got {rule['metric']!r}")
+    factor = rule["factor"]
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
+        raise ValueError(f"divergence.factor: must be a finite number > 1, got {factor!r}")
+    after = rule["after"]
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ValueError(f"divergence.after: must be an integer ≥ 0 (an iteration), got {after!r}")
+    recovery = rule["recovery"]
+    if isinstance(recovery, bool) or not isinstance(recovery, (int, float)) or not 1 <= recovery <= factor:
+        raise ValueError(f"divergence.recovery: must be a number from 1 to factor ({factor!r}), got {recovery!r}")
+    return rule
+
+
+@dataclass(frozen=True)
+class Verdict:
+    checked: bool  # False: the curve has no such metric
+    iteration: int | None = None  # the divergence point; None when the run did not diverge
+    description: str = ""
+
+    @property
+    def diverged(self) -> bool:
+        return self.iteration is not None
+
+    def summary(self) -> dict:
+        """train.json's entries: ``divergence`` (a text: an MLflow tag) and, when diverged,
+        ``diverged_at`` (the iteration: an MLflow metric)."""
+        return {"divergence": self.description, **({"diverged_at": self.iteration} if self.diverged else {})}
+
+
+def detect(rows: list[dict], rule: dict) -> Verdict:
+    """The rule above over curve rows (dicts with ``iteration`` and the metric)."""
+    metric, factor, after, recovery = rule["metric"], rule["factor"], rule["after"], rule["recovery"]
+    points = [(int(row["iteration"]), float(row[metric])) for row in sorted(rows, key=lambda r: r["iteration"])
+              if row["iteration"] != 0 and row.get(metric) is not None]  # row 0: no step yet
+    if not points:
+        return Verdict(False, None, f"not checked: the curve has no {metric}")
+    level, spikes, index = None, [], 0
+    while index < len(points):
+        iteration, value = points[index]
+        if not math.isfinite(value):
+            return Verdict(True, iteration, f"diverged at iteration {iteration:,}: {metric} is {value}")
+        if level is not None and iteration >= after and value > factor * level:
+            back = next((j for j in range(index + 1, len(points)) if not math.isfinite(points[j][1])
+                         or points[j][1] <= recovery * level), None)
+            if back is None and index == len(points) - 1:  # no later point to tell a spike from divergence
+                spikes.append(f"{iteration:,} (the last curve point: not judged)")
+                break
+            if back is None or not math.isfinite(points[back][1]):
+                return Verdict(True, iteration, f"diverged at iteration {iteration:,}: {metric} {value:.4g} > "
+                                                f"{factor:g} × its running minimum {level:.4g}, and never back "
+                                                f"within {recovery:g} × it")
+            spikes.append(f"{iteration:,} (back by {points[back][0]:,})")
+            index = back
+            continue
+        level = value if level is None else min(level, value)
+        index += 1
+    if spikes:
+        return Verdict(True, None, f"none; {metric} spikes at iteration {', '.join(spikes)}")
+    return Verdict(True, None, "none")
+
+
+def diverged_seeds(summaries: dict[int, dict] | None) -> dict[int, int]:
+    """seed → divergence iteration of the seeds whose train.json says the run diverged."""
+    return {seed: int(summary["diverged_at"]) for seed, summary in (summaries or {}).items()
+            if summary.get("diverged_at") is not None}
+
+
+def seeds_line(diverged: dict[int, int]) -> str:
+    """``seed 2 diverged at iteration ~2,000`` for a table: seed → divergence iteration."""
+    parts = [f"seed {seed} diverged at iteration ~{iteration:,}" for seed, iteration in sorted(diverged.items())]
+    return "; ".join(parts)

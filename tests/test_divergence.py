@@ -1,0 +1,197 @@
+"""Divergence (taskbal.divergence): the rule on synthetic curves, its checks, train.json and MLflow's
+view of it through the one loop, and the table's marking of diverged seeds."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import small_experiment
+from taskbal import divergence
+from taskbal.data import sinusoid
+from taskbal.loop import fit
+from taskbal.tables import build_table, to_markdown
+
+RULE = divergence.rule_of({})
+
+
+def curve(losses: list[float], every: int = 100) -> list[dict]:
+    """Curve rows as the loop records them: row 0 has no loss yet."""
+    return [{"iteration": 0, "val_mse": 4.0}] + [{"iteration": every * (i + 1), "train_loss": loss, "val_mse": loss}
+                                                 for i, loss in enumerate(losses)]
+
+
+def test_a_jump_far_above_the_running_minimum_that_stays_is_divergence_where_it_starts():
+    # Falls to 1.4, then climbs back and stays: 2.9 at iteration 700 is more than twice the running
+    # minimum, and no later value comes back within 1.25 × 1.4.
+    rows = curve([5.0, 3.0, 2.0, 1.5, 1.4, 2.1, 2.9, 3.5, 2.0])
+    verdict = divergence.detect(rows, RULE)
+    assert verdict.diverged and verdict.iteration == 700
+    assert verdict.description == ("diverged at iteration 700: train_loss 2.9 > 2 × its running minimum 1.4, "
+                                   "and never back within 1.25 × it")
+    assert verdict.summary() == {"divergence": verdict.description, "diverged_at": 700}
+    # A larger factor tolerates it; `after` skips jumps before that iteration; a laxer recovery
+    # threshold counts the last value as a recovery.
+    assert not divergence.detect(rows, {**RULE, "factor": 3.0}).diverged
+    assert divergence.detect(rows, {**RULE, "after": 800}).iteration == 800
+    assert not divergence.detect(rows, {**RULE, "recovery": 1.5}).diverged
+    # The row order of the input does not matter.
+    assert divergence.detect(rows[::-1], RULE).iteration == 700
+
+
+def test_a_spike_that_a_later_row_undoes_is_named_but_not_divergence():
+    verdict = divergence.detect(curve([5.0, 2.0, 1.4, 30.0, 4.0, 1.6, 1.2, 9.0, 1.1]), RULE)
+    assert verdict.checked and not verdict.diverged
+    assert verdict.description == "none; train_loss spikes at iteration 400 (back by 600), 800 (back by 900)"
+    assert verdict.summary() == {"divergence": verdict.description}
+    # A finite jump at the last point cannot be told from divergence: named, not judged.
+    last = divergence.detect(curve([5.0, 2.0, 1.4, 1.3, 9.0]), RULE)
+    assert not last.diverged
+    assert last.description == "none; train_loss spikes at iteration 500 (the last curve point: not judged)"
+
+
+def test_a_falling_or_noisy_loss_is_not_divergence():
+    rng = np.random.default_rng(0)
+    noisy = list(np.exp(-np.linspace(0, 3, 50)) * 5 + 0.5 + rng.uniform(0, 0.3, 50))
+    verdict = divergence.detect(curve(noisy), RULE)
+    assert verdict.checked and not verdict.diverged and verdict.summary() == {"divergence": "none"}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_loss_is_divergence(bad):
+    verdict = divergence.detect(curve([3.0, 2.0, bad, 1.0]), RULE)
+    assert verdict.iteration == 300 and f"train_loss is {bad}" in verdict.description
+
+
+def test_a_curve_without_the_metric_is_not_checked():
+    verdict = divergence.detect([{"iteration": 0}, {"iteration": 5, "loss_a": 1.0}], RULE)
+    assert not verdict.checked and not verdict.diverged
+    assert verdict.summary() == {"divergence": "not checked: the curve has no train_loss"}
+
+
+@pytest.mark.parametrize("section, field", [
+    ({"factor": 1.0}, "divergence.factor"), ({"factor": math.inf}, "divergence.factor"),
+    ({"factor": True}, "divergence.factor"), ({"after": -1}, "divergence.after"),
+    ({"after": 1.5}, "divergence.after"), ({"metric": ""}, "divergence.metric"),
+    ({"recovery": 0.9}, "divergence.recovery"), ({"factor": 1.5, "recovery": 2}, "divergence.recovery"),
+    ({"factr": 3}, "divergence.factr"), ("tight", "divergence")])
+def test_a_bad_rule_names_its_field_before_anything_runs(section, field):
+    from taskbal.runners import check_experiment
+
+    experiment = small_experiment()
+    experiment["divergence"] = section
+    with pytest.raises(ValueError, match=f"^{field}[: ]"):
+        check_experiment(experiment)
+
+
+class Exploding:
+    """A trainable whose loss falls, then blows up after ``blow_up`` steps."""
+
+    iterations, curve_every = 40, 5
+
+    def __init__(self, blow_up: int | None):
+        self.blow_up, self.loss = blow_up, 4.0
+
+    def step(self, iteration):
+        self.loss = self.loss * 0.9 if self.blow_up is None or iteration < self.blow_up else self.loss * 1.5
+        return {"train_loss": self.loss}
+
+    def curve_row(self, iteration, window):
+        row = {"iteration": iteration}
+        if window:
+            row["train_loss"] = float(np.mean([w["train_loss"] for w in window]))
+        return row
+
+    def state_dict(self):
+        return {"loss": self.loss}
+
+    def load_state_dict(self, state):
+        self.loss = state["loss"]
+
+    def final_state(self):
+        return {}
+
+    def summary(self, rows):
+        return {"final_train_loss": rows[-1]["train_loss"]}
+
+
+def test_the_loop_records_the_verdict_in_train_json(tmp_path):
+    fit(lambda: Exploding(blow_up=20), {"demo": 1}, 0, tmp_path / "spike", progress=False)
+    summary = json.loads((tmp_path / "spike" / "train.json").read_text())
+    # The row after iteration 25 averages steps 21-25 (0.73 … 3.7): about 3 × the previous row's 0.6.
+    assert summary["diverged_at"] == 25 and summary["divergence"].startswith("diverged at iteration 25:")
+    fit(lambda: Exploding(blow_up=None), {"demo": 1}, 0, tmp_path / "calm", progress=False)
+    calm = json.loads((tmp_path / "calm" / "train.json").read_text())
+    assert calm["divergence"] == "none" and "diverged_at" not in calm
+
+
+def test_a_real_meta_learning_run_with_a_huge_inner_step_is_marked_diverged(tmp_path):
+    """MAML with plain SGD inner steps of lr 30 overshoots: its loss leaves the finite numbers."""
+    from taskbal.runners.meta import train
+
+    experiment = small_experiment(iterations=8)
+    experiment["learner"]["inner_lr"] = 30.0
+    experiment["evaluation"]["curve_every"] = 2
+    split = tmp_path / "split.npz"
+    sinusoid.write_splits(split, experiment["data"])
+    summary = train(experiment, 0, split, tmp_path / "run", progress=False)
+    assert summary["diverged_at"] == 2, summary["divergence"]
+    written = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert written["divergence"] == summary["divergence"]
+    # The train job hands this summary to its MLflow run: the verdict a tag, the iteration a metric.
+    import mlflow
+
+    from taskbal.tracking import LiveRun
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    live = LiveRun(experiment="demo", run_name="train demo seed0", params=experiment, tags={}, uri=uri)
+    live.finish(written)
+    logged = mlflow.MlflowClient(tracking_uri=uri).get_run(live.run_id).data
+    assert logged.tags["divergence"] == summary["divergence"] and logged.metrics["diverged_at"] == 2
+
+
+def test_the_table_names_the_diverged_seeds_and_their_mean_without_them():
+    rng = np.random.default_rng(1)
+    values = {s: 1.0 + s + rng.normal(0, 0.01, 50) for s in range(3)}  # seed 2 has the largest error
+    spec = {"name": "demo", "source": "Demo, Table 1", "title": "A caption.",
+            "rows": [{"label": "A", "paper": {"overall": [1.0, 0.1]}}],
+            "columns": [{"key": "overall", "label": "overall", "metric": "overall"}]}
+    trained = {("A", "overall"): {0: {"divergence": "none"}, 1: {"divergence": "none"},
+                                  2: {"divergence": "diverged at iteration 2000: …", "diverged_at": 2000}}}
+    line = build_table(spec, {("A", "overall"): values}, "quick", trained).iloc[0]
+    assert line.diverged == "seed 2 diverged at iteration ~2,000"
+    assert line.mean_without_diverged == pytest.approx(np.mean([values[0].mean(), values[1].mean()]))
+    assert line.ours_mean == pytest.approx(np.mean([v.mean() for v in values.values()]))  # every seed
+    page = to_markdown(build_table(spec, {("A", "overall"): values}, "quick", trained), spec, "quick", {})
+    assert f"seed 2 diverged at iteration ~2,000; without: {line.mean_without_diverged:.3f}" in page
+    calm = {("A", "overall"): {s: {"divergence": "none"} for s in range(3)}}
+    line = build_table(spec, {("A", "overall"): values}, "quick", calm).iloc[0]
+    assert line.diverged == "none" and math.isnan(line.mean_without_diverged)
+    unknown = build_table(spec, {("A", "overall"): values}, "quick", None).iloc[0]  # no train.json verdicts
+    assert unknown.diverged == "not checked" and math.isnan(unknown.mean_without_diverged)
+
+
+def test_the_report_shows_the_diverged_seeds_in_their_cell():
+    from taskbal.report import record_of, table_html
+
+    values = {s: np.full(20, 1.0 + s) for s in range(3)}
+    spec = {"name": "demo", "source": "Demo, Table 1", "title": "A caption.",
+            "rows": [{"label": "A", "paper": {"overall": [1.0, 0.1]}}, {"label": "B"}],
+            "columns": [{"key": "overall", "label": "overall", "metric": "overall"}]}
+    trained = {("A", "overall"): {0: {}, 1: {"diverged_at": 300}, 2: {}}}
+    frame = build_table(spec, {("A", "overall"): values, ("B", "overall"): values}, "quick", trained)
+    page = table_html(json.loads(record_of(spec, "quick", {}, cells=frame)))
+    assert page.count('class="diverged"') == 1
+    assert '<span class="diverged">seed 1 diverged at iteration ~300; without: 2.000</span>' in page
+
+
+def test_a_figure_page_names_the_curves_of_diverged_seeds():
+    from taskbal.cli import diverged_curves
+
+    spec = {"columns": [{"key": "5shot", "label": "5-shot"}, {"key": "5shot_sgd", "label": "5-shot, SGD inner steps"}]}
+    trained = {("MAML", "5shot"): {0: {"divergence": "none"}},
+               ("MAML", "5shot_sgd"): {0: {"divergence": "none"}, 2: {"diverged_at": 1600}}}
+    assert diverged_curves(spec, trained) == "MAML, 5-shot, SGD inner steps: seed 2 diverged at iteration ~1,600"
+    assert diverged_curves(spec, {("MAML", "5shot"): {0: {}}}) == ""
