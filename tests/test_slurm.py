@@ -233,7 +233,10 @@ def test_a_training_job_killed_by_slurm_resumes_when_the_build_is_rerun(builds, 
         experiment = client.get_experiment_by_name("taskbal")
         runs = client.search_runs([experiment.experiment_id], max_results=100)
         names = sorted(run.info.run_name for run in runs)
-        expected = sorted(f"{kind} {longer[0]} seed{seed}" for kind in ("train", "evaluate") for seed in range(3))
+        folders = [folder for run in longer for folder in sorted((on_slurm / "results/runs/tiny" / run).glob("seed*"))]
+        assert len(folders) == 2 * 2  # the longer row's two readings × the tiny seeds
+        expected = sorted(f"{kind} {folder.parent.name} {folder.name}" for kind in ("train", "evaluate")
+                          for folder in folders)
         assert names == expected  # one MLflow run per job: the resumed job continued its killed attempt's
         assert {run.info.status for run in runs} == {"FINISHED"}
 

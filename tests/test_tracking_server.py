@@ -136,8 +136,10 @@ def test_parallel_jobs_lose_nothing_on_a_server_with_postgresql(repo, tool_env, 
         experiment_spec = torch.load(folder / "final.pt", weights_only=False)["experiment"]
         assert train.data.params == flatten({**experiment_spec, "seed": int(folder.name[4:])})
         finals = {key: value for key, value in train.data.metrics.items() if not key.startswith("curve/")}
-        assert finals == pytest.approx({k: float(v) for k, v in summary.items() if k != "machine"})
+        assert finals == pytest.approx({k: float(v) for k, v in summary.items() if not isinstance(v, str)})
+        # The texts are tags: the machine and the divergence verdict.
         assert train.data.tags["machine"] == summary["machine"]
+        assert train.data.tags["divergence"] == summary["divergence"]
         curve = pd.read_csv(folder / "curve.csv")
         for column in curve.columns.drop("iteration"):
             logged = client.get_metric_history(train.info.run_id, f"curve/{column}")
