@@ -225,14 +225,12 @@ def diverged_curves(spec: dict, trained: dict) -> str:
                      if (found := diverged_seeds(per_seed)))
 
 
-def machines_of(paths) -> dict[str, int]:
+def machines_of(summaries) -> dict[str, int]:
     """Which machines trained the runs (their ``train.json``'s ``machine``), with how many runs each."""
     from collections import Counter
 
-    from .io import read_json
-
-    return dict(Counter(read_json(path).get("machine", "not recorded (trained before machines were recorded)")
-                        for path in paths))
+    return dict(Counter(summary.get("machine", "not recorded (trained before machines were recorded)")
+                        for summary in summaries))
 
 
 def cmd_table(args) -> None:
@@ -251,7 +249,10 @@ def cmd_table(args) -> None:
     sources = data_sources(args.splits)
     if sources:
         provenance["data"] = sources
-    machines = machines_of(files_by_run(args.train_summaries, TRAIN_SUMMARY).values())
+    # Each train.json read once: the machines count runs, the cells (divergence) may share a run.
+    summaries = {path: read_json(path) for path in files_by_run(args.train_summaries, TRAIN_SUMMARY).values()}
+    machines = machines_of(summaries.values())
+    trained, _ = collect(spec, args.scale, args.train_summaries, TRAIN_SUMMARY, summaries.__getitem__)
     if machines:
         provenance["machines"] = " | ".join(f"{machine} ({count} run{'s' if count != 1 else ''})"
                                             for machine, count in machines.items())
@@ -260,7 +261,6 @@ def cmd_table(args) -> None:
         from .tables import build_table, write_table
 
         cells, runs = collect(spec, args.scale, args.eval, EVAL, pd.read_csv)
-        trained, _ = collect(spec, args.scale, args.train_summaries, TRAIN_SUMMARY, read_json)
         provenance["runs"] = ", ".join(runs)
         frame = build_table(spec, cells, args.scale, trained)
         record = record_of(spec, args.scale, provenance, cells=frame, machines=machines)
@@ -275,7 +275,6 @@ def cmd_table(args) -> None:
             raise ValueError(f"figure.style: unknown style {style!r}; known: {sorted(STYLES)}")
         curves, runs = collect(spec, args.scale, args.curves, CURVE, pd.read_csv)
         finals, _ = collect(spec, args.scale, args.eval_summaries, EVAL_SUMMARY, read_json)
-        trained, _ = collect(spec, args.scale, args.train_summaries, TRAIN_SUMMARY, read_json)
         add_curve_means(finals, curves)
         provenance["runs"] = ", ".join(runs)
         diverged = diverged_curves(spec, trained)

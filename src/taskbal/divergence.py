@@ -105,6 +105,11 @@ def diverged_seeds(summaries: dict[int, dict] | None) -> dict[int, int]:
             if summary.get("diverged_at") is not None}
 
 
+def names_diverged_seeds(text) -> bool:
+    """Whether a table cell's ``diverged`` entry is a ``seeds_line`` (not 'none' or 'not checked')."""
+    return isinstance(text, str) and text.startswith("seed ")
+
+
 def seeds_line(diverged: dict[int, int]) -> str:
     """``seed 2 diverged at iteration ~2,000`` for a table: seed → divergence iteration."""
     parts = [f"seed {seed} diverged at iteration ~{iteration:,}" for seed, iteration in sorted(diverged.items())]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .claims import fmt as short
 from .config import read_yaml
+from .divergence import names_diverged_seeds
 from .tables import fmt as number
 from .tables import paper_decimals
 
@@ -127,7 +128,7 @@ def seed_verdict_text(cell: dict) -> str:
 
 def diverged_html(cell: dict, decimals: int) -> str:
     """Which seeds diverged and the mean without them (nothing when none did)."""
-    if not str(cell.get("diverged") or "").startswith("seed"):
+    if not names_diverged_seeds(cell.get("diverged")):
         return ""
     return (f'<span class="diverged">{esc(cell["diverged"])}; without: '
             f'{number(cell.get("mean_without_diverged"), decimals)}</span>')

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from .divergence import diverged_seeds, seeds_line
+from .divergence import diverged_seeds, names_diverged_seeds, seeds_line
 from .io import atomic_path
 from .stats import paired_t_test, seed_paired_t_test, summarise
 
@@ -220,7 +220,7 @@ def markdown_cell(line: pd.Series, decimals: int, spec: dict) -> str:
 
 def diverged_text(line: pd.Series, decimals: int) -> str:
     """`` — seed 2 diverged at iteration ~2,000; without: 0.512`` (nothing when no seed diverged)."""
-    if not isinstance(line.diverged, str) or not line.diverged.startswith("seed"):
+    if not names_diverged_seeds(line.diverged):
         return ""
     return f" — {line.diverged}; without: {fmt(line.mean_without_diverged, decimals)}"
 
