@@ -9,7 +9,8 @@ times ``snakemake -n``:
 * against the same Snakemake on an empty Snakefile in the same run, Snakemake's own start-up, the
   floor of any workflow;
 * with ``--jobs``: the mean wall time of a tiny-scale job (``simol_table5`` built from nothing on one
-  core, divided by its number of jobs), what CI's tiny builds pay per job.
+  core, divided by its number of jobs), what CI's tiny builds pay per job, with every job in its own
+  process (``job_server=False``) and with the job server (``taskbal.jobserver``), alternating.
 
 Each time is the median of ``--repeats`` runs; the peak memory (max RSS) is the largest seen.
 
@@ -79,20 +80,29 @@ def job_count(work: Path, args: list[str]) -> int:
     raise SystemExit("no job count in the dry run's output")
 
 
-def tiny_job_seconds(work: Path, sm: str) -> None:
-    target = [sm, "--cores", "1", "--config", "scale=tiny", "--", "simol_table5"]
-    shutil.rmtree(work / "results", ignore_errors=True)
-    jobs = job_count(work, [sm, "-n", *target[1:]])
+def tiny_job_seconds(work: Path, sm: str, repeats: int) -> None:
+    """A tiny simol_table5 built from nothing on one core, with and without the job server (alternating,
+    so that machine noise hits both alike), per job."""
     subprocess.run(["git", "init", "-q", str(work)], check=True)
-    seconds, _ = timed([*target[:1], "-q", *target[1:]], work)
-    print(f"tiny simol_table5 from nothing on one core: {seconds:.1f} s for {jobs} jobs, "
-          f"{seconds / jobs:.2f} s per job")
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for server in (False, True):
+            target = [sm, "--cores", "1", "--config", "scale=tiny", f"job_server={server}", "--", "simol_table5"]
+            shutil.rmtree(work / "results", ignore_errors=True)
+            jobs = job_count(work, [sm, "-n", *target[1:]])
+            seconds, _ = timed([*target[:1], "-q", *target[1:]], work)
+            times[server].append(seconds / jobs)
+    own, served = (statistics.median(times[key]) for key in (False, True))
+    print(f"\ntiny simol_table5 from nothing on one core ({jobs} jobs), per job, median of {repeats}:")
+    print(f"  every job in its own process      {own:6.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times[False])})")
+    print(f"  jobs run by the job server        {served:6.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times[True])})")
+    print(f"  ratio                             {served / own:6.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--jobs", action="store_true", help="also time a tiny build (about a minute)")
+    parser.add_argument("--jobs", action="store_true", help="also time tiny builds (a few minutes)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder) / "workflow"
@@ -115,7 +125,7 @@ def main() -> None:
         for label, median in medians.items():
             print(f"  {label:40} {median / floor:5.2f}x")
         if args.jobs:
-            tiny_job_seconds(work, sm)
+            tiny_job_seconds(work, sm, args.repeats)
 
 
 if __name__ == "__main__":

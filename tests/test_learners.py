@@ -435,6 +435,92 @@ def test_task_chunks_give_the_same_results(name):
     torch.testing.assert_close(chunked.adapted_query_losses(batch, flat), whole.adapted_query_losses(batch, flat))
 
 
+def conv_and_mlp(kind: str):
+    """A small conv4 or MLP learner setting (float64) for the automatic task chunking."""
+    if kind == "conv4":
+        model = build_model({"name": "conv4", "filters": 3}, ((1, 16, 16), 3)).double()
+        batch = classification_tasks(4, ways=3, shots=1, queries=2, seed=31, shape=(1, 16, 16))
+        return model, batch, {"inner_steps": 2, "inner_lr": 0.1, "loss": "cross_entropy"}
+    return MLP(1, [6], 1).double(), regression_tasks(4, 4, seed=32), {"inner_steps": 2, "inner_lr": 0.1}
+
+
+@pytest.mark.parametrize("kind", ["conv4", "mlp"])
+def test_automatic_task_chunk_gives_the_results_of_every_explicit_chunking(kind):
+    torch.manual_seed(30)
+    model, batch, options = conv_and_mlp(kind)
+    auto = MAML(model, **options)
+    assert auto.auto_task_chunk and auto.task_chunk is None
+    flat = auto.flat_meta_parameters() * 1.01
+    for explicit in (None, 1):
+        other = MAML(model, task_chunk=explicit, **options)
+        torch.testing.assert_close(auto.meta_gradients(batch), other.meta_gradients(batch))
+        torch.testing.assert_close(auto.evaluate_tasks(batch), other.evaluate_tasks(batch))
+        torch.testing.assert_close(auto.adapted_query_losses(batch, flat), other.adapted_query_losses(batch, flat))
+
+
+def test_automatic_task_chunk_resolves_per_model_and_device():
+    from types import SimpleNamespace
+
+    conv, conv_batch, conv_options = conv_and_mlp("conv4")
+    mlp, mlp_batch, mlp_options = conv_and_mlp("mlp")
+    on_cuda = SimpleNamespace(support_x=SimpleNamespace(device=torch.device("cuda")))
+    assert MAML(conv, **conv_options).chunk_size(conv_batch) == 1  # conv net on the CPU: one task per graph
+    assert ProtoNet(conv).chunk_size(conv_batch) == 1
+    assert MAML(conv, **conv_options).chunk_size(on_cuda) is None  # on CUDA: the whole meta-batch
+    assert MAML(mlp, **mlp_options).chunk_size(mlp_batch) is None  # MLP: the whole meta-batch
+    assert CAVIA(build_model({"hidden": [4], "context": 2}, (1, 1)).double()).chunk_size(mlp_batch) is None
+    for explicit in (None, 1, 3):  # an explicit setting keeps its meaning everywhere
+        for model, batch in ((conv, conv_batch), (mlp, mlp_batch), (conv, on_cuda)):
+            assert MAML(model, task_chunk=explicit).chunk_size(batch) == explicit
+    penalty = {"name": "centroid", "weight": 0.1, "num_tasks_total": 4, "inner_lr": 0.1}
+    assert MAML(conv, penalty=penalty, **conv_options).chunk_size(conv_batch) is None
+
+
+def test_penalty_with_the_automatic_task_chunk_uses_the_whole_meta_batch():
+    torch.manual_seed(33)
+    model, batch, options = conv_and_mlp("conv4")
+    penalty = {"name": "centroid", "weight": 0.5, "num_tasks_total": 4, "inner_lr": 0.1}
+    auto = MAML(model, penalty=penalty, **options)
+    whole = MAML(model, penalty=penalty, task_chunk=None, **options)
+    torch.testing.assert_close(auto.meta_gradients(batch), whole.meta_gradients(batch))
+    torch.testing.assert_close(auto.evaluate_tasks(batch), whole.evaluate_tasks(batch))
+    # the penalty couples the tasks: one task per graph would give other numbers
+    uncoupled = MAML(model, task_chunk=1, **options).meta_gradients(batch)[1]
+    assert not torch.allclose(auto.meta_gradients(batch)[1], uncoupled)
+    late = MAML(model, **options)  # a penalty attached after construction (as the benchmarks do)
+    late.penalty = auto.penalty
+    assert late.chunk_size(batch) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_automatic_task_chunk_on_cuda_matches_the_cpu():
+    torch.manual_seed(34)
+    model, batch, options = conv_and_mlp("conv4")
+    cpu = MAML(model, **options).meta_gradients(batch)
+    learner = MAML(copy.deepcopy(model).cuda(), **options)
+    assert learner.chunk_size(batch.to(torch.device("cuda"))) is None
+    torch.testing.assert_close(tuple(t.cpu() for t in learner.meta_gradients(batch.to(torch.device("cuda")))), cpu)
+
+
+def test_conv4_max_pool_is_max_pool2d_bit_for_bit():
+    from taskbal.models.conv4 import max_pool_2x2
+
+    torch.manual_seed(35)
+    x = torch.randn(3, 4, 9, 10, dtype=DT)
+    x[0, 0, :4, :4] = 0.5  # ties: the first maximum of a window wins, as in F.max_pool2d
+    x[1, 1, 2:6, 2:6] = torch.tensor([1.0, 2.0]).repeat(8)[:16].view(4, 4)
+    weight = torch.randn(3, 4, 4, 5, dtype=DT, requires_grad=True)
+    results = []
+    for pool in (lambda h: F.max_pool2d(h, 2), max_pool_2x2):
+        h = x.clone().requires_grad_()
+        out = pool(h)
+        grad, = torch.autograd.grad((out * weight).sum(), h, create_graph=True)
+        second, = torch.autograd.grad((grad * torch.cos(x)).sum(), weight)  # through the backward (double backward)
+        results.append((out, grad, second))
+    for ours, reference in zip(*results):
+        assert torch.equal(ours, reference)
+
+
 # -- evaluate_tasks ---------------------------------------------------------------------------------------
 def test_evaluate_tasks_accuracy_and_loss_by_hand():
     torch.manual_seed(16)
@@ -490,6 +576,7 @@ def test_every_learner_is_registered_and_buildable_from_a_config():
     (lambda: MAML(MLP(1, [4], 1), adam_betas=(0.9, 1.5)), "learner.adam_betas"),
     (lambda: MAML(MLP(1, [4], 1), penalty_gradients="exact"), "learner.penalty_gradients"),
     (lambda: MAML(MLP(1, [4], 1), task_chunk=0), "learner.task_chunk"),
+    (lambda: MAML(MLP(1, [4], 1), task_chunk="automatic"), "learner.task_chunk"),
     (lambda: MAML(MLP(1, [4], 1), task_chunk=2, penalty={"name": "centroid"}), "learner.task_chunk"),
     (lambda: MetaSGD(MLP(1, [4], 1), inner_optimizer="adam"), "learner.inner_optimizer"),
     (lambda: MetaSGD(MLP(1, [4], 1), inner_lr_range=[0.1, 0.01]), "learner.inner_lr_range"),

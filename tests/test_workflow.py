@@ -1,9 +1,11 @@
 """The Snakemake workflow: lint, the DAG, config validation, and a whole tiny-scale run."""
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -126,4 +128,46 @@ def test_tiny_scale_builds_the_other_papers_targets(repo, tool_env, tmp_path):
         assert "tiny" in page and "paper" in page.lower(), name
         assert (work / f"results/figures/tiny/{name}.png").stat().st_size > 10_000, name
     rerun = snakemake(["--config", "scale=tiny", "-n", "--", *targets], work, tool_env)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+OFFLINE_DATA = "../shared/data"  # config/config.yaml's offline_data, relative to the repository root
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / OFFLINE_DATA / "omniglot").is_dir(),
+                    reason=f"no offline copy of Omniglot at {OFFLINE_DATA}/omniglot (a checkout without the shared "
+                           "data folder)")
+def test_tiny_scale_builds_tow_table1(repo, tool_env, tmp_path):
+    """TOW Table 1 through its named rule: real Omniglot from the offline copy (verified image by image),
+    generated mini-ImageNet files in the upstream pickle format (the standard classes) as a local copy;
+    MAML and ProtoNet with the four weightings on conv4, MAML on ResNet-10."""
+    from fake_split_layouts import mini_imagenet_pickles
+
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(repo, tmp_path / "work")
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    # the standard 64 / 16 / 20 classes, 16 small images each (1 support + 15 queries), resized to 84 by the split
+    mini = mini_imagenet_pickles(tmp_path / "mini", per_class=16, side=12)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"offline_data": str((repo / OFFLINE_DATA).resolve()),
+                                     "datasets": {"mini_imagenet": {"local": str(mini)}}}))
+    args = ["--configfile", "config/config.yaml", str(extra), "--config", "scale=tiny"]
+    snakemake([*args, "--quiet", "--", "tow_table1"], work, tool_env)
+
+    spec = yaml.safe_load((work / "config/tables/tow_table1.yaml").read_text())
+    table = pd.read_csv(work / "results/tables/tiny/tow_table1.csv")
+    assert len(table) == len(spec["rows"]) * len(spec["columns"]) == 24
+    protonet_resnet = table["row"].str.startswith("ProtoNet") & (table["column"] == "miniimagenet_resnet10")
+    assert table.loc[~protonet_resnet, "ours_mean"].notna().all()  # 20 runs: every cell the paper reports
+    assert table.loc[protonet_resnet, "ours_mean"].isna().all()
+    ours = table.loc[~protonet_resnet, "ours_mean"]
+    assert ((ours >= 0) & (ours <= 100)).all() and ours.nunique() > 1  # accuracies in percent, not all alike
+    markdown = (work / "results/tables/tiny/tow_table1.md").read_text()
+    assert "quoted by the paper from Finn et al. 2017" in markdown and "Snell et al. 2017" in markdown
+    assert "Not run here: " in markdown and "the paper runs ResNet-10 with MAML only" in markdown
+    assert "offline copy" in markdown and "32,460 images verified" in markdown  # where the Omniglot images came from
+    record = json.loads((work / "resources/omniglot/.verified").read_text())
+    assert record["source"].startswith(f"offline copy {(repo / OFFLINE_DATA).resolve()}/omniglot")
+    rerun = snakemake([*args, "-n", "--", "tow_table1"], work, tool_env)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr

@@ -301,7 +301,15 @@ def cmd_report(args) -> None:
 
 
 def cmd_data(args) -> None:
-    from .data.datasets import DATASETS, DownloadError, ManualDownloadRequired, describe, fetch_dataset
+    from .data.datasets import (
+        DATASETS,
+        ChecksumError,
+        DownloadError,
+        ManualDownloadRequired,
+        UnsafeArchiveError,
+        describe,
+        fetch_dataset,
+    )
 
     if args.data_command == "list":
         print(f"{'name':16} {'how':18} {'files':>5}  {'checksums':12} summary")
@@ -312,8 +320,9 @@ def cmd_data(args) -> None:
     for name in args.names:
         try:
             record = fetch_dataset(name, Path(args.root), local=args.local, offline_only=args.offline,
-                                   progress=not args.no_progress, retries=args.retries)
-        except (ManualDownloadRequired, DownloadError) as error:
+                                   offline_root=args.offline_root, progress=not args.no_progress,
+                                   retries=args.retries)
+        except (ManualDownloadRequired, DownloadError, ChecksumError, UnsafeArchiveError, FileNotFoundError) as error:
             print(f"taskbal data fetch {name}: {error}", file=sys.stderr)
             sys.exit(3)
         unverified = (f"; no published checksum, SHA-256 recorded: {record['unverified']}"
@@ -406,6 +415,9 @@ def parser() -> argparse.ArgumentParser:
     fetch.add_argument("--root", default="resources")
     fetch.add_argument("--local", default=None, help="a local directory or archive holding the dataset's files")
     fetch.add_argument("--offline", action="store_true", help="no network: local copies or offline sources only")
+    fetch.add_argument("--offline-root", default=None, metavar="DIR",
+                       help="a folder of offline copies, DIR/<name>/ (config offline_data), taken when the download "
+                            "fails by datasets that have one (Omniglot); verified before use")
     fetch.add_argument("--retries", type=int, default=5)
     fetch.add_argument("--no-progress", action="store_true")
     fetch.set_defaults(func=cmd_data)
@@ -422,6 +434,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # a command line: a local build's job server runs it, if one takes it (taskbal.jobserver)
+        from .jobserver import forward
+
+        code = forward(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
     args = parser().parse_args(argv)
     from .tracking import Terminated
 

@@ -51,12 +51,16 @@ def extends_chain(path: Path) -> list[str]:
     return chain
 
 
-def deep_merge(base: dict, override: dict | None) -> dict:
-    """A copy of ``base`` with ``override`` merged in recursively (override wins)."""
+def deep_merge(base: dict, override: dict | None, null_removes: bool = False) -> dict:
+    """A copy of ``base`` with ``override`` merged in recursively (override wins). With ``null_removes``, a
+    null in ``override`` removes the key (a row that switches to another learner or network drops the
+    options of the one it replaces, which then take their defaults)."""
     merged = copy.deepcopy(base)
     for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        if value is None and null_removes:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value, null_removes)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -85,12 +89,14 @@ def load_table(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> dict:
 
 
 def resolve_experiment(spec: dict, scale: str, *overrides: dict | None) -> dict:
+    """A cell's run: ``experiment ⊕ scales[scale] ⊕ overrides`` (row.set, column.set, the column's and
+    the row's settings at that scale, and the row's ``set_in_columns`` for that column, in that order)."""
     if scale not in spec["scales"]:
         raise ValueError(f"scale: {scale!r} is not defined in table {spec['name']} "
                          f"(defined: {sorted(spec['scales'])})")
-    experiment = deep_merge(spec["experiment"], spec["scales"][scale])
+    experiment = deep_merge(spec["experiment"], spec["scales"][scale], null_removes=True)
     for override in overrides:
-        experiment = deep_merge(experiment, override)
+        experiment = deep_merge(experiment, override, null_removes=True)
     data = experiment["data"]
     if "shots" in data and data.get("query") is None:
         data["query"] = data["shots"]
@@ -121,15 +127,40 @@ class Cell:
     experiment: dict
 
 
+def cell_not_run(spec: dict, scale: str, row: dict, column: dict) -> str | None:
+    """Why a (row, column) is not run at ``scale``, or None: a row with ``not_run: <why>`` carries only
+    the paper's numbers (e.g. a result the paper copies from another publication); a row's
+    ``not_run_columns: {<column>: <why>}`` leaves single cells out (a combination the paper does not
+    report); a column with ``scales: [...]`` is run at those scales only (data or hardware a laptop
+    build does not have)."""
+    if "not_run" in row:
+        return row["not_run"]
+    if column["key"] in (row.get("not_run_columns") or {}):
+        return row["not_run_columns"][column["key"]]
+    for part in (column, row):
+        if "scales" in part and scale not in part["scales"]:
+            return f"run at scale {' and '.join(part['scales'])} only"
+    return None
+
+
+def scale_settings(part: dict, scale: str) -> dict | None:
+    """A row's or column's own settings at ``scale``: with ``scales: {<scale>: {...}}`` (a mapping rather
+    than a list), applied after its ``set`` (e.g. a paper-scale column's 600 test tasks cut down at tiny
+    scale, since the column's ``set`` comes after the table's ``scales``)."""
+    scales = part.get("scales")
+    return scales.get(scale) if isinstance(scales, dict) else None
+
+
 def table_cells(spec: dict, scale: str) -> list[Cell]:
-    """Every (row, column) of the table that is run by the pipeline (a row with ``not_run: <why>``
-    carries only the paper's numbers, e.g. a result the paper copies from another publication)."""
+    """Every (row, column) of the table that is run by the pipeline at ``scale`` (see ``cell_not_run``)."""
     cells = []
     for row in spec["rows"]:
-        if "not_run" in row:
-            continue
         for column in spec["columns"]:
-            experiment = resolve_experiment(spec, scale, row.get("set"), column.get("set"))
+            if cell_not_run(spec, scale, row, column):
+                continue
+            experiment = resolve_experiment(spec, scale, row.get("set"), column.get("set"),
+                                            scale_settings(column, scale), scale_settings(row, scale),
+                                            (row.get("set_in_columns") or {}).get(column["key"]))
             cells.append(Cell(row["label"], column["key"], column.get("metric", "overall"),
                               run_id(experiment), split_id(experiment), experiment))
     return cells

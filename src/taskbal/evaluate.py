@@ -47,7 +47,7 @@ def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str =
     out_dir = Path(out_dir)
     device_ = pick_device(device)
     checkpoint, tasks, learner = load_trained(Path(final_path), Path(split_path), device_)
-    metrics = per_task_metrics(learner, tasks, "test", device_)
+    metrics = per_task_metrics(learner, tasks, "test", device_, chunk=getattr(tasks, "eval_chunk", 1000))
     count = len(next(iter(metrics.values())))
     frame = pd.DataFrame({"task": np.arange(count), **metrics, **tasks.task_table("test")})
     with atomic_path(out_dir / EVAL_FILE) as tmp:

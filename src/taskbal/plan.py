@@ -140,6 +140,12 @@ def check_paper_values(spec: dict) -> None:
         unknown = [key for key in paper if key not in columns]
         if unknown:
             raise PlanError(f"{where}.{unknown[0]}: not a column key; the columns are {columns}")
+        every = [column["key"] for column in spec["columns"]]
+        for option in ("quoted", "not_run_columns", "set_in_columns"):
+            wrong = [key for key in (row.get(option) or {}) if key not in every]
+            if wrong:
+                raise PlanError(f"rows[{index}] ({row.get('label')!r}).{option}.{wrong[0]}: not a column key; the "
+                                f"columns are {every}")
         missing = [key for key in columns if key not in paper]
         if missing:
             raise PlanError(f"{where}: no value for column {missing[0]!r}; write `{missing[0]}: null` "

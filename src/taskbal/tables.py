@@ -103,7 +103,7 @@ def column_sample(per_seed: dict[int, np.ndarray | pd.DataFrame], column: dict):
         if value not in frame.columns:
             raise ValueError(f"column {column['key']!r}: value {value!r} is not a column of eval.csv "
                              f"(it has {list(frame.columns)})")
-        values[seed] = frame[value].to_numpy(dtype=float)
+        values[seed] = frame[value].to_numpy(dtype=float) * (100.0 if column.get("percent") else 1.0)
         if "group" in frame.columns:
             groups[seed] = frame["group"].to_numpy()
     return values, groups or None
@@ -236,6 +236,23 @@ def md_escape(text) -> str:
     return "".join("\\" + char if char in "|*_" else char for char in str(text))
 
 
+def not_run_reasons(spec: dict, scale: str) -> dict[str, list[str]]:
+    """Why cells of the table are not run at ``scale`` (``config.cell_not_run``) → where: a column not run
+    in any row is named once, other cells as "row / column"."""
+    from .config import cell_not_run
+
+    reasons: dict[str, list[str]] = {}
+    for column in spec["columns"]:
+        whys = [cell_not_run(spec, scale, row, column) for row in spec["rows"]]
+        if whys and all(why == whys[0] for why in whys) and whys[0] and not any("not_run" in r for r in spec["rows"]):
+            reasons.setdefault(whys[0], []).append(f"column {md_escape(column['label'])}")
+            continue
+        for row, why in zip(spec["rows"], whys):
+            if why and "not_run" not in row:  # a not_run row says why in its own line of the report
+                reasons.setdefault(why, []).append(f"{md_escape(row['label'])} / {md_escape(column['label'])}")
+    return reasons
+
+
 def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -> str:
     decimals = spec.get("decimals", 3)
     columns = spec["columns"]
@@ -251,6 +268,16 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
             line = frame[(frame.row == row["label"]) & (frame.column == column["key"])].iloc[0]
             cells.append(markdown_cell(line, decimals, spec))
         out.append("| " + " | ".join([md_escape(row["label"])] + cells) + " |")
+    quoted = [f"{md_escape(row['label'])}, {md_escape(next(c['label'] for c in columns if c['key'] == key))}: "
+              f"quoted by the paper from {md_escape(source)}" for row in spec["rows"]
+              for key, source in (row.get("quoted") or {}).items()]
+    if quoted:
+        out += ["", "Paper values the paper quotes from other publications (not its own runs): " + "; ".join(quoted)
+                + "."]
+    skipped = not_run_reasons(spec, scale)
+    if skipped:
+        out += ["", "Not run here: " + "; ".join(f"{', '.join(where)}: {md_escape(why)}"
+                                                  for why, where in skipped.items()) + "."]
     seeds = next((json.loads(line.seeds) for line in frame.itertuples() if isinstance(line.seeds, str)), [])
     out += ["", f"Each seed's value (seeds {', '.join(map(str, seeds))}, in that order):", "",
             "| " + " | ".join(["method"] + [md_escape(c["label"]) for c in columns]) + " |",

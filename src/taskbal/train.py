@@ -175,7 +175,8 @@ class Run:
         return row
 
     def progress_line(self, row: dict) -> str:
-        return " ".join(f"{key}={row[key]:.3f}" for key in ("test_mse", "test_accuracy_mean") if key in row)
+        shown = ("test_mse", "test_accuracy_mean", "val_accuracy")
+        return " ".join(f"{key}={row[key]:.3f}" for key in shown if key in row)
 
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "learner": self.learner.state_dict(),

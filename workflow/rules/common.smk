@@ -36,6 +36,24 @@ if not workflow.dryrun:
     except ValueError as error:
         raise WorkflowError(str(error))
 
+
+def start_job_server():
+    """The build's job server (config job_server), for jobs that run on this machine: it runs each
+    `taskbal` command in a fork of one process that has imported torch, MLflow and pandas once."""
+    if config.get("job_server", True) and workflow.local_exec:
+        from taskbal import jobserver
+
+        if jobserver.start("results/logs/job_server.log") is None:
+            print("job server did not start (results/logs/job_server.log): every job runs in its own process")
+
+
+def stop_job_server():
+    if config.get("job_server", True) and workflow.local_exec:
+        from taskbal import jobserver
+
+        jobserver.stop()
+
+
 TABLES = PLAN.tables
 SCALES = PLAN.scales
 RUNS, SPLITS = PLAN.runs, PLAN.splits

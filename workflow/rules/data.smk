@@ -1,17 +1,29 @@
 # Datasets: one rule per dataset, `snakemake data_<name>` (e.g. data_fashion_mnist), each producing
 # resources/<name>/.verified once every file is downloaded (or taken from a local copy / offline
 # source), checked against its checksum and unpacked. Not part of the default target.
-# A local copy: config `datasets: {<name>: {local: <directory or archive>}}`.
+# A local copy: config `datasets: {<name>: {local: <directory or archive>}}`. Offline copies: config
+# `offline_data: <folder>` (relative to the project root), a folder of <name>/ copies, handed to the
+# datasets that have one (Omniglot), which take it when the download fails.
 import os
 import shlex
 
-from taskbal.data.datasets import DATASETS
+from taskbal.data.datasets import DATASETS, uses_offline_root
 
 DATA_ROOT = "resources"
 
 
 def dataset_local(name):
     return ((config.get("datasets") or {}).get(name) or {}).get("local") or ""
+
+
+def dataset_sources(name):
+    """The --local and --offline-root options of `taskbal data fetch <name>` the config asks for."""
+    flags = []
+    if dataset_local(name):
+        flags.append(f"--local {shlex.quote(dataset_local(name))}")
+    if config.get("offline_data") and uses_offline_root(name):
+        flags.append(f"--offline-root {shlex.quote(str(config['offline_data']))}")
+    return " ".join(flags)
 
 
 def dataset_flag(name):
@@ -33,6 +45,6 @@ for _dataset in DATASETS:
         params:
             name=_dataset,
             root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
-            local=(lambda wildcards, n=_dataset: f"--local {shlex.quote(dataset_local(n))}" if dataset_local(n) else ""),
+            sources=lambda wildcards, n=_dataset: dataset_sources(n),
         shell:
-            "taskbal data fetch {params.name} --root {params.root} {params.local} --no-progress 2>&1 | tee {log}"
+            "taskbal data fetch {params.name} --root {params.root} {params.sources} --no-progress 2>&1 | tee {log}"

@@ -17,6 +17,7 @@ FAMILIES: dict[str, str | ModuleType] = {
     "binary_mnist": "taskbal.data.binary_mnist",        # DA-MAML Figure 1: eight binary MNIST / Fashion-MNIST tasks
     "hyper_cleaning": "taskbal.data.hyper_cleaning",    # thesis Table 3.2: data hyper-cleaning
     "fewshot_blobs": "taskbal.data.fewshot_blobs",      # generated N-way K-shot classification (tests, ProtoNet)
+    "fewshot_images": "taskbal.data.fewshot_images",    # TOW, SIMOL, Nash-GBML: N-way K-shot on real image datasets
 }
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import sha256_file
+from .resources import VERIFIED
 
 FILES = {
     ("train", "images"): "train-images-idx3-ubyte",
@@ -30,7 +31,6 @@ FILES = {
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
 SUBSET_FILES = {("train", "images"): "subset/images-idx3-ubyte", ("train", "labels"): "subset/labels-idx1-ubyte"}
-VERIFIED = ".verified"  # written last by the dataset's download rule
 UNSIGNED_BYTE = 0x08
 
 

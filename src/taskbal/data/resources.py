@@ -6,8 +6,11 @@ can use it without importing the others.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
+
+VERIFIED = ".verified"  # a dataset's record, written last by its download rule (taskbal.data.datasets)
 
 
 def find_dir(resource_dir: Path, candidates: Iterable[str], what: str) -> Path:
@@ -31,3 +34,14 @@ def find_file(resource_dir: Path, candidates: Iterable[str], what: str, required
         raise FileNotFoundError(f"{what}: none of {[str(Path(resource_dir) / c) for c in candidates]} exists "
                                 "(run the dataset's download rule first)")
     return None
+
+
+def recorded_source(resource_dir: Path | str) -> str | None:
+    """The ``source`` of the ``.verified`` record in ``resource_dir`` (``<root>/<name>/``); ``None`` without one."""
+    path = Path(resource_dir) / VERIFIED
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("source") or None
+    except ValueError as error:
+        raise ValueError(f"{path}: not a valid dataset record ({error}); fetch the dataset again") from None

@@ -40,7 +40,7 @@ class CAVIA(MAML):
                  first_order: bool = False, inner_optimizer: str = "sgd",
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                  loss: str = "mse", penalty: dict | None = None, evaluate_with_penalty: bool = True,
-                 penalty_gradients: str = "jacobian", task_chunk: int | None = None,
+                 penalty_gradients: str = "jacobian", task_chunk: int | str | None = "auto",
                  num_context: int | None = None):
         model_context = getattr(model, "num_context", 0)
         if model_context == 0:

@@ -39,13 +39,18 @@ Options (config ``learner``):
   d(Σ_j L_j)/dθ, not dL_i/dθ, but the rows still *sum* to the exact total). ``per_copy`` is only
   right for weightings that use the sum (``mean``, i.e. Nash-GBML as published); anything that
   weights or compares rows (SIMOL, MGDA, TR-MAML's p) needs ``jacobian``.
-- ``task_chunk`` (default null = the whole meta-batch at once): process the tasks in groups of this
-  many, one batched backward per group; the results are the same (tasks are independent), only
-  peak memory and speed change. One graph for all tasks keeps every task's activations alive until
-  its backward; for conv nets on the CPU that costs more than batching saves (4 conv4 tasks of
-  5-way 1-shot 84×84 with 15 queries/class: ``task_chunk: 1`` is faster — bench_learners.py), and a
-  big backbone on a GPU may not fit otherwise. Not allowed with a penalty (it couples the whole
-  meta-batch).
+- ``task_chunk`` (default ``auto``): process the tasks in groups of this many, one graph and one
+  batched backward per group; null = the whole meta-batch in one graph. The results are the same
+  (tasks are independent), only peak memory and speed change. ``auto`` picks per call
+  (``chunk_size``): one task per graph for a convolutional network (any ``nn.Conv2d``) on the CPU,
+  the whole meta-batch otherwise: MLPs anywhere, whose per-task kernels are too small to run well
+  alone, and every network on CUDA, where batching the tasks is the point. A conv net's per-task
+  kernels are big enough for the CPU on their own, and one graph for all tasks keeps every task's
+  activations alive until its backward, so there the whole meta-batch was the slow choice for every
+  learner (benchmarks/bench_learners.py; the measurements behind the rule are in benchmarks/README.md).
+  An explicit integer or null keeps its meaning; an explicit one is not allowed with a penalty (it
+  couples the whole meta-batch), and ``auto`` then takes the whole meta-batch. A big backbone on a
+  GPU may need an explicit chunk to fit.
 - ``evaluate_with_penalty`` (default true): adapt with the penalty also in ``evaluate_tasks`` (the
   Nash inner loop on each evaluation batch; Nash-GBML does not say which it uses); false =
   independent per-task adaptation at evaluation.
@@ -65,6 +70,7 @@ from torch.func import functional_call, vmap
 
 Params = dict[str, torch.Tensor]
 LOSSES = ("mse", "cross_entropy")
+AUTO = "auto"  # the default ``task_chunk``: ``MAML.chunk_size`` picks the chunking per batch
 
 
 @dataclass
@@ -110,6 +116,13 @@ def check_inner_options(inner_steps, inner_lr, inner_optimizer, loss, adam_betas
         raise ValueError(f"learner.adam_betas: expected two numbers in [0, 1), got {adam_betas!r}")
     if not adam_eps >= 0:
         raise ValueError(f"learner.adam_eps: must be >= 0, got {adam_eps!r}")
+
+
+def check_task_chunk(task_chunk) -> None:
+    if task_chunk == AUTO or task_chunk is None:
+        return
+    if not isinstance(task_chunk, int) or isinstance(task_chunk, bool) or task_chunk < 1:
+        raise ValueError(f"learner.task_chunk: expected 'auto', a positive integer or null, got {task_chunk!r}")
 
 
 def build_penalty_option(penalty):
@@ -166,12 +179,13 @@ class MAML:
                  first_order: bool = False, inner_optimizer: str = "sgd",
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                  loss: str = "mse", penalty: dict | None = None, evaluate_with_penalty: bool = True,
-                 penalty_gradients: str = "jacobian", task_chunk: int | None = None):
+                 penalty_gradients: str = "jacobian", task_chunk: int | str | None = "auto"):
         check_inner_options(inner_steps, inner_lr, inner_optimizer, loss, adam_betas, adam_eps, first_order)
-        if task_chunk is not None and (not isinstance(task_chunk, int) or isinstance(task_chunk, bool)
-                                       or task_chunk < 1):
-            raise ValueError(f"learner.task_chunk: expected a positive integer or null, got {task_chunk!r}")
-        self.task_chunk = task_chunk
+        check_task_chunk(task_chunk)
+        # ``task_chunk`` keeps an explicit setting (None = whole meta-batch, as before); under "auto" it
+        # is None too and ``auto_task_chunk`` says that ``chunk_size`` picks per call.
+        self.auto_task_chunk = task_chunk == AUTO
+        self.task_chunk = None if self.auto_task_chunk else task_chunk
         if penalty_gradients not in ("jacobian", "per_copy"):
             raise ValueError(f"learner.penalty_gradients: expected 'jacobian' or 'per_copy', got {penalty_gradients!r}")
         self.penalty_gradients = penalty_gradients
@@ -183,7 +197,7 @@ class MAML:
         self.adam_betas = tuple(adam_betas)
         self.adam_eps = adam_eps
         self.loss = loss
-        if penalty is not None and task_chunk is not None:
+        if penalty is not None and self.task_chunk is not None:
             raise ValueError("learner.task_chunk: a penalty couples all tasks of the meta-batch; "
                              "they cannot be split into chunks")
         self.penalty = build_penalty_option(penalty)
@@ -193,6 +207,7 @@ class MAML:
         # each task draws its own dropout masks).
         self._batched_forward = getattr(model, "batched_forward", None) or vmap(
             self._forward_one_task, randomness="different")
+        self._convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
 
     # -- parameters -------------------------------------------------------------------------
     def meta_parameters(self) -> Params:
@@ -343,9 +358,19 @@ class MAML:
         return (self.penalty is not None and not self.first_order and self.inner_steps > 0
                 and self.penalty_gradients == "jacobian")
 
+    def chunk_size(self, batch: TaskBatch) -> int | None:
+        """Tasks per graph for this batch: the explicit ``task_chunk``, or under ``auto`` one task per
+        graph for a convolutional network on the CPU and the whole meta-batch otherwise (always the
+        whole meta-batch when a penalty couples the tasks)."""
+        if not self.auto_task_chunk:
+            return self.task_chunk
+        if self.penalty is not None or batch.support_x.device.type != "cpu" or not self._convolutional:
+            return None
+        return 1
+
     def meta_gradients(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Post-adaptation query losses [k] and per-task meta-gradients [k, d] (both detached)."""
-        parts = [self.meta_gradients_of_chunk(part) for part in batch.chunks(self.task_chunk)]
+        parts = [self.meta_gradients_of_chunk(part) for part in batch.chunks(self.chunk_size(batch))]
         return torch.cat([losses for losses, _ in parts]), torch.cat([grads for _, grads in parts])
 
     def meta_gradients_of_chunk(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,7 +411,7 @@ class MAML:
         """Per-task metrics after adaptation from the current meta-parameters: ``loss`` plus ``mse``
         (regression) or ``accuracy`` (classification), each [k]."""
         parts = []
-        for part in batch.chunks(self.task_chunk):
+        for part in batch.chunks(self.chunk_size(batch)):
             outputs = self._outputs_without_meta_graph(part, self.meta_parameters(), self.evaluate_with_penalty)
             parts.append({name: value.detach() for name, value in self.metrics(outputs, part.query_y).items()})
         return {name: torch.cat([metrics[name] for metrics in parts]) for name in parts[0]}
@@ -395,7 +420,7 @@ class MAML:
         """Query losses [k] after adaptation from the given (default: current) meta-parameters; no meta-graph."""
         params = self.meta_parameters() if flat_params is None else self.unflatten(flat_params)
         losses = []
-        for part in batch.chunks(self.task_chunk):
+        for part in batch.chunks(self.chunk_size(batch)):
             outputs = self._outputs_without_meta_graph(part, params, with_penalty=True)
             with torch.no_grad():
                 losses.append(self.loss_per_task(outputs, part.query_y))

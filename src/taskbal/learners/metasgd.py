@@ -35,7 +35,7 @@ class MetaSGD(MAML):
     def __init__(self, model: nn.Module, inner_steps: int = 1, inner_lr: float = 0.01,
                  first_order: bool = False, inner_optimizer: str = "sgd", loss: str = "mse",
                  penalty: dict | None = None, evaluate_with_penalty: bool = True,
-                 penalty_gradients: str = "jacobian", task_chunk: int | None = None,
+                 penalty_gradients: str = "jacobian", task_chunk: int | str | None = "auto",
                  inner_lr_range: list[float] | None = None):
         if inner_optimizer != "sgd":
             raise ValueError(f"learner.inner_optimizer: Meta-SGD's learned rates scale plain SGD steps; "

@@ -16,7 +16,8 @@ Deliberate choices:
   learn2learn's code concatenate them), so BatchNorm's batch statistics are over the whole episode.
 - ``distance``: ``squared_euclidean`` (Snell et al.; learn2learn's ``PrototypicalClassifier``) or
   ``euclidean`` (the non-squared ``torch.cdist`` of TOW's code; TOW's paper says only "Euclidean distances").
-- ``task_chunk``: as for MAML (groups of tasks per backward; same results, less memory).
+- ``task_chunk``: as for MAML (groups of tasks per backward; same results; ``auto``: one task per graph
+  for a conv embedding on the CPU).
 - Labels are 0 … n_way−1 within each task (the number of classes is the largest support label + 1).
 - SIMOL's Algorithm 3 normalises the prototype by N_C, a typo for |S_c|; the mean is used.
 """
@@ -33,7 +34,7 @@ DISTANCES = ("squared_euclidean", "euclidean")
 
 class ProtoNet(MAML):
     def __init__(self, model: nn.Module, distance: str = "squared_euclidean", loss: str = "cross_entropy",
-                 task_chunk: int | None = None):
+                 task_chunk: int | str | None = "auto"):
         if loss != "cross_entropy":
             raise ValueError(f"learner.loss: ProtoNet classifies by distance to prototypes; "
                              f"only 'cross_entropy' is possible, got {loss!r}")

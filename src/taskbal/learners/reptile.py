@@ -32,7 +32,7 @@ class Reptile(MAML):
                  inner_optimizer: str = "sgd", adam_betas: tuple[float, float] = (0.9, 0.999),
                  adam_eps: float = 1e-8, loss: str = "mse", penalty: dict | None = None,
                  evaluate_with_penalty: bool = True, difference_scale: float | None = None,
-                 inner_data: str = "support", task_chunk: int | None = None):
+                 inner_data: str = "support", task_chunk: int | str | None = "auto"):
         super().__init__(model, inner_steps=inner_steps, inner_lr=inner_lr, first_order=True,
                          inner_optimizer=inner_optimizer, adam_betas=adam_betas, adam_eps=adam_eps, loss=loss,
                          penalty=penalty, evaluate_with_penalty=evaluate_with_penalty, task_chunk=task_chunk)

@@ -28,11 +28,31 @@ film_blocks: [3], bn_affine: true, init: xavier}``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import as_images, check_bool, check_positive_int, image_shape
+
+
+def max_pool_2x2(h: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(h, 2)`` of an NCHW tensor: the same values, gradients and double backward, bit for bit.
+
+    On the CPU, PyTorch's NCHW max-pool kernel is several times slower than its channels-last one; in
+    a second-order MAML step it was the costliest op after the convolutions. So the window maxima are
+    located on a channels-last copy, without a graph (same indices: the first maximum of each window in
+    row-major order, as the NCHW kernel picks), and taken from ``h`` with ``gather``, whose backward
+    (scatter-add into zeros) and double backward (gather) are max-pool's since the windows do not
+    overlap. Other devices call ``F.max_pool2d``.
+    """
+    if h.device.type != "cpu":
+        return F.max_pool2d(h, 2)
+    n, channels, height, width = h.shape
+    with torch.no_grad():
+        _, index = F.max_pool2d(h.detach().contiguous(memory_format=torch.channels_last), 2, return_indices=True)
+    return h.flatten(2).gather(2, index.contiguous().flatten(2)).view(n, channels, height // 2, width // 2)
 
 
 class ConvBlock(nn.Module):
@@ -68,6 +88,36 @@ class Conv4Embedding(nn.Module):
             h = block(h, context)
         return h.flatten(1)
 
+    @contextmanager
+    def batch_statistics_held(self):
+        """Inside, BatchNorm's statistics are held: the first ``batched_forward`` normalises with its own
+        batch statistics and records them per task and block; every later one, of k·r tasks ordered
+        task-major, normalises task i·r + j with task i's recorded statistics, as constants (no gradient
+        flows through them). TOW's Gauss–Newton curvature uses this to see each query point on its own
+        (``weighting/tow/curvature.py``): BatchNorm with its statistics fixed maps every input on its own,
+        as it does in evaluation mode."""
+        self._held = []
+        try:
+            yield
+        finally:
+            self._held = None
+
+    def normalise(self, block: int, h: torch.Tensor, k: int, scale, shift, eps: float) -> torch.Tensor:
+        """BatchNorm of stacked channels [n, k·F, H, W]: each task's batch statistics, or the held ones."""
+        held = getattr(self, "_held", None)
+        if held is None:
+            return F.batch_norm(h, None, None, scale, shift, training=True, eps=eps)
+        if len(held) <= block:  # recording: this forward's own statistics, per task and channel
+            flat = h.detach().transpose(0, 1).flatten(1)  # [k·F, n·H·W]
+            held.append((flat.mean(1).view(k, -1), flat.var(1, unbiased=False).view(k, -1)))
+            return F.batch_norm(h, None, None, scale, shift, training=True, eps=eps)
+        mean, var = held[block]
+        repeat = k // mean.shape[0]
+        if repeat * mean.shape[0] != k:
+            raise ValueError(f"held batch statistics of {mean.shape[0]} tasks cannot serve {k}")
+        mean, var = (s.repeat_interleave(repeat, 0).reshape(-1) for s in (mean, var))
+        return F.batch_norm(h, mean, var, scale, shift, training=False, eps=eps)
+
     def batched_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor,
                         context: torch.Tensor | None = None, prefix: str = "") -> torch.Tensor:
         """k networks on k tasks: params[name] is [k, *shape], x [k, n, C, H, W], context [k, c] → [k, n, F].
@@ -76,7 +126,8 @@ class Conv4Embedding(nn.Module):
         (groups = k) applies every task's filters to its own channels, and BatchNorm over the
         stacked channels computes each task's own batch statistics. Same function as
         ``vmap(functional_call(...))``, faster on the CPU (no batching-rule copies;
-        benchmarks/bench_learners.py measures both).
+        benchmarks/bench_learners.py measures both). It pools with ``max_pool_2x2`` (the same numbers
+        as ``F.max_pool2d``, a faster CPU kernel); the one-task ``forward`` keeps ``F.max_pool2d``.
         """
         k, n = x.shape[:2]
         h = as_images(x.flatten(0, 1), self.in_channels)
@@ -88,7 +139,7 @@ class Conv4Embedding(nn.Module):
                          padding=1, groups=k)
             scale, shift = (params[name + "norm.weight"].reshape(-1), params[name + "norm.bias"].reshape(-1)) \
                 if block.norm.affine else (None, None)
-            h = F.max_pool2d(F.batch_norm(h, None, None, scale, shift, training=True, eps=block.norm.eps), 2)
+            h = max_pool_2x2(self.normalise(i, h, k, scale, shift, block.norm.eps))
             if block.film is not None:
                 if context is None:
                     context = h.new_zeros(k, block.film.in_features)
@@ -120,6 +171,9 @@ class Conv4(nn.Module):
             else:
                 nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
             nn.init.zeros_(module.bias)
+
+    def batch_statistics_held(self):
+        return self.embedding.batch_statistics_held()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """One task: x is [n, C, H, W], context [num_context]; returns logits [n, n_way]."""

@@ -15,8 +15,17 @@ Every module in this package (registered in :data:`DATASETS`, the one list of da
 * ``prepare(dataset_dir)``: unpacks the verified files into the upstream layout inside
   ``dataset_dir`` (idempotent).
 * optionally ``offline(dataset_dir, workdir, progress) -> str | None``: obtains the data without
-  network access (e.g. from a distribution package); returns a description of the source used or
-  ``None`` if unavailable. ``PREFER_OFFLINE = True`` makes it the first choice.
+  network access (e.g. from a distribution package); returns a description of the source used (it
+  becomes the record's ``source``) or ``None`` if unavailable. ``PREFER_OFFLINE = True`` makes it the
+  first choice; otherwise it is the fallback when the download fails (or with ``offline_only``).
+  An ``offline`` that also takes the keyword ``offline_root`` reads an offline copy from
+  ``<offline_root>/<name>/`` (:func:`fetch_dataset`'s ``offline_root``: ``taskbal data fetch
+  --offline-root``, config ``offline_data``); without an ``offline_root`` such a module has no offline
+  source. ``OFFLINE_HINT`` (text) tells the user about the offline source when a download fails.
+  ``OFFLINE_REPLACES_FILES = True``: the offline source is not the files of ``FILES`` (a subset, or
+  the same data packed differently): ``offline`` leaves the layout itself, the files of ``FILES`` are
+  not checked against their upstream checksums, and ``offline_files(dataset_dir) -> {path: entry}``
+  describes the files it used for the record instead.
 * for a dataset split by a paper's protocol, ``build_splits(resource_dir, out_path, **options) ->
   dict``: reads the layout ``prepare`` wrote (``resource_dir`` is ``<root>/<name>/``), applies the
   protocol and writes the split file (:mod:`taskbal.data.splitfile`, byte-identical for the same
@@ -39,7 +48,8 @@ torch: modules import torch, PIL and other heavy packages inside the functions t
 :func:`fetch_dataset` is what ``taskbal data fetch <name>`` and the Snakemake rule ``data_<name>``
 call; it writes ``<root>/<name>/.verified`` (JSON: every file's SHA-256, how it was verified, the
 source used) last, so that file exists only for a complete, verified dataset. :func:`build_splits`
-is what ``taskbal data split <name>`` and the rules ``splits_<name>`` call.
+is what ``taskbal data split <name>`` and the rules ``splits_<name>`` call; a split file may carry the
+record's source (:func:`recorded_source`) so that outputs built from it say where the data came from.
 """
 from __future__ import annotations
 
@@ -64,6 +74,7 @@ from ..download import (
     safe_extract,
     verify_spec,
 )
+from ..resources import VERIFIED, recorded_source
 from . import (
     celeba,
     cub,
@@ -84,11 +95,10 @@ DATASETS: dict[str, ModuleType] = {
     "office_home": office_home, "nyuv2": nyuv2, "qm9": qm9,
 }
 
-VERIFIED = ".verified"
 
 __all__ = ["DATASETS", "VERIFIED", "ManualDownloadRequired", "dataset_module", "dataset_dir", "fetch_dataset",
-           "read_record", "describe", "build_splits", "splittable", "split_variants", "split_options_json",
-           "ChecksumError", "DownloadError", "UnsafeArchiveError", "FileSpec"]
+           "read_record", "recorded_source", "uses_offline_root", "describe", "build_splits", "splittable",
+           "split_variants", "split_options_json", "ChecksumError", "DownloadError", "UnsafeArchiveError", "FileSpec"]
 
 
 class ManualDownloadRequired(RuntimeError):
@@ -150,6 +160,15 @@ def read_record(root: Path | str, name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def uses_offline_root(name: str) -> bool:
+    """Whether dataset ``name`` has an offline copy read from ``<offline_root>/<name>/`` (its ``offline``
+    takes ``offline_root``)."""
+    import inspect
+
+    offline = getattr(dataset_module(name), "offline", None)
+    return offline is not None and "offline_root" in inspect.signature(offline).parameters
+
+
 def describe(name: str) -> dict:
     """How a dataset is obtained: 'automatic', 'manual', 'offline' (no network needed), file count."""
     module = dataset_module(name)
@@ -191,13 +210,15 @@ def _check_placed(path: Path, spec: FileSpec, recorded: dict) -> str:
 
 
 def fetch_dataset(name: str, root: Path | str = "resources", *, local: Path | str | None = None,
-                  offline_only: bool = False, progress: bool = True, retries: int = 5, backoff: float = 1.0,
-                  timeout: float = 60.0) -> dict:
+                  offline_only: bool = False, offline_root: Path | str | None = None, progress: bool = True,
+                  retries: int = 5, backoff: float = 1.0, timeout: float = 60.0) -> dict:
     """Obtain, verify and unpack dataset ``name`` under ``<root>/<name>/``; return its record.
 
     Sources, in order: files already in place (verified again unless unchanged since the last
     record); the user's ``local`` directory / archive; the module's offline source when it is
-    preferred; the upstream URLs; the module's offline source as a fallback. Raises
+    preferred; the upstream URLs; the module's offline source as a fallback. ``offline_root`` is a
+    folder of offline copies (``<offline_root>/<name>/``), handed to modules whose ``offline`` takes it
+    (:func:`uses_offline_root`); a relative one is relative to the working directory. Raises
     :class:`ManualDownloadRequired` when files are missing and must be placed by hand.
     """
     module = dataset_module(name)
@@ -205,8 +226,8 @@ def fetch_dataset(name: str, root: Path | str = "resources", *, local: Path | st
     target.mkdir(parents=True, exist_ok=True)
     with _locked(target / ".lock", name):
         return _fetch_locked(module, name, root, target, Path(local).expanduser() if local else None,
-                             offline_only=offline_only, progress=progress, retries=retries, backoff=backoff,
-                             timeout=timeout)
+                             offline_only=offline_only, offline_root=offline_root, progress=progress,
+                             retries=retries, backoff=backoff, timeout=timeout)
 
 
 @contextmanager
@@ -227,7 +248,7 @@ def _locked(path: Path, name: str):
 
 
 def _fetch_locked(module: ModuleType, name: str, root, target: Path, local: Path | None, *, offline_only: bool,
-                  progress: bool, retries: int, backoff: float, timeout: float) -> dict:
+                  offline_root, progress: bool, retries: int, backoff: float, timeout: float) -> dict:
     record_path = target / VERIFIED
     previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
     recorded = previous.get("files", {})
@@ -235,14 +256,22 @@ def _fetch_locked(module: ModuleType, name: str, root, target: Path, local: Path
     files: dict[str, dict] = {}
     sources: list[str] = []
 
+    takes_root = uses_offline_root(name)
+    has_offline = hasattr(module, "offline") and (offline_root is not None or not takes_root)
+
+    def offline(workdir: Path) -> str | None:
+        if takes_root:
+            return module.offline(target, workdir, progress, offline_root=offline_root)
+        return module.offline(target, workdir, progress)
+
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target) as work:
         workdir = Path(work)
         roots = _local_roots(local, workdir, {Path(s.name).name for s in module.FILES}) if local else []
         offline_source = None
-        if getattr(module, "PREFER_OFFLINE", False) and hasattr(module, "offline"):
+        if getattr(module, "PREFER_OFFLINE", False) and has_offline:
             missing = [s for s in module.FILES if not (target / s.name).is_file()]
             if missing and not roots:
-                offline_source = module.offline(target, workdir, progress)
+                offline_source = offline(workdir)
                 if offline_source:
                     sources.append(offline_source)
         missing, network_failed = [], ""
@@ -267,10 +296,12 @@ def _fetch_locked(module: ModuleType, name: str, root, target: Path, local: Path
                     if "upstream" not in sources:
                         sources.append("upstream")
                 except DownloadError as error:
-                    if not hasattr(module, "offline"):
+                    if not has_offline:
                         manual = getattr(module, "MANUAL", None)
+                        hint = getattr(module, "OFFLINE_HINT", None)
                         raise DownloadError(
                             f"dataset {name!r}: {error}\n" + (manual.strip() + "\n" if manual else "")
+                            + (hint.strip() + "\n" if hint else "")
                             + f"With a copy obtained elsewhere: put it at {path}, or point config "
                             f"datasets.{name}.local (or --local) at a directory or archive holding it; it is "
                             "verified the same way.") from None
@@ -286,11 +317,11 @@ def _fetch_locked(module: ModuleType, name: str, root, target: Path, local: Path
                                     f"(files of dataset {name!r}; nothing else was found to take them from)")
 
         if missing:
-            if hasattr(module, "offline") and offline_source is None:
-                offline_source = module.offline(target, workdir, progress)
+            if has_offline and offline_source is None:
+                offline_source = offline(workdir)
             if offline_source and getattr(module, "OFFLINE_REPLACES_FILES", False):
-                sources.append(offline_source)
-                files = {}  # the offline source is a different (smaller) dataset: its own record
+                sources = [offline_source]  # files of FILES already fetched are not what the record describes
+                files = {}  # the offline source is different files (a subset, another packing): its own record
                 missing = []
             elif offline_source:
                 sources.append(offline_source)

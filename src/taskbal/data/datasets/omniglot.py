@@ -8,6 +8,17 @@ Layout after ``prepare`` (torchvision's / learn2learn's ``omniglot-py``)::
 
 Checksums: upstream publishes none; the MD5s are torchvision's (``Omniglot.zips_md5``).
 
+Offline copy (fallback when the download fails, or with ``--offline``): ``<offline root>/omniglot/``
+(config ``offline_data``, ``taskbal data fetch --offline-root``) holding ``images_background.zip``,
+``images_evaluation.zip`` and ``MANIFEST.sha256`` (``sha256sum`` output for every PNG, paths relative
+to the folder the zips unpack into). These zips are not upstream's (they were packed again from the
+same images, so upstream's MD5s do not apply): each of the three files must match the SHA-256 pinned
+in :data:`OFFLINE_SHA256` (from the copy's ``SOURCE.md``), and after unpacking every PNG must match its
+manifest entry, with none missing and none extra (32,460 images), before anything is moved into
+place. The three files are kept in ``<root>/omniglot/offline-copy/``; the ``.verified`` record's
+``source`` says the images came from the offline copy, and every split file built from them carries
+that source (``data_source``). A later upstream fetch replaces the offline images with upstream's.
+
 Protocols (:func:`build_splits`, option ``protocol``; ``exact`` in the split file says whether it is
 the published split itself):
 
@@ -22,10 +33,14 @@ the published split itself):
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
 from pathlib import Path
 
-from ..download import FileSpec, extract_once
-from ..resources import find_dir
+from ..download import ChecksumError, FileSpec, copy_atomic, extract_once, file_digest, safe_extract
+from ..resources import find_dir, recorded_source
 from ..split_building import decode_image, episode_sets, eval_episodes, finish, image_files, seeded_rng, subdirs
 
 BASE = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
@@ -37,6 +52,21 @@ FILES = (
              md5="6b91aef0f799c5bb55b94e3f2daec811"),
 )
 MANUAL = None
+
+# The offline copy (see the module docstring): its files and their SHA-256, as its SOURCE.md gives them.
+OFFLINE_MANIFEST = "MANIFEST.sha256"
+OFFLINE_SHA256 = {
+    "images_background.zip": "4ecbdcfd2fdfc398de7319149c39cad99e836504c6bc35a293b8d5734a2bf14e",
+    "images_evaluation.zip": "6f2e28b8e9d553dee766e249ac1b44a6e6f69762283d5bad51388fcb9810812e",
+    OFFLINE_MANIFEST: "8745d3284205c70953ebeacd9061b7dfdadc5961afab7b71a1553c9aa5bcb1af",
+}
+OFFLINE_REPLACES_FILES = True  # the record lists the offline files, not upstream's zips
+OFFLINE_COPY = "offline-copy"  # <root>/omniglot/offline-copy/: the offline files the images were taken from
+OFFLINE_HINT = ("Offline copy: a folder <offline root>/omniglot/ holding images_background.zip, images_evaluation.zip "
+                f"and {OFFLINE_MANIFEST} (config offline_data, or taskbal data fetch --offline-root), used when the "
+                "download fails; its files are checked against the SHA-256 pinned in taskbal/data/datasets/omniglot.py "
+                "and every image against the manifest.")
+_MANIFEST_LINE = re.compile(r"([0-9a-f]{64}) [ *](images_(?:background|evaluation)/[^/]+/[^/]+/[^/]+\.png)")
 
 PROTOCOLS = ("alphabet", "alphabet_pooled", "character")
 
@@ -50,9 +80,130 @@ SPLIT_VARIANTS = {"alphabet": {"protocol": "alphabet", "val_alphabets": 5, **eva
 
 
 def prepare(dataset_dir: Path) -> None:
-    for spec in FILES:
-        archive = dataset_dir / spec.name
-        extract_once(archive, archive.parent, archive.name[:-len(".zip")])
+    """Unpack upstream's zips; images taken from the offline copy are replaced by theirs."""
+    archives = [dataset_dir / spec.name for spec in FILES]
+    if not all(archive.is_file() for archive in archives):
+        return  # fetch_dataset calls prepare without them only after offline(), which unpacked its own copy
+    from_offline_copy = (dataset_dir / OFFLINE_COPY).is_dir()
+    for archive in archives:
+        unpacked = archive.parent / archive.name[:-len(".zip")]
+        if from_offline_copy and unpacked.is_dir():
+            shutil.rmtree(unpacked)
+        extract_once(archive, archive.parent, unpacked.name)
+    if from_offline_copy:
+        shutil.rmtree(dataset_dir / OFFLINE_COPY)
+
+
+def read_manifest(path: Path, shown: Path | str) -> dict[str, str]:
+    """``{image path: sha256}`` of a ``sha256sum`` manifest; ``shown`` names it in errors."""
+    manifest = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        match = _MANIFEST_LINE.fullmatch(line)
+        if match is None:
+            raise ChecksumError(f"{shown}, line {number}: not '<sha256>  images_<part>/<alphabet>/<character>/"
+                                f"<file>.png': {line[:120]!r}")
+        digest, name = match.groups()
+        if name in manifest:
+            raise ChecksumError(f"{shown}, line {number}: {name} is listed twice")
+        manifest[name] = digest
+    if not manifest:
+        raise ChecksumError(f"{shown}: lists no image")
+    return manifest
+
+
+def _examples(names, shown: int = 3) -> str:
+    names = sorted(names)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def check_images(unpacked: Path, manifest: dict[str, str], where: str) -> None:
+    """Every file under ``unpacked`` is a manifest image with its SHA-256, and no manifest image is missing."""
+    found = {}
+    for directory, _, names in os.walk(unpacked):
+        for name in names:
+            path = Path(directory) / name
+            found[path.relative_to(unpacked).as_posix()] = path
+    extra = set(found) - set(manifest)
+    missing = set(manifest) - set(found)
+    if extra:
+        raise ChecksumError(f"{where}: {len(extra)} file(s) in the zips not listed in {OFFLINE_MANIFEST}: "
+                            f"{_examples(extra)}")
+    if missing:
+        raise ChecksumError(f"{where}: {len(missing)} image(s) listed in {OFFLINE_MANIFEST} missing from the "
+                            f"zips: {_examples(missing)}")
+    wrong = {}
+    for name, path in found.items():
+        if path.is_symlink() or not path.is_file():
+            raise ChecksumError(f"{where}: {name} is not a regular file")
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got != manifest[name]:
+            wrong[name] = got
+    if wrong:
+        first = min(wrong)
+        detail = (f"{first} (from {first.split('/')[0]}.zip) has SHA-256 {wrong[first]}, {OFFLINE_MANIFEST} "
+                  f"says {manifest[first]}")
+        raise ChecksumError(f"{where}: {detail}" if len(wrong) == 1 else
+                            f"{where}: {len(wrong)} images differ from {OFFLINE_MANIFEST} ({_examples(wrong)}); "
+                            f"the first: {detail}")
+
+
+def _move_into_place(source: Path, target: Path, workdir: Path) -> None:
+    if target.exists() or target.is_symlink():
+        old = workdir / f"old-{target.name}"
+        shutil.move(target, old)
+    shutil.move(source, target)
+
+
+def offline(dataset_dir: Path, workdir: Path, progress: bool = True, *, offline_root=None) -> str | None:
+    """Unpack the offline copy ``<offline_root>/omniglot/`` into the upstream layout, every file verified first.
+
+    ``None`` when there is no such folder; :class:`~taskbal.data.download.ChecksumError` naming the
+    file when a zip, the manifest or an image does not match. Nothing in ``dataset_dir`` changes
+    unless everything matched.
+    """
+    if offline_root is None:
+        return None
+    folder = Path(offline_root) / "omniglot"  # as given (relative to the working directory): named in the record
+    here = folder.expanduser()
+    if not here.is_dir():
+        return None
+    absent = [name for name in OFFLINE_SHA256 if not (here / name).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{folder}: offline copy of Omniglot without {', '.join(absent)}")
+    copy = workdir / OFFLINE_COPY
+    for name, pinned in OFFLINE_SHA256.items():
+        copy_atomic(here / name, copy / name)
+        got = file_digest(copy / name)
+        if got != pinned:
+            raise ChecksumError(f"{folder / name}: SHA-256 {got} does not match the {pinned} pinned in "
+                                "taskbal/data/datasets/omniglot.py (OFFLINE_SHA256)")
+    manifest = read_manifest(copy / OFFLINE_MANIFEST, folder / OFFLINE_MANIFEST)
+    unpacked = workdir / "unpacked"
+    zips = [name for name in OFFLINE_SHA256 if name.endswith(".zip")]
+    for name in zips:
+        created = [path.name for path in safe_extract(copy / name, unpacked)]
+        if created != [name[:-len(".zip")]]:
+            raise ChecksumError(f"{folder / name}: unpacks to {created}, expected only {name[:-len('.zip')]}/")
+    check_images(unpacked, manifest, f"offline copy {folder}")
+    images = dataset_dir / FOLDER
+    images.mkdir(parents=True, exist_ok=True)
+    for name in zips:
+        _move_into_place(unpacked / name[:-len(".zip")], images / name[:-len(".zip")], workdir)
+    _move_into_place(copy, dataset_dir / OFFLINE_COPY, workdir)
+    return (f"offline copy {folder}: its own zips of the Omniglot images, not upstream's (the zips and "
+            f"{OFFLINE_MANIFEST} match the SHA-256 pinned in omniglot.py); every one of the {len(manifest):,} "
+            f"images verified against {OFFLINE_MANIFEST}")
+
+
+def offline_files(dataset_dir: Path) -> dict:
+    """The record of the offline files the images were taken from (kept in ``offline-copy/``)."""
+    out = {}
+    for name in OFFLINE_SHA256:
+        path = Path(dataset_dir) / OFFLINE_COPY / name
+        info = path.stat()
+        out[f"{OFFLINE_COPY}/{name}"] = {"verified_by": "pinned sha256", "sha256": file_digest(path),
+                                         "size": info.st_size, "mtime_ns": info.st_mtime_ns}
+    return out
 
 
 def omniglot_tree(root: Path) -> dict[str, dict[str, dict[str, list[str]]]]:
@@ -68,7 +219,10 @@ def omniglot_tree(root: Path) -> dict[str, dict[str, dict[str, list[str]]]]:
 def build_splits(resource_dir, out_path, protocol: str = "alphabet", val_alphabets: int = 5,
                  train_characters: int = 1200, val_characters: int = 0, rotations: list[int] | None = None,
                  seed: int = 0, episodes: dict | None = None) -> dict:
-    """Omniglot by alphabet (TOW, TR-MAML) or by character (Vinyals et al.), optionally with rotations."""
+    """Omniglot by alphabet (TOW, TR-MAML) or by character (Vinyals et al.), optionally with rotations.
+
+    The split file's ``data_source`` is the ``source`` of ``resource_dir/.verified`` (absent without one).
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"omniglot: unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
     rotations = [0] if rotations is None else [int(r) for r in rotations]
@@ -124,8 +278,12 @@ def build_splits(resource_dir, out_path, protocol: str = "alphabet", val_alphabe
     name += f"; rotations {rotations} (class = character x rotation, rotation fastest)"
     complete = (len(background), len(evaluation)) == (30, 20) and sum(
         len(files) for part in tree.values() for chars in part.values() for files in chars.values()) == 1623 * 20
+    extra = {"complete": complete}
+    source = recorded_source(resource_dir)
+    if source:  # where the images came from (upstream, a local copy, the offline copy), as fetched
+        extra["data_source"] = source
     return finish(out_path, "omniglot", name, exact, options, splits, counts=counts, deviation=deviation,
-                  episodes=episode_sets(splits, episodes, rotations=len(rotations)), extra={"complete": complete})
+                  episodes=episode_sets(splits, episodes, rotations=len(rotations)), extra=extra)
 
 
 def load_images(split_file: dict, resource_dir, split: str, side: int | None = None):

@@ -34,6 +34,14 @@ query point). ``gauss_newton: adapted`` (default; the authors' code, which is fi
 J_o w.r.t. the adapted weights (∂φ/∂x = I); ``meta`` takes it through the adaptation (with
 second-order MAML: the Gauss–Newton matrix of the meta-loss itself; costs a second adaptation).
 The meta-gradients are always the learner's own (second-order unless ``learner.first_order``).
+``batch_statistics`` (networks with BatchNorm on batch statistics, conv4): ``held`` (default) takes J_o with
+each task's statistics fixed at their values on its episode, so each query point is seen on its own — the
+Gauss–Newton diagonal of the network in evaluation mode, which is what the paper's "single backward pass"
+with BackPACK computes; ``coupled`` differentiates through the statistics as well (the exact Jacobian of
+the training-mode network, n·c output probes through the backward; the authors' code takes that
+Jacobian in chunks of 40 query points, so its statistics are those of each chunk). ProtoNet's query
+outputs depend on the support set, so its points are copied with the whole support set each
+(``per_query_point_gauss_newton``).
 
 Choices where the paper is ambiguous, the consequential ones as options:
 - θ (Eq. 74, Alg. 2 l. 17) prints θ_t = θ_{t+1} − q_uᵀ Q_uu q_u; the first-order decrease of Lemma 12 is
@@ -70,7 +78,8 @@ expanded again (a rejected line-search trial never does), and x_{T+1} is not com
 map query points independently (no batch statistics, no dropout; ``points_independent``) the curvature
 comes from ordinary backward passes per output column, with one weight copy per query point
 (``per_point_gauss_newton``; the MLP's diagonal in closed form per linear layer, Σ_p δ_p² h_p²), instead
-of a Jacobian vmapped over the n·c output probes; other networks (conv4's BatchNorm) keep the Jacobian.
+of a Jacobian vmapped over the n·c output probes; conv4 does the same with its BatchNorm statistics held
+(``batch_statistics: held``); other networks keep the Jacobian, ``PROBE_CHUNK`` probes per backward.
 With ``value: full`` and a diagonal F_x the backward pass scales rows and columns instead of D×D products.
 
 Cost per outer step (benchmarks/bench_tow.py measures it against plain MAML; the last measured

@@ -17,18 +17,28 @@ def output_hessian(loss: str, outputs: torch.Tensor) -> torch.Tensor:
     return (torch.diag_embed(p) - p[..., :, None] * p[..., None, :]) / n
 
 
+PROBE_CHUNK = 32  # output probes per batched backward: each holds a copy of the backward's activations
+
+
 def _output_jacobian(outputs: torch.Tensor, leaves: list[torch.Tensor], retain: bool) -> torch.Tensor:
-    """J_o of every task: [k, n, c, Σ leaf sizes], task i's outputs depending on row i of each leaf only."""
+    """J_o of every task: [k, n, c, Σ leaf sizes], task i's outputs depending on row i of each leaf only.
+    The n·c probes go through the backward ``PROBE_CHUNK`` at a time (a conv net's activations times n·c
+    do not fit in memory)."""
     k, n, c = outputs.shape
     probes = torch.eye(n * c, dtype=outputs.dtype, device=outputs.device).view(n * c, 1, n, c).expand(n * c, k, n, c)
-    try:
-        rows = torch.autograd.grad(outputs, leaves, grad_outputs=probes, is_grads_batched=True,
-                                   retain_graph=retain, allow_unused=True, materialize_grads=True)
-    except RuntimeError:  # an op without a batched backward: one probe at a time
-        per = [torch.autograd.grad(outputs, leaves, grad_outputs=probes[j], retain_graph=True,
-                                   allow_unused=True, materialize_grads=True) for j in range(n * c)]
-        rows = [torch.stack(col) for col in zip(*per)]
-    jac = torch.cat([r.reshape(n * c, k, -1) for r in rows], dim=2)
+    parts = []
+    for start in range(0, n * c, PROBE_CHUNK):
+        chunk = probes[start:start + PROBE_CHUNK]
+        last = start + PROBE_CHUNK >= n * c
+        try:
+            rows = torch.autograd.grad(outputs, leaves, grad_outputs=chunk, is_grads_batched=True,
+                                       retain_graph=retain or not last, allow_unused=True, materialize_grads=True)
+        except RuntimeError:  # an op without a batched backward: one probe at a time
+            per = [torch.autograd.grad(outputs, leaves, grad_outputs=probe, retain_graph=True,
+                                       allow_unused=True, materialize_grads=True) for probe in chunk]
+            rows = [torch.stack(col) for col in zip(*per)]
+        parts.append(torch.cat([r.reshape(len(chunk), k, -1) for r in rows], dim=2))
+    jac = torch.cat(parts)
     return jac.permute(1, 0, 2).reshape(k, n, c, -1)
 
 
@@ -50,6 +60,11 @@ def output_hessian_factor(loss: str, outputs: torch.Tensor) -> tuple[torch.Tenso
     p = outputs.softmax(-1)
     root = p.sqrt()
     return torch.diag_embed(root) - p[..., :, None] * root[..., None, :], 1.0 / n
+
+
+def holds_batch_statistics(model: torch.nn.Module) -> bool:
+    """Whether the network can normalise with held batch statistics (``batch_statistics_held``: conv4)."""
+    return callable(getattr(model, "batch_statistics_held", None))
 
 
 def points_independent(model: torch.nn.Module) -> bool:
@@ -173,4 +188,42 @@ def per_point_gauss_newton(learner, fast: dict[str, torch.Tensor], query_x: torc
     rows, scale = _replicated_rows(learner, fast, query_x, wanted, form)  # [k, n·c, Σ wanted sizes]
     layout = [(name, shape.numel()) for name, shape in zip(names, shapes) if name in fast]
     rows = at_meta_positions(rows, layout, learner, num_params)
+    return scale * rows.transpose(1, 2) @ rows
+
+
+def per_query_point_gauss_newton(learner, flat: torch.Tensor, batch, form: str) -> torch.Tensor:
+    """The Gauss–Newton curvature of learners whose query outputs depend on the support set but on no other
+    query point (ProtoNet: a query's logits are its distances to the support prototypes), through the
+    learner's own ``query_outputs``: every task is copied once per query point (k·n tasks, each with the
+    whole support set and one query point, and its own copy of the meta-parameters ``flat``), and the rows
+    (A_pᵀ J_p)_j of all points come from one ordinary backward per output column j, as in
+    ``per_point_gauss_newton``. Needs ``points_independent`` (or statistics held by the caller)."""
+    from ...learners import TaskBatch
+
+    k, n = batch.query_x.shape[:2]
+
+    def replicate(t):
+        return t.repeat_interleave(n, 0)
+
+    points = TaskBatch(replicate(batch.support_x), replicate(batch.support_y),
+                       batch.query_x.reshape(k * n, 1, *batch.query_x.shape[2:]),
+                       batch.query_y.reshape(k * n, 1, *batch.query_y.shape[2:]), replicate(batch.features))
+    with torch.enable_grad():
+        copies = learner.per_task_copies(learner.unflatten(flat), k * n)
+        leaves = list(copies.values())
+        out = learner.query_outputs(copies, points, create_graph=False)
+        probes, scale = _output_probes(learner.loss, out, k, n)
+        total, rows = None, []
+        for j, probe in enumerate(probes):
+            grads = torch.autograd.grad(out, leaves, grad_outputs=probe, retain_graph=j < len(probes) - 1,
+                                        allow_unused=True, materialize_grads=True)
+            row = torch.cat([g.reshape(k, n, -1) for g in grads], dim=2)
+            if form == "diagonal":
+                square = (row * row).sum(1)
+                total = square if total is None else total + square
+            else:
+                rows.append(row)
+    if form == "diagonal":
+        return scale * total
+    rows = torch.cat(rows, dim=1)
     return scale * rows.transpose(1, 2) @ rows

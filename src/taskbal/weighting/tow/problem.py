@@ -3,10 +3,19 @@ per-task meta-gradients, Gauss–Newton curvature) and the ``ilqr.Problem`` buil
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
-from .curvature import _output_jacobian, at_meta_positions, gauss_newton, per_point_gauss_newton, points_independent
+from .curvature import (
+    _output_jacobian,
+    at_meta_positions,
+    gauss_newton,
+    holds_batch_statistics,
+    per_point_gauss_newton,
+    per_query_point_gauss_newton,
+    points_independent,
+)
 from .ilqr import Linearisation, Problem
 
 Evaluate = Callable[[int, torch.Tensor], "StageEval"]
@@ -98,9 +107,22 @@ class MetaProblem(Problem):
                              c_u=self.beta * (u - self.mu), C_xx=C_xx, C_uu=self._C_uu)
 
 
+@contextmanager
+def held_statistics(model, hold: bool, record):
+    """With ``hold``: the network's batch statistics held at their values in ``record()``, a forward of
+    the whole episode (``batch_statistics_held``); without: nothing changes."""
+    if not hold:
+        yield
+        return
+    with model.batch_statistics_held():
+        with torch.no_grad():
+            record()
+        yield
+
+
 def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diagonal",
                      through: str = "adapted", known: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     defer_grads: bool = False) -> StageEval:
+                     defer_grads: bool = False, statistics: str = "held") -> StageEval:
     """Query losses and per-task meta-gradients (as the learner's ``meta_gradients`` computes them, but
     at the meta-parameters ``flat``); the Gauss–Newton curvature (``curvature``: diagonal | full) is
     computed on first use. ``through``: ``adapted`` differentiates the query outputs w.r.t. the adapted
@@ -110,7 +132,12 @@ def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diago
     ``known``: the (losses, grads) at ``flat`` are already known (the training loop's own evaluation):
     nothing is evaluated until the curvature is asked for, which then re-runs the adaptation without a
     meta-graph (``ilqr`` never asks for stage 1's). ``defer_grads``: keep the meta-graph and run its
-    backward only when the meta-gradients are asked for (the last stage of a rollout)."""
+    backward only when the meta-gradients are asked for (the last stage of a rollout).
+    ``statistics``: for networks with batch statistics that can hold them (conv4's BatchNorm), ``held``
+    computes the curvature with each task's statistics fixed at their values on its whole episode, so that
+    every query point is seen on its own (c backward passes; what a Gauss–Newton diagonal of the network
+    in evaluation mode gives, as BackPACK computes it); ``coupled`` differentiates through the statistics
+    too (the exact Jacobian of all points: n·c probes through the backward)."""
     k = batch.num_tasks
     plain = learner.predicts_after_adapting
     fast = None  # the adapted weights (plain learners), detached
@@ -145,9 +172,19 @@ def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diago
             adapted = learner.adapt(copies, batch.support_x, batch.support_y, create_graph=False)
         return {name: p.detach() for name, p in adapted.items()}
 
-    if through == "adapted" and plain and points_independent(learner.model):
+    held = statistics == "held" and holds_batch_statistics(learner.model)
+    independent = held or points_independent(learner.model)
+
+    if through == "adapted" and plain and independent:
         def curvature_fn():
-            return per_point_gauss_newton(learner, adapted_weights(), batch.query_x, flat.shape[0], curvature)
+            weights = adapted_weights()
+            with held_statistics(learner.model, held, lambda: learner.predict(weights, batch.query_x)):
+                return per_point_gauss_newton(learner, weights, batch.query_x, flat.shape[0], curvature)
+    elif not plain and independent and not learner.inner_steps:
+        def curvature_fn():
+            copies = learner.per_task_copies(learner.unflatten(flat), k)
+            with held_statistics(learner.model, held, lambda: learner.query_outputs(copies, batch, create_graph=False)):
+                return per_query_point_gauss_newton(learner, flat, batch, curvature)
     elif through == "adapted" and plain:
         def curvature_fn():
             weights = adapted_weights()

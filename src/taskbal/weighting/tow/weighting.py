@@ -23,7 +23,7 @@ class TOW(Weighting):
                  prior_precision: float = 10.0, prior_mean: float | None = None, value: str = "diagonal",
                  curvature: str = "diagonal", dynamics: str = "adam", theta: str = "inverse",
                  line_search: str = "paper", min_step: float = 2.0 ** -10, final_pass: str = "simulated",
-                 gauss_newton: str = "adapted"):
+                 gauss_newton: str = "adapted", batch_statistics: str = "held"):
         super().__init__(num_params, feature_dim, seed)
         for field, val, allowed in (("value", value, ("diagonal", "full")),
                                     ("curvature", curvature, ("diagonal", "full")),
@@ -31,7 +31,8 @@ class TOW(Weighting):
                                     ("theta", theta, ("inverse", "printed")),
                                     ("line_search", line_search, ("paper", "none")),
                                     ("final_pass", final_pass, ("simulated", "live")),
-                                    ("gauss_newton", gauss_newton, ("adapted", "meta"))):
+                                    ("gauss_newton", gauss_newton, ("adapted", "meta")),
+                                    ("batch_statistics", batch_statistics, ("held", "coupled"))):
             if val not in allowed:
                 raise OptionError(field, f"expected one of {list(allowed)}, got {val!r}")
         for field, val in (("horizon", horizon), ("iterations", iterations)):
@@ -51,7 +52,7 @@ class TOW(Weighting):
         self.prior_precision, self.prior_mean = prior_precision, prior_mean
         self.value, self.curvature, self.dynamics = value, curvature, dynamics
         self.theta, self.line_search, self.min_step, self.final_pass = theta, line_search, min_step, final_pass
-        self.gauss_newton = gauss_newton
+        self.gauss_newton, self.batch_statistics = gauss_newton, batch_statistics
         self.plan: dict | None = None  # the current window: start iteration, weights or gains
         self.planning: Planning | None = None
 
@@ -92,14 +93,14 @@ class TOW(Weighting):
         curvature = self.curvature
         x1 = tasks.params
         dynamics, state1 = self.outer_dynamics(self.planning.optimizer, x1)
-        problem = MetaProblem(lambda t, x: evaluate_learner(learner, batches[t], x, curvature, self.gauss_newton),
+        options = {"curvature": curvature, "through": self.gauss_newton, "statistics": self.batch_statistics}
+        problem = MetaProblem(lambda t, x: evaluate_learner(learner, batches[t], x, **options),
                               len(batches), tasks.num_tasks, dynamics, self.prior_precision, self.prior_mean,
-                              evaluate_final=lambda t, x: evaluate_learner(learner, batches[t], x, curvature,
-                                                                           self.gauss_newton, defer_grads=True))
+                              evaluate_final=lambda t, x: evaluate_learner(learner, batches[t], x, **options,
+                                                                           defer_grads=True))
         problem.bind(x1)
         # the loop has evaluated batch 1 at x_1 already: reuse its losses and meta-gradients
-        first = evaluate_learner(learner, batches[0], x1, curvature, self.gauss_newton,
-                                 known=(tasks.losses, tasks.grads))
+        first = evaluate_learner(learner, batches[0], x1, **options, known=(tasks.losses, tasks.grads))
         trajectory, log, last = ilqr(problem, x1, state1, self.iterations, self.value, self.theta,
                                      self.line_search, self.min_step,
                                      last_backward_only=self.final_pass == "live", first_eval=first)

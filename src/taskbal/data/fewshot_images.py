@@ -1,0 +1,232 @@
+"""N-way K-shot image classification over a real dataset split by class (Omniglot, mini-ImageNet,
+tiered-ImageNet, CUB): the few-shot tables of TOW, SIMOL and Nash-GBML.
+
+The family reads a dataset's split file (``results/dataset_splits/<dataset>/<split_variant>.json``,
+rule ``dataset_split``: which classes and images form train, val and test under the paper's protocol)
+and the dataset's images under ``resources/<dataset>/``, and writes one ``.npz`` with every image of
+the three splits resized to ``image_size`` (uint8, grouped by class in the split file's order) and the
+fixed validation and test episodes, with a sidecar naming the data's source (the dataset's
+``.verified`` record: upstream, a local copy or an offline copy) so that every table built from it says
+where its images came from.
+
+Episodes. An episode is ``ways`` classes, ``shots`` support and ``query`` query images of each, labels
+0 … ways−1 in the order the classes were drawn. Training task ``i`` is drawn from a generator seeded by
+``(split_seed, i)`` alone (:func:`taskbal.data.episodes.episode_generator`), so the training pool
+(``train_tasks`` indices, each visited once before any twice by the runner) needs no storage and a
+resumed run sees the same tasks; the validation and test episodes are drawn once, the same way, and
+stored in the file, so every method is evaluated on the same tasks. ``test_query`` (default: ``query``)
+is the query size of the stored episodes (SIMOL's worst-10 % values imply one query image per class at
+1-shot).
+
+``task_classes``: ``any`` (the classes of a task are any ``ways`` classes of the split) or ``one_group``
+(all of them from one group — for Omniglot an alphabet: TOW "utilises the hierarchy structure of
+alphabet-character to form finer-grained classification tasks"; a class's group is its name up to the
+last ``/``, so datasets without groups refuse it). The group of a task is drawn uniformly among the
+groups that have at least ``ways`` classes.
+
+Pixels are scaled to [0, 1] (float32) when a batch is built; images stay uint8 in memory.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import verified_sidecar, write_arrays
+from ..learners import TaskBatch
+from .checks import check_integer, data_settings
+from .episodes import episode_generator
+
+SPLITS = ("train", "val", "test")
+REQUIRED_KEYS = ("dataset", "split_variant", "ways", "shots", "query", "train_tasks", "val_tasks", "test_tasks",
+                 "split_seed")
+DEFAULTS = {"image_size": None, "test_query": None, "task_classes": "any", "resources": "resources",
+            "dataset_splits": "results/dataset_splits"}
+INTEGERS = {"ways": 2, "shots": 1, "query": 1, "train_tasks": 1, "val_tasks": 1, "test_tasks": 1, "split_seed": 0}
+TASK_CLASSES = ("any", "one_group")
+DEFAULT_SIDE = {"omniglot": 28}  # every other dataset: 84 (mini-/tiered-ImageNet, CUB as the papers use them)
+EVAL_SEED_OFFSET = {"val": 1, "test": 2}  # the stored episodes' generators: (split_seed + offset, index)
+
+
+def check_data(data: dict) -> dict:
+    if isinstance(data.get("shots"), dict):
+        raise ValueError("data.shots: any-shot episodes (a dict) have ragged support sets, which the batched "
+                         "learners do not take yet; give an integer")
+    settings = data_settings(data, "fewshot_images", REQUIRED_KEYS, DEFAULTS, INTEGERS)
+    from .datasets import DATASETS
+
+    if settings["dataset"] not in DATASETS or not hasattr(DATASETS[settings["dataset"]], "load_images"):
+        known = sorted(name for name, module in DATASETS.items() if hasattr(module, "load_images"))
+        raise ValueError(f"data.dataset: {settings['dataset']!r} is not a dataset split by class; known: {known}")
+    for key in ("image_size", "test_query"):
+        if settings[key] is not None:
+            check_integer(key, settings[key], 1)
+    if settings["task_classes"] not in TASK_CLASSES:
+        raise ValueError(f"data.task_classes: expected one of {list(TASK_CLASSES)}, got {settings['task_classes']!r}")
+    return settings
+
+
+def dataset_split_path(settings: dict) -> Path:
+    return Path(settings["dataset_splits"]) / settings["dataset"] / f"{settings['split_variant']}.json"
+
+
+def input_files(data: dict) -> list[str]:
+    """The dataset (its ``.verified`` record, written last by ``data_<name>``) and its split file."""
+    from .datasets import VERIFIED
+
+    settings = check_data(data)
+    return [str(Path(settings["resources"]) / settings["dataset"] / VERIFIED), str(dataset_split_path(settings))]
+
+
+def class_groups(classes: list[str], rotations: int) -> np.ndarray:
+    """The group index of every class (a class name up to its last ``/``), each class repeated per rotation."""
+    names = [c.rsplit("/", 1)[0] if "/" in c else c for c in classes for _ in range(rotations)]
+    index = {name: i for i, name in enumerate(sorted(set(names)))}
+    return np.array([index[name] for name in names], dtype=np.int64)
+
+
+class ClassPool:
+    """One split's images by class, and the drawing of episodes from it (one generator per episode)."""
+
+    def __init__(self, sizes: torch.Tensor, groups: torch.Tensor):
+        self.sizes, self.groups = sizes, groups
+        self.offsets = torch.cumsum(sizes, 0) - sizes
+        self.by_group = [torch.nonzero(groups == g).flatten() for g in range(int(groups.max()) + 1)]
+
+    def draw(self, generator: torch.Generator, ways: int, per_class: int, one_group: bool) -> tuple:
+        """(classes [ways], rows [ways, per_class]) of one episode: distinct classes, distinct images per class."""
+        if one_group:
+            eligible = [g for g in self.by_group if len(g) >= ways]
+            if not eligible:
+                raise ValueError(f"data.task_classes: no group has {ways} classes")
+            pick = int(torch.randint(len(eligible), (1,), generator=generator))
+            candidates = eligible[pick]
+        else:
+            candidates = torch.arange(len(self.sizes))
+        classes = candidates[torch.randperm(len(candidates), generator=generator)[:ways]]
+        rows = torch.stack([self.offsets[c] + torch.randperm(int(self.sizes[c]), generator=generator)[:per_class]
+                            for c in classes])
+        return classes, rows
+
+
+def check_pool(sizes: np.ndarray, groups: np.ndarray, split: str, ways: int, per_class: int, one_group: bool) -> None:
+    usable = sizes >= per_class
+    if one_group:
+        counts = np.bincount(groups[usable], minlength=groups.max() + 1)
+        if counts.max(initial=0) < ways:
+            raise ValueError(f"data.task_classes: one_group needs a group with {ways} classes of >= {per_class} "
+                             f"images in split {split!r}; the largest has {counts.max(initial=0)}")
+    if not usable.all():
+        raise ValueError(f"data.query: {split!r} has classes with fewer than {per_class} images (shots + query)")
+    if usable.sum() < ways:
+        raise ValueError(f"data.ways: {ways}-way tasks but split {split!r} has {int(usable.sum())} classes")
+
+
+def write_splits(path: Path | str, data: dict) -> dict:
+    """Every image of the dataset split's train / val / test classes, and the fixed val / test episodes."""
+    from .datasets import read_record
+    from .episodes import split_images
+    from .splitfile import read_split_file
+
+    settings = check_data(data)
+    split_file = read_split_file(dataset_split_path(settings))
+    dataset, side = settings["dataset"], settings["image_size"] or DEFAULT_SIDE.get(settings["dataset"], 84)
+    resource_dir = Path(settings["resources"]) / dataset
+    record = read_record(settings["resources"], dataset)
+    rotations = len(split_file["options"].get("rotations", [0]))
+    one_group = settings["task_classes"] == "one_group"
+    ways, test_query = settings["ways"], settings["test_query"] or settings["query"]
+    arrays, counts = {}, {}
+    for split in SPLITS:
+        images, sizes = split_images(split_file, resource_dir, split, side)
+        sizes = np.asarray(sizes, dtype=np.int64)
+        groups = class_groups(split_file["splits"][split]["classes"], rotations)
+        query = settings["query"] if split == "train" else test_query
+        check_pool(sizes, groups, split, ways, settings["shots"] + query, one_group)
+        arrays.update({f"{split}_images": images.numpy(), f"{split}_class_sizes": sizes, f"{split}_groups": groups})
+        counts[split] = {"classes": len(sizes), "images": int(sizes.sum()), "groups": int(groups.max()) + 1}
+        if split != "train":
+            pool = ClassPool(torch.from_numpy(sizes), torch.from_numpy(groups))
+            drawn = [pool.draw(episode_generator(settings["split_seed"] + EVAL_SEED_OFFSET[split], i), ways,
+                               settings["shots"] + test_query, one_group) for i in range(settings[f"{split}_tasks"])]
+            arrays[f"{split}_classes"] = torch.stack([c for c, _ in drawn]).numpy()
+            arrays[f"{split}_rows"] = torch.stack([r for _, r in drawn]).numpy()
+    source = record.get("source", "unknown")
+    meta = {"family": "fewshot_images", "dataset": dataset, "split_variant": settings["split_variant"],
+            "dataset_split_sha256": split_file["sha256"], "exact_split": bool(split_file.get("exact")),
+            "complete": split_file.get("complete"), "image_size": side,
+            "channels": int(arrays["train_images"].shape[1]),
+            "ways": ways, "shots": settings["shots"], "query": settings["query"], "test_query": test_query,
+            "task_classes": settings["task_classes"], "seed": settings["split_seed"], "counts": counts,
+            "sizes": {split: settings[f"{split}_tasks"] for split in SPLITS},
+            "data_source": {dataset: f"{split_file.get('protocol', '')}; source: {source}"}}
+    return write_arrays(path, arrays, meta)
+
+
+class FewShotImageTasks:
+    """Read-only view of a split file: training episodes drawn by index, stored val / test episodes."""
+
+    eval_chunk = 50  # tasks per evaluation batch: a conv net's activations for every task of a split do not fit
+
+    def __init__(self, path: Path | str):
+        path = Path(path)
+        self.meta = verified_sidecar(path, "split")
+        with np.load(path) as data:
+            self.arrays = {key: torch.from_numpy(data[key]) for key in data.files}
+        self.ways, self.shots, self.query = self.meta["ways"], self.meta["shots"], self.meta["query"]
+        self.test_query = self.meta["test_query"]
+        self.one_group = self.meta["task_classes"] == "one_group"
+        self.pools = {split: ClassPool(self.arrays[f"{split}_class_sizes"], self.arrays[f"{split}_groups"])
+                      for split in SPLITS}
+        shape = tuple(self.arrays["train_images"].shape[1:])
+        self.io_dims = (shape, self.ways)
+        self.feature_dim = self.ways * self.shots * int(np.prod(shape))
+
+    def num_tasks(self, split: str) -> int:
+        return int(self.meta["sizes"][split])
+
+    def episode_rows(self, split: str, indices: torch.Tensor) -> torch.Tensor:
+        """Image rows [k, ways, shots + query] of the episodes ``indices`` of ``split``."""
+        if split != "train":
+            return self.arrays[f"{split}_rows"][indices]
+        pool, per_class = self.pools["train"], self.shots + self.query
+        return torch.stack([pool.draw(episode_generator(self.meta["seed"], int(i)), self.ways, per_class,
+                                      self.one_group)[1] for i in indices])
+
+    def batch(self, split: str, indices: torch.Tensor | None = None) -> TaskBatch:
+        """Tasks ``indices`` of ``split`` (all of them by default) as one TaskBatch of float images in [0, 1]."""
+        if indices is None:
+            indices = torch.arange(self.num_tasks(split))
+        indices = torch.as_tensor(indices)
+        rows = self.episode_rows(split, indices)
+        k, ways, per_class = rows.shape
+        images = self.arrays[f"{split}_images"]
+        x = images.index_select(0, rows.reshape(-1)).view(k, ways, per_class, *images.shape[1:]).float() / 255.0
+        shots = self.shots
+        support_x = x[:, :, :shots].reshape(k, ways * shots, *images.shape[1:])
+        query_x = x[:, :, shots:].reshape(k, ways * (per_class - shots), *images.shape[1:])
+        labels = torch.arange(ways).view(1, ways, 1)
+        support_y = labels.expand(k, ways, shots).reshape(k, -1)
+        query_y = labels.expand(k, ways, per_class - shots).reshape(k, -1)
+        return TaskBatch(support_x, support_y, query_x, query_y, support_x.flatten(1))
+
+    def task_table(self, split: str) -> dict[str, np.ndarray]:
+        """Per stored episode: its classes (positions in the split's class list) and whether they share a group."""
+        classes = self.arrays[f"{split}_classes"].numpy()
+        groups = self.arrays[f"{split}_groups"].numpy()[classes]
+        return {"classes": np.array([json.dumps(c.tolist()) for c in classes]),
+                "one_group": (groups == groups[:, :1]).all(1).astype(np.int64)}
+
+    def curve_metrics(self, learner, device: torch.device, split: str = "val") -> dict:
+        """Accuracy and loss after adaptation on every stored ``split`` episode (TOW's 100 validation tasks)."""
+        parts: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, self.num_tasks(split), self.eval_chunk):
+            indices = torch.arange(start, min(start + self.eval_chunk, self.num_tasks(split)))
+            for name, values in learner.evaluate_tasks(self.batch(split, indices).to(device)).items():
+                parts.setdefault(name, []).append(values.detach().cpu())
+        return {f"{split}_{name}": float(torch.cat(values).mean()) for name, values in sorted(parts.items())}
+
+
+Tasks = FewShotImageTasks  # the name every family module exports
