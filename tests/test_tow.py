@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import scipy.optimize
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import small_experiment
@@ -317,6 +318,68 @@ def test_per_point_gauss_newton_equals_the_jacobian_path(kind, monkeypatch):
     torch.testing.assert_close(copies, ours["diagonal"], rtol=1e-10, atol=1e-13)
     if kind == "metasgd":  # the rates are not adapted weights: no curvature
         assert ours["diagonal"][:, flat.shape[0] // 2:].abs().max() == 0
+
+
+def conv4_held_reference(model, weights: dict, query_x: torch.Tensor) -> torch.Tensor:
+    """The Gauss–Newton diagonal of one task's mean cross-entropy on its query images, written out
+    without the project's batched forward: conv4 (no affine BatchNorm) with each BatchNorm normalising by
+    the statistics of this task's query batch, taken as constants (what ``batch_statistics: held``
+    means), differentiated by ``torch.func.jacrev``."""
+    from torch.func import jacrev
+
+    blocks = len(model.embedding.blocks)
+    with torch.no_grad():  # the statistics of the query batch at these weights
+        stats, h = [], query_x
+        for i in range(blocks):
+            z = F.conv2d(h, weights[f"embedding.blocks.{i}.conv.weight"], weights[f"embedding.blocks.{i}.conv.bias"],
+                         padding=1)
+            stats.append((z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False)))
+            h = F.relu(F.max_pool2d(F.batch_norm(z, *stats[-1], training=False, eps=1e-5), 2))
+    names = list(weights)
+
+    def logits(*values):
+        w = dict(zip(names, values))
+        h = query_x
+        for i in range(blocks):
+            z = F.conv2d(h, w[f"embedding.blocks.{i}.conv.weight"], w[f"embedding.blocks.{i}.conv.bias"], padding=1)
+            h = F.relu(F.max_pool2d(F.batch_norm(z, *stats[i], training=False, eps=1e-5), 2))
+        return F.linear(h.flatten(1), w["head.weight"], w["head.bias"])
+
+    values = tuple(weights.values())
+    out = logits(*values)
+    jac = torch.cat([j.flatten(2) for j in jacrev(logits, argnums=tuple(range(len(values))))(*values)], dim=2)
+    p = torch.softmax(out, -1)
+    hessian = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]) / out.shape[0]  # mean cross-entropy
+    return torch.einsum("pcd,pce,ped->d", jac, hessian, jac)
+
+
+def test_conv4_with_held_statistics_curvature_equals_an_independent_reference():
+    """conv4 (BatchNorm on batch statistics, no affine parameters) under ``batch_statistics: held``: the
+    diagonal and the full matrix from k·n weight copies against jacrev of a hand-written forward with each
+    task's statistics fixed."""
+    from taskbal.models import build_model
+
+    torch.manual_seed(11)
+    model = build_model({"name": "conv4", "filters": 3, "bn_affine": False}, ((1, 16, 16), 3)).to(DT)
+    assert not tow_curvature.points_independent(model)
+    learner = MAML(model, inner_steps=1, inner_lr=0.3, first_order=True, loss="cross_entropy")
+    gen = torch.Generator().manual_seed(12)
+    labels = torch.arange(3).repeat(2).expand(2, -1)
+    batch = TaskBatch(torch.randn(2, 6, 1, 16, 16, generator=gen, dtype=DT), labels,
+                      torch.randn(2, 6, 1, 16, 16, generator=gen, dtype=DT), labels, torch.zeros(2, 1, dtype=DT))
+    flat = learner.flat_meta_parameters()
+    copies = evaluate_learner(learner, batch, flat, "diagonal").curvature
+    full = evaluate_learner(learner, batch, flat, "full").curvature
+    adapted = learner.adapt(learner.per_task_copies(learner.unflatten(flat), 2), batch.support_x, batch.support_y,
+                            create_graph=False)
+    for i in range(2):
+        reference = conv4_held_reference(model, {name: p[i].detach() for name, p in adapted.items()},
+                                         batch.query_x[i])
+        assert reference.abs().max() > 0
+        torch.testing.assert_close(copies[i], reference, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(torch.diagonal(full[i]), reference, rtol=1e-9, atol=1e-12)
+    coupled = evaluate_learner(learner, batch, flat, "diagonal", statistics="coupled").curvature
+    assert not torch.allclose(coupled, copies)  # through the statistics: another (the exact training-mode) matrix
 
 
 def test_batch_norm_networks_keep_the_jacobian_path():
