@@ -241,14 +241,15 @@ def not_run_reasons(spec: dict, scale: str) -> dict[str, list[str]]:
     in any row is named once, other cells as "row / column"."""
     from .config import cell_not_run
 
+    rows = [row for row in spec["rows"] if "not_run" not in row]  # a not_run row says why in its own line
     reasons: dict[str, list[str]] = {}
     for column in spec["columns"]:
-        whys = [cell_not_run(spec, scale, row, column) for row in spec["rows"]]
-        if whys and all(why == whys[0] for why in whys) and whys[0] and not any("not_run" in r for r in spec["rows"]):
+        whys = [cell_not_run(spec, scale, row, column) for row in rows]
+        if whys and whys[0] and all(why == whys[0] for why in whys):
             reasons.setdefault(whys[0], []).append(f"column {md_escape(column['label'])}")
             continue
-        for row, why in zip(spec["rows"], whys):
-            if why and "not_run" not in row:  # a not_run row says why in its own line of the report
+        for row, why in zip(rows, whys):
+            if why:
                 reasons.setdefault(why, []).append(f"{md_escape(row['label'])} / {md_escape(column['label'])}")
     return reasons
 

@@ -33,7 +33,6 @@ the published split itself):
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -135,7 +134,7 @@ def check_images(unpacked: Path, manifest: dict[str, str], where: str) -> None:
     for name, path in found.items():
         if path.is_symlink() or not path.is_file():
             raise ChecksumError(f"{where}: {name} is not a regular file")
-        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        got = file_digest(path)
         if got != manifest[name]:
             wrong[name] = got
     if wrong:
