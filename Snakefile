@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/dataset_splits.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/grids.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 

@@ -17,9 +17,11 @@ from test_workflow import copy_workflow, snakemake
 
 
 def plan_after_edit(repo, tmp_path, name: str, old: str, new: str):
-    """load_plan over a copy of config/tables with one text edit in ``name``; returns the PlanError."""
+    """load_plan over a copy of config/tables (and the grids beside it) with one text edit in ``name``;
+    returns the PlanError."""
     tables = tmp_path / "tables"
     shutil.copytree(repo / "config/tables", tables)
+    shutil.copytree(repo / "config/grids", tmp_path / "grids")
     path = tables / name
     text = path.read_text()
     assert old in text, f"the edit's anchor is gone from {name}"

@@ -38,9 +38,47 @@ def test_claim_of_rows_not_run_and_missing_key():
 
 
 def test_claims_page_labels_the_claim_as_the_paper_s():
-    spec = {"name": "toy", "source": "Paper, Figure 1", "claims": [CLAIM], "rows": [{"label": "A"}, {"label": "B"}]}
+    spec = {"name": "toy", "source": "Paper, Figure 1", "claims": [CLAIM], "rows": [{"label": "A"}, {"label": "B"}],
+            "columns": [{"key": "main", "label": "main"}]}
     page = claims_markdown(spec, findings(spec, finals([0.1, 0.2], [1.0, 1.1])), "tiny", {"seeds": "0, 1"}, "toy.png")
     assert "claim (the paper's)" in page and "| holds" in page and "toy.png" in page
+
+
+SWEEP = {"name": "sweep", "source": "Paper, Figure 3", "rows": [{"label": "A"}, {"label": "B"}],
+         "columns": [{"key": "b5", "label": "B = 5"}, {"key": "b10", "label": "B = 10"},
+                     {"key": "b25", "label": "B = 25"}]}
+
+
+def sweep_finals(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict:
+    out = {("A", column): {s: {"distance": v} for s, v in enumerate(values)} for column, values in a.items()}
+    out.update({("B", column): {s: {"distance": v} for s, v in enumerate(values)} for column, values in b.items()})
+    return out
+
+
+def test_a_claim_about_every_column_is_judged_per_column():
+    """A sweep's claim ("outperforms in most settings") gets one verdict per swept value; a column that was not
+    run at this scale (B = 10 here) is 'not run'."""
+    claim = {k: v for k, v in CLAIM.items() if k != "column"}
+    spec = dict(SWEEP, claims=[dict(claim, columns="all"), dict(claim, text="only two", columns=["b25", "b5"])])
+    found = findings(spec, sweep_finals({"b5": [0.5, 0.6], "b25": [0.1, 0.2]}, {"b5": [0.4, 0.5], "b25": [1.0, 1.1]}))
+    verdicts = [(v["column"], v["verdict"]) for v in found["claims"]]
+    assert verdicts == [("b5", "does not hold"), ("b10", "not run"), ("b25", "holds"),
+                        ("b25", "holds"), ("b5", "does not hold")]
+    assert found["claims"][0]["text"] == "A ends lower than B (here: B = 5)"
+    assert found["claims"][3]["text"] == "only two (here: B = 25)"
+    page = claims_markdown(spec, found, "tiny", {}, "sweep.png")
+    assert "(here: B = 10) | distance (b10) |" in page
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"better": "AA"}, "'AA' is not a row of sweep"),
+    ({"column": "b7"}, "'b7' is not a column of sweep"),
+])
+def test_a_claim_naming_a_row_or_column_the_figure_lacks_is_an_error(change, message):
+    """A typo would otherwise read as 'not run'."""
+    spec = dict(SWEEP, claims=[{**CLAIM, "column": "b5", **change}])
+    with pytest.raises(ValueError, match=message):
+        findings(spec, sweep_finals({"b5": [0.5]}, {"b5": [0.4]}))
 
 
 def test_paper_numbers_of_a_figure_get_a_verdict_against_our_mean():

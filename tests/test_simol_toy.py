@@ -120,6 +120,41 @@ def test_mini_batch_mgda_with_one_objective_is_a_plain_step_on_it(split, tmp_pat
     assert curve[f"weight_f{drawn + 1}"].iloc[-1] == 1.0
 
 
+def test_tail_summary_measures_where_the_tail_lies_and_how_much_it_moves():
+    """Only the curve points of the last tenth of the iterations count; the spread is √(var f1 + var f2)."""
+    still = [[0, 5.0, 5.0, 9.0], [50, 1.0, 1.0, 3.0], [91, -10.0, -5.0, 2e-6], [100, -10.0, -5.0, 1e-6]]
+    assert runner.tail_summary(still) == {"tail_mean_distance_to_front": pytest.approx(1.5e-6), "tail_spread": 0.0}
+    # ten points alternating between (−10 ± 0.3, −5 ∓ 0.4): spread √(0.3² + 0.4²) = 0.5
+    moving = [[0, 0.0, 0.0, 9.0]] + [[91 + i, -10 + (-1) ** i * 0.3, -5 - (-1) ** i * 0.4, 0.0] for i in range(10)]
+    assert runner.tail_summary(moving)["tail_spread"] == pytest.approx(0.5)
+    assert runner.tail_summary(moving)["tail_mean_distance_to_front"] == 0.0
+
+
+def test_the_tail_tells_a_settled_run_from_one_that_wanders_along_the_front(split, tmp_path):
+    """Both end next to the front, but only full MGDA stops moving: a mini-batch of one objective keeps
+    stepping towards one end of the front or the other (a large step makes it quick)."""
+    summaries = {}
+    for name, batch_size in (("full", 2), ("mini", 1)):
+        exp = experiment({"name": "mgda"}, batch_size, (-8.5, -5.0), iterations=1500, optimizer="sgd", curve_every=10)
+        exp["problem"]["lr"] = 0.5
+        runner.train(exp, 0, split, tmp_path / name, progress=False)
+        summaries[name] = runner.evaluate(tmp_path / name / "final.pt", split, tmp_path / name)
+    assert summaries["full"]["tail_spread"] < 1e-6 and summaries["full"]["tail_mean_distance_to_front"] < 1e-5
+    assert summaries["mini"]["tail_spread"] > 0.1 and summaries["mini"]["tail_mean_distance_to_front"] < 1e-3
+
+
+def test_train_json_names_a_divergence_only_for_a_run_that_diverged(split, tmp_path):
+    """taskbal.divergence reads any ``diverged_at`` in train.json as a diverged seed, so a run that never
+    diverged has none; SIMOL's plain θ ascent (step 0.1) from (9, 9) turns x non-finite within steps."""
+    calm = runner.train(experiment({"name": "mgda"}, 2, iterations=20, optimizer="sgd", curve_every=10), 0, split,
+                        tmp_path / "calm", progress=False)
+    wild = runner.train(experiment({"name": "simol", "theta_optimizer": "sgd", "theta_lr": 0.1}, 1, (9.0, 9.0),
+                                   iterations=200, optimizer="sgd", curve_every=10), 0, split, tmp_path / "wild",
+                        progress=False)
+    assert "diverged_at" not in calm
+    assert 0 <= wild["diverged_at"] < 200
+
+
 def test_objectives_are_drawn_with_the_configured_probabilities(split, tmp_path):
     out = tmp_path / "freq"
     n = 3000

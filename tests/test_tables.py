@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from taskbal.figures import plot_curves
+from taskbal.figures import STYLES, plot_curves, sweep_points
 from taskbal.tables import build_table, write_table
 
 SPEC = {
@@ -193,3 +193,49 @@ def test_a_second_reading_is_judged_against_the_paper_value_of_its_paper_column(
     assert line(frame, "A", "overall").verdict == "inside"
     # Each reading has its own ordering verdict: reading b swaps the rows.
     assert line(frame, "A", "overall").ordering == "kept" and b_reading.ordering == "changed"
+
+
+SWEEP_SPEC = {"source": "Demo, Figure 3", "rows": [{"label": "A"}, {"label": "B"}],
+              "figure": {"style": "sweep", "x_label": "B", "panels": [{"curve": "test_mse", "label": "average"},
+                                                                       {"curve": "worst", "label": "worst"}]},
+              "columns": [{"key": "b25", "label": "B = 25", "x": 25}, {"key": "b5", "label": "B = 5", "x": 5},
+                          {"key": "b10", "label": "B = 10", "x": 10}]}
+
+
+def sweep_curves(rows=("A", "B"), columns=("b5", "b25"), seeds=(0, 1, 2)):
+    """Curves whose last point is 1 + x/100 + seed (and whose earlier points must be ignored)."""
+    x = {"b5": 5, "b10": 10, "b25": 25}
+    return {(row, column): {s: pd.DataFrame({"iteration": [0, 10, 20], "test_mse": [9.0, 8.0, 1 + x[column] / 100 + s],
+                                             "worst": [9.0, 8.0, 2 + s]}) for s in seeds}
+            for row in rows for column in columns}
+
+
+def test_sweep_draws_the_end_of_training_against_each_column_s_x(tmp_path):
+    """Each point: the mean over seeds of the curve's last value, at the column's x, in x order; a column not run
+    at this scale (B = 10) has no point; the bars are the Student-t 95 % CI over seeds."""
+    from scipy import stats as scipy_stats
+
+    x, mean, ci = sweep_points(SWEEP_SPEC, sweep_curves(), "A", "test_mse")
+    assert list(x) == [5, 25] and mean == pytest.approx([2.05, 2.25])
+    assert ci[0] == pytest.approx(scipy_stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3))
+    out = STYLES["sweep"](SWEEP_SPEC, sweep_curves(), tmp_path / "sweep.png", "tiny")
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 600
+    one_seed = sweep_points(SWEEP_SPEC, sweep_curves(seeds=(0,)), "B", "worst")
+    assert list(one_seed[1]) == [2.0, 2.0] and np.isnan(one_seed[2]).all()  # no interval from one seed
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda spec: spec["columns"][1].pop("x"), "column 'b5' has no x"),
+    (lambda spec: spec["figure"]["panels"][1].update(curve="test_mse_worst_group"),
+     "row 'A', column 'b25', seed 0: its curve.csv has no column 'test_mse_worst_group'"),
+    (lambda spec: spec["figure"].pop("panels"), "figure.panels must list"),
+])
+def test_sweep_errors_name_what_is_missing(tmp_path, change, message):
+    import copy
+
+    spec = copy.deepcopy(SWEEP_SPEC)
+    change(spec)
+    with pytest.raises(ValueError, match=message):
+        STYLES["sweep"](spec, sweep_curves(), tmp_path / "sweep.png", "tiny")
+    assert not (tmp_path / "sweep.png").exists()

@@ -94,6 +94,62 @@ def test_evaluation_agrees_with_the_last_curve_point(tmp_path, small_split):
     assert result["mse_worst10"] == pytest.approx(worst, rel=1e-6)
 
 
+def test_grouped_test_tasks_record_the_worst_group_and_std_along_training(tmp_path):
+    """The skewed sinusoid's curve has the worst amplitude bin and the std over bins at every point (Nash-GBML
+    Figs. 2, 11, 12); the last point is the table's value of that seed, from eval.csv."""
+    from taskbal.data.skewed_sinusoid import write_splits
+    from taskbal.stats import group_statistic
+
+    data = dict(family="skewed_sinusoid", shots=5, query=5, eval_query=10, train_tasks=100, val_tasks=10,
+                test_tasks=60, split_seed=3)
+    write_splits(tmp_path / "skewed.npz", data)
+    experiment = small_experiment(iterations=4)
+    experiment["data"] = data
+    train(experiment, 0, tmp_path / "skewed.npz", tmp_path, progress=False)
+    summary = evaluate(tmp_path / FINAL_FILE, tmp_path / "skewed.npz", tmp_path, device="cpu")
+    curve, per_task = pd.read_csv(tmp_path / "curve.csv"), pd.read_csv(tmp_path / "eval.csv")
+    assert list(curve["iteration"]) == [0, 4] and curve["test_mse_worst_group"].notna().all()
+    assert (curve["test_mse_worst_group"] >= curve["test_mse"]).all()
+    last = curve.iloc[-1]
+    assert last["test_mse_worst_group"] == pytest.approx(summary["mse_worst_group"], rel=1e-6)
+    std = group_statistic(per_task["mse"].to_numpy(), per_task["group"].to_numpy(), "std_group", True)
+    assert last["test_mse_std_group"] == pytest.approx(std, rel=1e-5)
+
+
+@pytest.mark.parametrize("penalty", [
+    {"name": "centroid", "weight": 0.1, "num_tasks_total": 100, "inner_lr": 0.01, "game_size": 4},
+    {"name": "robust", "weight": 0.01, "r": 2, "game_size": 4}])
+def test_curve_adapts_in_the_evaluation_chunks_cut_at_whole_nash_games(tmp_path, monkeypatch, penalty):
+    """The curve adapts its val/test batches in the evaluation job's chunks (a family's eval_chunk, here 18,
+    rounded down to whole games of 4: 16) and gets the one-batch row to float rounding, task by task; and
+    the evaluation job's per-task errors. A chunk that cut a game (18) would change the tasks' errors."""
+    from taskbal.data.skewed_sinusoid import SkewedSinusoidTasks, write_splits
+    from taskbal.evaluate import per_task_metrics
+    from taskbal.train import Run
+
+    data = dict(family="skewed_sinusoid", shots=5, query=5, eval_query=10, train_tasks=100, val_tasks=10,
+                test_tasks=60, split_seed=3)
+    write_splits(tmp_path / "skewed.npz", data)
+    experiment = small_experiment(iterations=2)
+    experiment["data"], experiment["learner"]["penalty"] = data, penalty
+    monkeypatch.setattr(SkewedSinusoidTasks, "eval_chunk", 18, raising=False)
+    run = Run(experiment, 0, tmp_path / "skewed.npz", torch.device("cpu"))
+    run.step(0)
+    assert run.eval_chunk == 16
+    test = run.eval_batches["test"]
+    chunked_row, chunked = run.evaluate_mean_mse(), run.adapted_losses(test)
+    run.eval_chunk = None  # one batch: every task of the split adapted at once, in games of 4
+    whole_row, whole = run.evaluate_mean_mse(), run.adapted_losses(test)
+    assert set(chunked_row) == {"val_mse", "test_mse", "test_mse_worst_group", "test_mse_std_group"}
+    assert chunked_row == pytest.approx(whole_row, rel=1e-6)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    metrics = per_task_metrics(run.learner, run.tasks, "test", torch.device("cpu"))
+    torch.testing.assert_close(torch.from_numpy(metrics["mse"]), chunked, rtol=1e-5, atol=1e-6)
+    run.eval_chunk = 18  # misaligned: games cut at task 18, 36, 54
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(run.adapted_losses(test), whole, rtol=1e-5, atol=1e-6)
+
+
 def test_training_reduces_the_meta_test_error(tmp_path, small_split):
     experiment = small_experiment(iterations=300)
     experiment["outer"]["lr"] = 0.005

@@ -44,9 +44,12 @@ def test_dry_run_lists_the_whole_dag(repo, tool_env, tmp_path):
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
     # Table 1: 6 methods × 2 shots × 2 inner optimisers; Table 5 adds 3- and 4-layer SIMOL with each
-    # optimiser (its 2-layer row is Table 1's run); 5 seeds at quick scale.
-    assert counts["train"] == (6 * 2 * 2 + 2 * 2) * 5
-    assert counts["evaluate"] == counts["train"]
+    # optimiser (its 2-layer row is Table 1's run); 5 seeds at quick scale. Appendix D's grid search
+    # chooses SIMOL's settings: 80 points, one seed, for each of the 4 settings (trained, not evaluated).
+    table_runs = (6 * 2 * 2 + 2 * 2) * 5
+    assert counts["train"] == table_runs + 4 * 80
+    assert counts["evaluate"] == table_runs
+    assert counts["select"] == 4 and counts["grid_page"] == 1
     assert counts["split"] == 2 and counts["table"] == 2 and counts["figure"] == 1
     assert counts["reproduction_report"] == 1
 
@@ -92,11 +95,14 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
     t5 = table5[(table5["row"] == "2 layers") & (table5["column"] == "overall")]["ours_mean"].item()
     assert t1 == t5
     assert (work / "results/figures/tiny/simol_figure2.png").stat().st_size > 10_000
+    check_grid_search(work)
 
     with sqlite3.connect(work / "results/mlflow/mlflow.db") as db:
         runs = db.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
         tags = dict(db.execute("select key, count(*) from tags group by key").fetchall())
-    assert runs == 2 * 56  # one training and one evaluation run per (run, seed): (24 + 4) runs × 2 seeds
+    # one training and one evaluation run per (run, seed): (24 + 4) runs × 2 seeds; and the grid's search
+    # runs (trained only): 2 points × 4 settings × 1 seed
+    assert runs == 2 * 56 + 8
     for key in ("tables", "method", "seed", "scale", "git_commit"):
         assert tags.get(key) == runs, key
 
@@ -109,13 +115,39 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
                  tmp_path / "report.png")
 
 
+def check_grid_search(work: Path) -> None:
+    """SIMOL's rows trained with the values Appendix D's search selected, and the pages say which."""
+    import torch
+
+    page = (work / "results/grids/tiny/simol_appendix_d.md").read_text()
+    assert page.count("- selected: **λ̂' = ") == 4  # 5 / 2 shots × Adam / SGD inner steps
+    assert "simol_table5: 4 layers, overall" in page
+    points = pd.read_csv(work / "results/grids/tiny/simol_appendix_d.csv")
+    assert len(points) == 8 and points["selected"].sum() == 4 and points["val_mse"].notna().all()
+    assert "grid search: SIMOL, by SIMOL (Yu et al., ICLR 2023), Appendix D" in \
+        (work / "results/tables/tiny/simol_table1.md").read_text()
+    for selection in (work / "results/grids/tiny").glob("simol_appendix_d-*.json"):
+        record = json.loads(selection.read_text())
+        chosen = record["selected"]["weighting.lambda_grad"]
+        # the table runs (seed 1: the search runs have seed 0 only) hold the chosen value in their final.pt
+        finals = [torch.load(p, weights_only=False)["experiment"] for p in
+                  (work / "results/runs/tiny").glob("sinusoid-simol-*/seed1/final.pt")]
+        using = [e for e in finals if e["data"]["shots"] == record["base"]["data"]["shots"]
+                 and e["learner"]["inner_optimizer"] == record["base"]["learner"]["inner_optimizer"]]
+        assert using and all(e["weighting"]["lambda_grad"] == chosen and "grid_search" not in e for e in using)
+
+
+NASH_FIGURES = [f"nash_figure{n}" for n in range(2, 13)]
+
+
 @pytest.mark.slow
 def test_tiny_scale_builds_the_other_papers_targets(repo, tool_env, tmp_path):
-    """Nash-GBML Table 2 (every GBML learner, both penalties, TR-MAML), SIMOL Figure 1 (toy runner),
-    thesis Figure A.1 (bi-level MOML / FORUM) and Figure 4.1 (black-box ASMG) through their named rules."""
+    """Nash-GBML Table 2 (every GBML learner, both penalties, TR-MAML) and Figures 2-12 (trajectories from
+    Table 2's runs; batch- and step-size sweeps), SIMOL Figure 1 (toy runner), thesis Figure A.1 (bi-level
+    MOML / FORUM) and Figure 4.1 (black-box ASMG) through their named rules."""
     work = copy_workflow(repo, tmp_path)
     subprocess.run(["git", "init", "-q", str(work)], check=True)
-    targets = ["nash_table2", "simol_figure1", "thesis_figure_a1", "thesis_figure4_1"]
+    targets = ["nash_table2", "simol_figure1", "thesis_figure_a1", "thesis_figure4_1", *NASH_FIGURES]
     snakemake(["--config", "scale=tiny", "--quiet", "--", *targets], work, tool_env)
 
     table2 = pd.read_csv(work / "results/tables/tiny/nash_table2.csv")
@@ -129,6 +161,24 @@ def test_tiny_scale_builds_the_other_papers_targets(repo, tool_env, tmp_path):
         assert (work / f"results/figures/tiny/{name}.png").stat().st_size > 10_000, name
     rerun = snakemake(["--config", "scale=tiny", "-n", "--", *targets], work, tool_env)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+    check_nash_figures(work, table2)
+
+
+def check_nash_figures(work, table2):
+    """Figures 2, 11, 12 draw Table 2's runs (no training of their own); each sweep's claims are judged per
+    swept value, those of the columns left out at tiny scale 'not run'."""
+    records = {name: json.loads((work / f"results/figures/tiny/{name}.json").read_text()) for name in NASH_FIGURES}
+    table_runs = set(json.loads((work / "results/tables/tiny/nash_table2.json").read_text())["provenance"]["runs"]
+                     .split(", "))
+    for name in ("nash_figure2", "nash_figure11", "nash_figure12"):
+        assert set(records[name]["provenance"]["runs"].split(", ")) <= table_runs, name
+    figure2 = {(f["row"], f["label"]): f["mean"] for f in records["nash_figure2"]["finals"]}
+    mean = table2[(table2["row"] == "MAML") & (table2["column"] == "mean")]["ours_mean"].item()
+    assert figure2[("MAML", "average MSE (final)")] == pytest.approx(mean, rel=1e-5)
+    for name in NASH_FIGURES[1:9]:
+        verdicts = [claim["verdict"] for claim in records[name]["claims"]]
+        assert len(verdicts) == 4 * len(records[name]["columns"]), name  # 2 penalties x mean, worst, per value
+        assert verdicts.count("not run") == 4 * (len(records[name]["columns"]) - 2), name
 
 
 OFFLINE_DATA = "../shared/data"  # config/config.yaml's offline_data, relative to the repository root

@@ -10,6 +10,13 @@ the amplitude of the task with the largest loss, the largest per-task meta-gradi
 task's amplitude, and the norm of the direction the outer optimiser is given. It writes ``steps.csv``
 (one row per step), the run's own ``curve.csv`` and ``train.json`` (with the divergence verdict), and
 prints the steps around the divergence point next to the steps before it.
+
+Inside the inner loop of each training step it also records (``inner_*`` columns): the mean support loss
+of the meta-batch at every inner step k (``inner_support_loss_k``, before step k's update), and with a
+Nash-GBML penalty its mean value over the players at every inner step (``inner_penalty_k``: 0 at k = 0,
+where every player is still at θ); for Meta-SGD the learned per-parameter rates
+(``rate_min``, ``rate_median``, ``rate_max``, ``rate_negative``: the fraction below 0), read before the
+outer step. ``--stop-after N`` ends the run after N outer steps (steps.csv only, no curve or verdict).
 """
 from __future__ import annotations
 
@@ -35,10 +42,18 @@ class RecordingRun(Run):
         super().__init__(*args, **kwargs)
         self.steps: list[dict] = []
         self.amplitudes = torch.as_tensor(self.tasks.arrays["train_amplitude"])
+        self.inner: dict | None = None  # filled by the probes during a training step's meta-gradients
+        probe_inner_loop(self)
 
     def task_gradients(self, batch, iteration, indices):
-        tasks = super().task_gradients(batch, iteration, indices)
-        if len(self.steps) == iteration:  # the first call of this step (weightings may call again after it)
+        first = len(self.steps) == iteration
+        self.inner = {} if first else None
+        rates = rate_statistics(self.learner) if first else {}
+        try:
+            tasks = super().task_gradients(batch, iteration, indices)
+        finally:
+            inner, self.inner = self.inner, None
+        if first:  # the first call of this step (weightings may call again after it)
             norms = tasks.grads.norm(dim=1)
             amplitudes = self.amplitudes[indices]
             worst, steepest = int(tasks.losses.argmax()), int(norms.argmax())
@@ -46,7 +61,8 @@ class RecordingRun(Run):
                                "loss_max": tasks.losses.max().item(), "amplitude_of_loss_max": amplitudes[worst].item(),
                                "task_grad_norm_max": norms.max().item(),
                                "task_grad_norm_median": norms.median().item(),
-                               "amplitude_of_grad_norm_max": amplitudes[steepest].item()})
+                               "amplitude_of_grad_norm_max": amplitudes[steepest].item(),
+                               **{f"inner_{key}": value for key, value in (inner or {}).items()}, **rates})
         return tasks
 
     def apply_direction(self, direction):
@@ -55,6 +71,49 @@ class RecordingRun(Run):
 
     def state_dict(self):
         return {**super().state_dict(), "steps": self.steps}
+
+
+class PenaltyProbe:
+    """The learner's penalty, unchanged, recording the mean penalty value of each inner step."""
+
+    def __init__(self, penalty, run: RecordingRun):
+        self.penalty, self.run = penalty, run
+
+    def __getattr__(self, name):
+        return getattr(self.penalty, name)
+
+    def __call__(self, anchor, task_params, step, *args, **kwargs):
+        values = self.penalty(anchor, task_params, step, *args, **kwargs)
+        if self.run.inner is not None:
+            self.run.inner[f"penalty_{step}"] = values.detach().mean().item()
+        return values
+
+
+def probe_inner_loop(run: RecordingRun) -> None:
+    """Record the support losses of every inner step and the penalty's values (nothing computed changes)."""
+    learner = run.learner
+    task_losses = learner.task_losses
+
+    def recorded_task_losses(params, x, y):
+        losses = task_losses(params, x, y)
+        if run.inner is not None:
+            step = sum(key.startswith("support_loss_") for key in run.inner)
+            run.inner[f"support_loss_{step}"] = losses.detach().mean().item()
+        return losses
+
+    learner.task_losses = recorded_task_losses
+    if getattr(learner, "penalty", None) is not None:
+        learner.penalty = PenaltyProbe(learner.penalty, run)
+
+
+def rate_statistics(learner) -> dict:
+    """Meta-SGD's learned per-parameter inner rates: min, median, max and the fraction below 0."""
+    rates = getattr(learner, "rates", None)
+    if not rates:
+        return {}
+    flat = torch.cat([rate.detach().reshape(-1) for rate in rates])
+    return {"rate_min": flat.min().item(), "rate_median": flat.median().item(), "rate_max": flat.max().item(),
+            "rate_negative": (flat < 0).float().mean().item()}
 
 
 def parse_set(values: list[str]) -> dict:
@@ -77,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="override: section.option=value")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="end after this many outer steps: steps.csv only (no curve, no verdict)")
     args = parser.parse_args(argv)
 
     spec = load_table(args.table)
@@ -98,10 +159,15 @@ def main(argv: list[str] | None = None) -> None:
         return runs[-1]
 
     torch.set_num_threads(1)
-    summary = fit(build, experiment, args.seed, out / "run", checkpoint_every=10**9, progress=True)
+    (out / "run" / "resume.pt").unlink(missing_ok=True)  # always a fresh run (a stopped one leaves a resume state)
+    summary = fit(build, experiment, args.seed, out / "run", checkpoint_every=10**9, progress=True,
+                  stop_after=args.stop_after)
     steps = pd.DataFrame(runs[-1].steps)
     steps.to_csv(out / "steps.csv", index=False)
     (out / "experiment.json").write_text(json.dumps(experiment, indent=1) + "\n")
+    if "stopped_at" in summary:
+        print(f"stopped after {summary['stopped_at']} steps; {out / 'steps.csv'}")
+        return
     print(summary["divergence"])
     at = summary.get("diverged_at")
     window = experiment["evaluation"]["curve_every"]

@@ -15,7 +15,9 @@ both sides take the names from here. A run's files sit in ``results/runs/<scale>
     eval.json   evaluation summary, numbers only (evaluate)
 
 Split files: ``results/splits/<scale>/<split>.npz`` with the sidecar ``<split>.json`` that records
-how it was made and its SHA-256. This module imports nothing heavy: the Snakefile reads it.
+how it was made and its SHA-256. Grid searches (taskbal.grid): ``results/grids/<scale>/<selection>.json``
+(one selection: the chosen point and every point's value) and ``<grid>.md`` / ``<grid>.csv`` (the grid's
+page). This module imports nothing heavy: the Snakefile reads it.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ RESULTS = "results"
 RUN_DIR = RESULTS + "/runs/{scale}/{run}/seed{seed}"
 SPLIT_FILE = RESULTS + "/splits/{scale}/{split}.npz"
 SPLIT_SIDECAR = RESULTS + "/splits/{scale}/{split}.json"
+SELECTION_FILE = RESULTS + "/grids/{scale}/{selection}.json"
+GRID_PAGE = RESULTS + "/grids/{scale}/{grid}"  # + .md and .csv
 
 _RUN_FILE = re.compile(r"(?:^|/)(?P<run>[^/]+)/seed(?P<seed>\d+)/(?P<name>[^/]+)$")
 
@@ -53,6 +57,10 @@ def split_file(scale: str, split: str) -> str:
 
 def split_sidecar(scale: str, split: str) -> str:
     return SPLIT_SIDECAR.format(scale=scale, split=split)
+
+
+def selection_file(scale: str, selection: str) -> str:
+    return SELECTION_FILE.format(scale=scale, selection=selection)
 
 
 def run_and_seed(path: str | Path) -> tuple[str, int, str]:

@@ -12,6 +12,10 @@ the final distance to the Pareto front) between two rows of one column:
         column: main               # column key
         lower_is_better: true
 
+A claim about every column of a figure (a sweep: Nash-GBML's "outperforms GBML in most settings",
+one column per batch size) names ``columns: [<key>, ...]`` (or ``columns: all``) instead of
+``column``: it is judged once per column, each verdict's text ending "(here: <column label>)".
+
 The verdict is 'holds' when the mean over seeds of ``better`` beats that of ``than``, else
 'does not hold'; with two or more seeds the two-sided paired t-test over seeds (paired by
 seed: both rows use the same split and seeds) says whether the difference is significant at the
@@ -90,6 +94,32 @@ def fmt(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
+def expanded_claims(spec: dict) -> list[dict]:
+    """Every claim once per column it is about (``column``, or each of ``columns``); a row label or column
+    key that the figure does not have is an error (it would otherwise read as 'not run')."""
+    claims = spec.get("claims") or []
+    labels = {column["key"]: column["label"] for column in spec["columns"]} if claims else {}
+    rows = {row["label"] for row in spec["rows"]}
+    out = []
+    for claim in claims:
+        unknown = [claim[side] for side in ("better", "than") if claim[side] not in rows]
+        if unknown:
+            raise ValueError(f"claim {claim['text']!r}: {unknown[0]!r} is not a row of {spec['name']} "
+                             f"(rows: {sorted(rows)})")
+        if "column" in claim:
+            keys, suffix = [claim["column"]], False
+        else:
+            keys, suffix = (list(labels) if claim["columns"] == "all" else claim["columns"]), True
+        for key in keys:
+            if key not in labels:
+                raise ValueError(f"claim {claim['text']!r}: {key!r} is not a column of {spec['name']} "
+                                 f"(columns: {list(labels)})")
+            single = {k: v for k, v in claim.items() if k != "columns"}
+            text = f"{claim['text']} (here: {labels[key]})" if suffix else claim["text"]
+            out.append({**single, "column": key, "text": text})
+    return out
+
+
 def findings(spec: dict, finals: dict) -> dict:
     """Everything a figure's page and the report show: the claims' verdicts, the final values per row
     and the numbers the paper states, against ours."""
@@ -102,7 +132,7 @@ def findings(spec: dict, finals: dict) -> dict:
                                "mean": float(values.mean()) if values.size else float("nan"),
                                "ci": ci95(values) if values.size else float("nan")})
     key = (spec.get("figure") or {}).get("paper_value")
-    return {"claims": [judge(claim, finals, level) for claim in spec.get("claims", [])], "finals": final_rows,
+    return {"claims": [judge(claim, finals, level) for claim in expanded_claims(spec)], "finals": final_rows,
             "paper_value": key,
             "paper_numbers": paper_numbers(spec, finals, key, spec.get("lower_is_better", True)) if key else []}
 

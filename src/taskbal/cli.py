@@ -82,7 +82,7 @@ def cmd_train(args) -> None:
     from .runners import runner_of
 
     torch.set_num_threads(args.threads)
-    experiment = json.loads(args.spec)
+    experiment = with_selection(json.loads(args.spec), args.selection)
     out = run_folder({FINAL: args.final, CURVE: args.curve, TRAIN_SUMMARY: args.summary})
     live = None if args.no_track or args.stop_after is not None else start_live_run(args, "train", experiment, out)
     with tracking.ending_on_error(live):
@@ -107,6 +107,23 @@ def cmd_train(args) -> None:
                              f"{error}\nThe finished training is kept in {out / UNTRACKED}; rerunning this job "
                              "logs it without training again.") from None
     (out / TRACKED_RUN.format(kind="train")).unlink(missing_ok=True)
+
+
+def with_selection(experiment: dict, selection_path: str | None) -> dict:
+    """The experiment a run trains: a run whose row is grid-searched takes the selected settings from
+    its selection file (the rule declares it), so ``final.pt`` and MLflow hold the values used."""
+    from .grid import MARKER, apply_selection
+    from .io import read_json
+
+    if selection_path is None:
+        if MARKER in experiment:
+            raise SystemExit(f"taskbal train: this run's settings come from grid selection "
+                             f"{experiment[MARKER]['selection']}: pass its file with --selection")
+        return experiment
+    try:
+        return apply_selection(experiment, read_json(selection_path))
+    except ValueError as error:
+        raise SystemExit(f"taskbal train --selection {selection_path}: {error}") from None
 
 
 TRAIN_OUTPUTS = (FINAL, CURVE, TRAIN_SUMMARY)
@@ -253,6 +270,9 @@ def cmd_table(args) -> None:
     summaries = {path: read_json(path) for path in files_by_run(args.train_summaries, TRAIN_SUMMARY).values()}
     machines = machines_of(summaries.values())
     trained, _ = collect(spec, args.scale, args.train_summaries, TRAIN_SUMMARY, summaries.__getitem__)
+    searched = grid_searched(spec, args.scale, args.selections)
+    if searched:
+        provenance["grid_search"] = searched
     if machines:
         provenance["machines"] = " | ".join(f"{machine} ({count} run{'s' if count != 1 else ''})"
                                             for machine, count in machines.items())
@@ -290,6 +310,92 @@ def cmd_table(args) -> None:
         with atomic_path(record_path) as tmp:
             tmp.write_text(record)
         print(f"wrote {png}, {page} and {record_path}")
+
+
+def cmd_select(args) -> None:
+    """A grid search's selection from its search runs' curves (the rule's declared inputs)."""
+    import pandas as pd
+
+    from .config import run_id
+    from .divergence import diverged_seeds
+    from .grid import final_value, load_grid, score_point, search_experiments, seeds_of_grid, selection_record
+    from .io import atomic_path, read_json
+
+    grid_path = Path(args.grid)
+    grid = load_grid(grid_path.stem, grid_path.parent)
+    base = json.loads(args.base)
+    curves, summaries = files_by_run(args.curves, CURVE), files_by_run(args.train_summaries, TRAIN_SUMMARY)
+    seeds = seeds_of_grid(grid, args.scale)
+    scored = []
+    for point, experiment in search_experiments(grid, base, args.scale):
+        run = run_id(experiment)
+        missing = [seed for seed in seeds if (run, seed) not in curves or (run, seed) not in summaries]
+        if missing:
+            raise ValueError(f"grid {grid['name']} point {point}: no curve.csv / train.json of run {run} seed "
+                             f"{missing[0]} among the inputs")
+        values = {seed: final_value(pd.read_csv(curves[run, seed]), grid["select"]["value"]) for seed in seeds}
+        diverged = diverged_seeds({seed: read_json(summaries[run, seed]) for seed in seeds})
+        scored.append(score_point(point, run, values, diverged))
+    record = selection_record(grid, args.scale, base, scored)
+    with atomic_path(Path(args.out)) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    print(f"wrote {args.out}: {len(scored)} points, selected {record['selected']}")
+
+
+def cmd_grid(args) -> None:
+    """A grid search's page (md) and every point's value (csv) from its selections at one scale."""
+    import pandas as pd
+
+    from .grid import load_grid, page_markdown, page_rows
+    from .io import atomic_path, read_json
+    from .tracking import git_commit
+
+    grid_path = Path(args.grid)
+    grid = load_grid(grid_path.stem, grid_path.parent)
+    records = [read_json(path) for path in sorted(args.selections)]
+    wrong = [record["selection"] for record in records if record["grid"] != grid["name"]]
+    if wrong:
+        raise ValueError(f"selection {wrong[0]} is not of grid {grid['name']}")
+    provenance = {"git_commit": git_commit(), "search runs": sum(len(record["points"]) for record in records)}
+    out = Path(args.out)
+    with atomic_path(out.with_name(out.name + ".csv")) as tmp:
+        pd.DataFrame(page_rows(grid, records)).to_csv(tmp, index=False)
+    with atomic_path(out.with_name(out.name + ".md")) as tmp:
+        tmp.write_text(page_markdown(grid, args.scale, records, json.loads(args.used_by), provenance))
+    print(f"wrote {out}.md and {out}.csv")
+
+
+def grid_searched(spec: dict, scale: str, selection_paths: list[str]) -> str | None:
+    """The table's grid-searched rows, one entry per selection: '<row> (<setting>): <chosen values>'; every
+    selection a cell needs must be among the rule's declared inputs."""
+    from .config import table_cells
+    from .grid import context_of, selected_line
+    from .io import read_json
+
+    records = {record["selection"]: record for record in map(read_json, selection_paths)}
+    rows: dict[str, list[str]] = {}
+    for cell in table_cells(spec, scale):
+        if cell.selection is None:
+            continue
+        if cell.selection not in records:
+            raise ValueError(f"row {cell.row!r}, column {cell.column!r}: no selection file {cell.selection} among "
+                             "the inputs")
+        rows.setdefault(cell.row, [])
+        if cell.selection not in rows[cell.row]:
+            rows[cell.row].append(cell.selection)
+    if not rows:
+        return None
+    context = context_of(list(records.values()))
+    by_selections: dict[tuple, list[str]] = {}  # rows that take the same selections are named together
+    for row, selections in rows.items():
+        by_selections.setdefault(tuple(selections), []).append(row)
+    parts = []
+    for selections, row_labels in by_selections.items():
+        grid = spec["grid_configs"][records[selections[0]]["grid"]]
+        chosen = "; ".join(f"{context[name]}: {selected_line(grid, records[name])}" for name in selections)
+        parts.append(f"{', '.join(row_labels)}, by {grid['source']} ({grid['name']}) on the validation tasks — "
+                     f"{chosen}")
+    return " | ".join(parts)
 
 
 def cmd_report(args) -> None:
@@ -377,6 +483,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--summary", required=True)
     train.add_argument("--checkpoint-every", type=int, default=500)
     train.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    train.add_argument("--selection", default=None,
+                       help="the grid selection (results/grids/<scale>/<selection>.json) of a grid-searched run")
     add_tracking_arguments(train)
     train.set_defaults(func=cmd_train)
 
@@ -396,9 +504,27 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--curves", nargs="*", default=[], help="curve.csv of every run and seed (figures)")
     table.add_argument("--eval-summaries", nargs="*", default=[], help="eval.json of every run and seed (figures)")
     table.add_argument("--splits", nargs="*", default=[], help="sidecars (.json) of the runs' split files")
+    table.add_argument("--selections", nargs="*", default=[], help="grid selections of the grid-searched rows")
     table.add_argument("--train-summaries", nargs="*", default=[],
                        help="train.json of every run and seed: the machines that trained them")
     table.set_defaults(func=cmd_table)
+    select = sub.add_parser("select", help="a grid search's selection from its search runs' curves")
+    select.add_argument("--grid", required=True, help="the grid config, e.g. config/grids/simol_appendix_d.yaml")
+    select.add_argument("--scale", required=True)
+    select.add_argument("--base", required=True, help="the selection's base experiment as JSON (taskbal.grid)")
+    select.add_argument("--curves", nargs="*", default=[], help="curve.csv of every search run and seed")
+    select.add_argument("--train-summaries", nargs="*", default=[], help="train.json of every search run and seed")
+    select.add_argument("--out", required=True, help="the selection file (.json)")
+    select.set_defaults(func=cmd_select)
+
+    grid = sub.add_parser("grid", help="a grid search's page and CSV from its selections at one scale")
+    grid.add_argument("--grid", required=True)
+    grid.add_argument("--scale", required=True)
+    grid.add_argument("--selections", nargs="*", default=[], help="the grid's selection files at this scale")
+    grid.add_argument("--used-by", default="{}", help="JSON: selection → the table cells it serves")
+    grid.add_argument("--out", required=True, help="output path without extension (.md and .csv)")
+    grid.set_defaults(func=cmd_grid)
+
     report = sub.add_parser("report", help="one self-contained HTML page from the records of tables and figures")
     report.add_argument("--papers", required=True, help="config/papers.yaml: every table and figure of the papers")
     report.add_argument("--tables-dir", default="config/tables", help="the table configs (to check papers.yaml)")

@@ -13,32 +13,14 @@ command both resolve cells with this module, so they always agree on paths.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from .grid import base_of, load_grid, marked, selection_id
 from .io import stable_hash
+from .settings import ConfigFileError, deep_merge, read_yaml
 
 TABLES_DIR = Path("config/tables")
-# libyaml's parser when PyYAML was built with it: every parse of the workflow reads every table config.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class ConfigFileError(ValueError):
-    """A config file that cannot be read; the message starts with the file's path."""
-
-
-def read_yaml(path: Path | str):
-    """A YAML file's content; a syntax error names the file, line and column."""
-    try:
-        return yaml.load(Path(path).read_text(), Loader=SAFE_LOADER)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigFileError(f"{path}:{where} not valid YAML: {problem}") from None
 
 
 def extends_chain(path: Path) -> list[str]:
@@ -49,21 +31,6 @@ def extends_chain(path: Path) -> list[str]:
         parent = path.parent / f"{spec['extends']}.yaml"
         spec = read_yaml(parent) if parent.exists() else None
     return chain
-
-
-def deep_merge(base: dict, override: dict | None, null_removes: bool = False) -> dict:
-    """A copy of ``base`` with ``override`` merged in recursively (override wins). With ``null_removes``, a
-    null in ``override`` removes the key (a row that switches to another learner or network drops the
-    options of the one it replaces, which then take their defaults)."""
-    merged = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if value is None and null_removes:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value, null_removes)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def load_table(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> dict:
@@ -85,7 +52,17 @@ def load_table(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> dict:
             if key in parent:
                 spec[key] = deep_merge(parent[key], spec.get(key)) if isinstance(parent[key], dict) \
                     else spec.get(key, parent[key])
+    attach_grids(spec, path.parent.parent / "grids")
     return spec
+
+
+def attach_grids(spec: dict, grids_dir: Path) -> None:
+    """The grid configs that rows name in ``grid_search`` (``config/grids/<name>.yaml``, beside the
+    tables' folder), read once into ``spec["grid_configs"]`` so that resolving cells reads no file."""
+    names = sorted({row["grid_search"] for row in spec.get("rows") or [] if isinstance(row, dict)
+                    and isinstance(row.get("grid_search"), str)})
+    if names:
+        spec["grid_configs"] = {name: load_grid(name, grids_dir) for name in names}
 
 
 def resolve_experiment(spec: dict, scale: str, *overrides: dict | None) -> dict:
@@ -125,6 +102,7 @@ class Cell:
     run: str
     split: str
     experiment: dict
+    selection: str | None = None  # the grid selection that chooses some of its settings (taskbal.grid)
 
 
 def cell_not_run(spec: dict, scale: str, row: dict, column: dict) -> str | None:
@@ -161,9 +139,19 @@ def table_cells(spec: dict, scale: str) -> list[Cell]:
             experiment = resolve_experiment(spec, scale, row.get("set"), column.get("set"),
                                             scale_settings(column, scale), scale_settings(row, scale),
                                             (row.get("set_in_columns") or {}).get(column["key"]))
+            selection = None
+            if row.get("grid_search"):
+                experiment, selection = selected_by_grid(spec["grid_configs"][row["grid_search"]], experiment, scale)
             cells.append(Cell(row["label"], column["key"], column.get("metric", "overall"),
-                              run_id(experiment), split_id(experiment), experiment))
+                              run_id(experiment), split_id(experiment), experiment, selection))
     return cells
+
+
+def selected_by_grid(grid: dict, experiment: dict, scale: str) -> tuple[dict, str]:
+    """A cell whose row says ``grid_search``: its experiment marked to take the searched settings from
+    the grid's selection for it, and that selection's name."""
+    selection = selection_id(grid, base_of(grid, experiment, scale), scale)
+    return marked(experiment, grid, selection, scale), selection
 
 
 def seeds_of(spec: dict, scale: str) -> list[int]:

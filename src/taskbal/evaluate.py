@@ -19,7 +19,7 @@ from .io import atomic_path, write_json
 from .learners import learner_for
 from .models import build_model
 from .stats import summarise
-from .train import pick_device
+from .train import evaluation_chunk, pick_device
 
 
 def load_trained(final_path: Path, split_path: Path, device: torch.device):
@@ -32,9 +32,11 @@ def load_trained(final_path: Path, split_path: Path, device: torch.device):
     return checkpoint, tasks, learner
 
 
-def per_task_metrics(learner, tasks, split: str, device: torch.device, chunk: int = 1000) -> dict[str, np.ndarray]:
-    """Post-adaptation metrics (loss, and mse or accuracy) of every task of ``split``, in chunks
-    to bound memory."""
+def per_task_metrics(learner, tasks, split: str, device: torch.device,
+                     chunk: int | None = None) -> dict[str, np.ndarray]:
+    """Post-adaptation metrics (loss, and mse or accuracy) of every task of ``split``, in chunks of
+    ``chunk`` tasks (default: ``evaluation_chunk``, the training curve's chunks)."""
+    chunk = evaluation_chunk(learner, tasks) if chunk is None else chunk
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, tasks.num_tasks(split), chunk):
         indices = torch.arange(start, min(start + chunk, tasks.num_tasks(split)))
@@ -47,7 +49,7 @@ def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str =
     out_dir = Path(out_dir)
     device_ = pick_device(device)
     checkpoint, tasks, learner = load_trained(Path(final_path), Path(split_path), device_)
-    metrics = per_task_metrics(learner, tasks, "test", device_, chunk=getattr(tasks, "eval_chunk", 1000))
+    metrics = per_task_metrics(learner, tasks, "test", device_)
     count = len(next(iter(metrics.values())))
     frame = pd.DataFrame({"task": np.arange(count), **metrics, **tasks.task_table("test")})
     with atomic_path(out_dir / EVAL_FILE) as tmp:

@@ -1,10 +1,15 @@
-"""Figures drawn from training curves: one panel per column, one line per row.
+"""Figures drawn from training curves, one line per row.
 
-Each line is the mean over seeds of a curve column (the panel's column ``curve``, by default
-``test_mse``) against the
-meta-training iteration, with a band of ±1 standard deviation over seeds (ddof=0, so a single
-seed draws no band rather than failing). Only the iterations that every seed recorded are
-drawn, so a seed with a longer or denser curve cannot shift the mean part-way along.
+``curves`` (the default style): one panel per column. Each line is the mean over seeds of a curve
+column (the panel's column ``curve``, by default ``test_mse``) against the meta-training iteration,
+with a band of ±1 standard deviation over seeds (ddof=0, so a single seed draws no band rather than
+failing). Only the iterations that every seed recorded are drawn, so a seed with a longer or denser
+curve cannot shift the mean part-way along.
+
+``sweep``: the x axis is a setting, not the iteration (Nash-GBML Figs. 3-10: the test MSE against
+the meta-batch size or the inner step size). Each column is one value of the setting (its ``x``),
+each panel one curve column (``figure.panels``), and each line the mean over seeds of that column's
+value at the end of training, with the Student-t 95 % CI over seeds as error bars.
 
 Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas directly instead of
 pyplot: no global backend switch, no figure registry to leak into, safe to import anywhere.
@@ -17,11 +22,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
-from .curves import seed_mean_and_sd
+from .curves import final_values, require_column, seed_mean_and_sd
 from .figures_moo import plot_distance_to_pareto_set, plot_toy_trajectories
 from .io import atomic_path
 from .mtl.plots import plot_moblo_synthetic
+from .stats import t_ci95
 
 
 def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
@@ -38,6 +45,7 @@ def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame
             per_seed = curves.get((row["label"], column["key"]))
             if not per_seed:
                 continue
+            require_column(per_seed, column.get("curve", y), f"row {row['label']!r}, column {column['key']!r}")
             iterations, mean, sd = seed_mean_and_sd(per_seed, column.get("curve", y))
             low = mean - sd
             if log_y:  # a band reaching zero or below cannot be drawn on a log axis
@@ -51,7 +59,11 @@ def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    figure.suptitle(f"{spec['source']} — ours, scale {scale}{title_suffix}")
+    return save(figure, f"{spec['source']} — ours, scale {scale}{title_suffix}", out_png)
+
+
+def save(figure: Figure, title: str, out_png: Path) -> Path:
+    figure.suptitle(title)
     figure.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
@@ -59,10 +71,61 @@ def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame
     return out_png
 
 
+def sweep_points(spec: dict, curves: dict, row: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean over seeds, 95 % CI over seeds) of ``y`` at the end of training, over the columns
+    this row was run in (a column left out at this scale has no curves and no point)."""
+    points = []
+    for column in spec["columns"]:
+        per_seed = curves.get((row, column["key"]))
+        if not per_seed:
+            continue
+        if "x" not in column:
+            raise ValueError(f"figure style sweep: column {column['key']!r} has no x (the swept value)")
+        require_column(per_seed, y, f"row {row!r}, column {column['key']!r}")
+        values = final_values(per_seed, y)
+        points.append((float(column["x"]), float(values.mean()), t_ci95(values)))  # NaN for one seed
+    x, mean, ci = (np.array(v) for v in zip(*sorted(points))) if points else (np.array([]),) * 3
+    return x, mean, ci
+
+
+def plot_sweep(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
+               scale: str) -> Path:
+    """Final test statistics against a swept setting: one panel per ``figure.panels`` entry ({curve,
+    label}), x = each column's ``x``, one line per row with 95 % CI error bars over seeds."""
+    settings = spec.get("figure") or {}
+    panels = settings.get("panels")
+    if not panels:
+        raise ValueError("figure style sweep: figure.panels must list the curve columns to draw ({curve, label})")
+    figure = Figure(figsize=(5.0 * len(panels), 4.4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    ticks = sorted({float(column["x"]) for column in spec["columns"] if "x" in column})
+    for axis, panel in zip(axes, panels):
+        for i, row in enumerate(spec["rows"]):
+            x, mean, ci = sweep_points(spec, curves, row["label"], panel["curve"])
+            if x.size:
+                axis.errorbar(x, mean, yerr=np.nan_to_num(ci), label=row["label"], color=f"C{i % 10}",
+                              marker="o", markersize=4, linewidth=1.4, capsize=3)
+        if settings.get("log_x"):
+            axis.set_xscale("log")
+            axis.xaxis.set_minor_locator(NullLocator())  # only the swept values are labelled
+        axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axis.set_title(panel["label"])
+        axis.set_xlabel(settings.get("x_label", "setting"))
+        axis.set_ylabel(spec.get("y_label", "meta-test MSE"))
+        if spec.get("log_y", False):
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return save(figure, f"{spec['source']} — ours, scale {scale} (end of training; bars: 95 % CI over seeds)",
+                out_png)
+
+
 # Figure styles a figure config can name in ``figure: {style: ...}``: each draws one figure from
 # the curves of its cells, plot(spec, curves, out_png, scale).
 STYLES = {
     "curves": plot_curves,
+    "sweep": plot_sweep,  # Nash-GBML Figs. 3-10: final test MSE against the batch or step size
     "distance_to_pareto_set": plot_distance_to_pareto_set,  # thesis Figs. 4.1-4.4
     "toy_trajectories": plot_toy_trajectories,  # SIMOL Fig. 1
     "moblo_synthetic": plot_moblo_synthetic,  # thesis Fig. A.1

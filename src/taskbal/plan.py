@@ -19,7 +19,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigFileError, extends_chain, load_table, read_yaml, table_cells
+from .config import extends_chain, load_table, run_id, split_id, table_cells
+from .grid import MARKER, base_of, search_experiments, seeds_of_grid, without
+from .settings import ConfigFileError, read_yaml
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CACHE_DIR = Path(".snakemake/taskbal")
@@ -38,6 +40,9 @@ class Plan:
     tables_of_run: dict = field(default_factory=dict)   # (scale, run) → names of the tables it serves
     split_inputs: dict = field(default_factory=dict)    # (scale, split) → dataset files it is built from
     resources_of_run: dict = field(default_factory=dict)  # (scale, run) → cluster resources its jobs ask for
+    grids: dict = field(default_factory=dict)           # name → grid config (config/grids/)
+    selections: dict = field(default_factory=dict)      # (scale, selection) → its grid, base and search runs
+    selection_of_run: dict = field(default_factory=dict)  # (scale, run) → the selection it takes settings from
 
     @property
     def scales(self) -> list[str]:
@@ -152,6 +157,50 @@ def check_paper_values(spec: dict) -> None:
                             "where the paper reports none")
 
 
+def add_run(plan: Plan, scale: str, run: str, experiment: dict, table: str, resources: dict | None,
+            split_files: list[str]) -> None:
+    key, split = (scale, run), split_id(experiment)
+    plan.runs[key] = experiment
+    plan.splits[scale, split] = experiment["data"]
+    plan.split_inputs[scale, split] = split_files
+    plan.split_of_run[key] = split
+    plan.tables_of_run.setdefault(key, set()).add(table)
+    plan.resources_of_run[key] = merge_resources(plan.resources_of_run.get(key, {}), resources)
+
+
+def check_grid(validator, grid: dict, path: Path, scales) -> None:
+    """A grid config's shape; its file is named (the table that uses it is named by the caller)."""
+    problem = schema_error(validator, grid)
+    missing = [scale for scale in scales if scale not in grid["scales"]] if not problem else []
+    if missing:
+        problem = f"scales: no settings for scale {missing[0]!r} (the table that uses it has it)"
+    if problem:
+        raise ConfigFileError(f"{path}: {problem}")
+
+
+def add_search_runs(plan: Plan, spec: dict, scale: str, cell, experiment_schema, cache: CheckCache) -> None:
+    """The runs of the grid search that chooses ``cell``'s searched settings (each checked like a cell's
+    run); they serve the grid and the table."""
+    grid = spec["grid_configs"][cell.experiment[MARKER]["grid"]]
+    base = base_of(grid, cell.experiment, scale)
+    runs = []
+    for point, experiment in search_experiments(grid, base, scale):
+        run = run_id(experiment)
+        try:
+            problem = schema_error(experiment_schema, experiment, "experiment")
+            if problem:
+                raise PlanError(problem)
+            check_cell(experiment, run, cache)
+        except ValueError as error:
+            raise PlanError(f"grid {grid['name']} point {point}: {error}") from None
+        add_run(plan, scale, run, experiment, grid["name"], (spec.get("resources") or {}).get(scale),
+                inputs_of_split(experiment["data"], split_id(experiment), cache))
+        plan.tables_of_run[scale, run].add(spec["name"])
+        runs.append(run)
+    plan.selections[scale, cell.selection] = {"grid": grid["name"], "base": base, "runs": runs,
+                                              "seeds": seeds_of_grid(grid, scale)}
+
+
 def merge_resources(asked: dict, more: dict | None) -> dict:
     """A run that serves several tables asks for the most that any of them needs."""
     merged = dict(asked)
@@ -173,6 +222,7 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
     tables_dir, schemas_dir = Path(tables_dir), Path(schemas_dir)
     table_schema = compiled_validator(schemas_dir / "table.schema.yaml")
     experiment_schema = compiled_validator(schemas_dir / "experiment.schema.yaml")
+    grid_schema = compiled_validator(schemas_dir / "grid.schema.yaml")
     cache = CheckCache(source_hash(schemas_dir), cache_dir)
     plan = Plan()
     try:
@@ -186,25 +236,25 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
             if problem:
                 raise PlanError(problem)
             check_paper_values(spec)
+            for name, grid in (spec.get("grid_configs") or {}).items():
+                check_grid(grid_schema, grid, tables_dir.parent / "grids" / f"{name}.yaml", spec["scales"])
+                plan.grids[name] = grid
+            resources = spec.get("resources") or {}
             for scale in spec["scales"]:
                 for cell in table_cells(spec, scale):
                     where = f"scale {scale!r}, row {cell.row!r}, column {cell.column!r}"
                     try:
-                        problem = schema_error(experiment_schema, cell.experiment, "experiment")
+                        problem = schema_error(experiment_schema, without(cell.experiment, [MARKER]), "experiment")
                         if problem:
                             raise PlanError(problem)
-                        check_cell(cell.experiment, cell.run, cache)
-                        split_files = inputs_of_split(cell.experiment["data"], cell.split, cache)
+                        check_cell(without(cell.experiment, [MARKER]), cell.run, cache)
+                        add_run(plan, scale, cell.run, cell.experiment, spec["name"], resources.get(scale),
+                                inputs_of_split(cell.experiment["data"], cell.split, cache))
+                        if cell.selection is not None:
+                            plan.selection_of_run[scale, cell.run] = cell.selection
+                            add_search_runs(plan, spec, scale, cell, experiment_schema, cache)
                     except ValueError as error:
                         raise PlanError(f"{where}: {error}") from None
-                    key = (scale, cell.run)
-                    plan.runs[key] = cell.experiment
-                    plan.splits[scale, cell.split] = cell.experiment["data"]
-                    plan.split_inputs[scale, cell.split] = split_files
-                    plan.split_of_run[key] = cell.split
-                    plan.tables_of_run.setdefault(key, set()).add(spec["name"])
-                    plan.resources_of_run[key] = merge_resources(plan.resources_of_run.get(key, {}),
-                                                                 (spec.get("resources") or {}).get(scale))
         except ConfigFileError as error:  # names its own file (``path`` or one it extends)
             cache.save()
             raise PlanError(str(error)) from None

@@ -18,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 from .claims import fmt as short
-from .config import read_yaml
 from .divergence import names_diverged_seeds
+from .settings import read_yaml
 from .tables import fmt as number
 from .tables import paper_decimals
 

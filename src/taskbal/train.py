@@ -22,10 +22,12 @@ from .learners import TaskBatch, learner_for
 from .loop import fit, seed_everything, step_generator
 from .models import build_model
 from .options import section_settings
+from .stats import group_statistic
 from .weighting import TaskGradients, build_weighting
 from .weighting.base import Planning
 
-__all__ = ["FINAL_FILE", "RESUME_FILE", "Run", "check_device", "pick_device", "step_generator", "task_order", "train"]
+__all__ = ["EVAL_CHUNK", "FINAL_FILE", "RESUME_FILE", "Run", "check_device", "evaluation_chunk", "pick_device",
+           "step_generator", "task_order", "train"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -80,6 +82,32 @@ def task_order(seed: int, pool_size: int, needed: int) -> torch.Tensor:
     return torch.cat([torch.randperm(pool_size, generator=generator) for _ in range(passes)])[:needed]
 
 
+EVAL_CHUNK = 1000  # tasks adapted at once at evaluation, for a family without its own ``eval_chunk``
+
+
+def evaluation_chunk(learner, tasks) -> int:
+    """Tasks adapted at once when evaluating a split, by the training curve and by the evaluation job
+    alike: the family's ``eval_chunk`` (default 1,000), rounded down to whole Nash games when the
+    learner's penalty plays games of ``game_size`` consecutive tasks, so that no chunk cuts a game in
+    two (at least one game per chunk). With ``game_size`` null a game is every task adapted at once, so
+    each chunk is one game, in the curve as in eval.csv. Chunks bound memory: the skewed sinusoid's
+    5,000 test tasks of 1,000 query points peak at 3.4 GB in one batch and 1.3 GB in chunks of 1,000
+    (MLP 40-40), at about the same CPU time."""
+    chunk = getattr(tasks, "eval_chunk", EVAL_CHUNK)
+    game_size = getattr(getattr(learner, "penalty", None), "game_size", None)
+    return chunk if game_size is None else max(game_size, chunk - chunk % game_size)
+
+
+def group_curve_statistics(losses: torch.Tensor, groups: torch.Tensor) -> dict[str, float]:
+    """The worst group and the std over groups of the test tasks' errors, for a family that groups its
+    test tasks (the skewed sinusoid's 490 amplitude bins): Nash-GBML's Figs. 2, 11, 12 plot them along
+    training. Computed as the tables compute them from eval.csv (stats.group_statistic), so the curve's
+    last point is the table's value for that seed."""
+    values, bins = losses.detach().cpu().numpy(), groups.cpu().numpy()
+    return {"test_mse_worst_group": group_statistic(values, bins, "worst_group", True),
+            "test_mse_std_group": group_statistic(values, bins, "std_group", True)}
+
+
 class Run:
     """One meta-learning run: model, learner, weighting and optimiser built from a resolved experiment;
     a trainable of taskbal.loop."""
@@ -104,10 +132,12 @@ class Run:
         self.order = task_order(seed, self.tasks.num_tasks("train"), self.iterations * self.meta_batch)
         self.curve_every = evaluation["curve_every"]
         # A family with its own curve metrics (per-task accuracies of the binary image tasks) evaluates
-        # in chunks itself; the others hand over their whole val/test batches once.
+        # in chunks itself; for the others the whole val/test batches stay on the device, adapted in the
+        # evaluation job's chunks (evaluation_chunk: the same Nash games, so the same per-task losses).
         self.curve_hook = getattr(self.tasks, "curve_metrics", None)
         self.eval_batches = {} if self.curve_hook else {
             split: self.tasks.batch(split).to(device) for split in ("val", "test")}
+        self.eval_chunk = evaluation_chunk(self.learner, self.tasks)
         self.iteration = 0
 
     # -- one outer step -------------------------------------------------------------------------
@@ -159,11 +189,20 @@ class Run:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def adapted_losses(self, batch: TaskBatch) -> torch.Tensor:
+        """Query losses [k] of ``batch``'s tasks after adaptation, in chunks of ``eval_chunk`` tasks."""
+        return torch.cat([self.learner.adapted_query_losses(part) for part in batch.chunks(self.eval_chunk)])
+
     def evaluate_mean_mse(self) -> dict:
         if self.curve_hook:
             return self.curve_hook(self.learner, self.device)
-        return {f"{split}_mse": self.learner.adapted_query_losses(batch).mean().item()
-                for split, batch in self.eval_batches.items()}
+        row = {}
+        for split, batch in self.eval_batches.items():
+            losses = self.adapted_losses(batch)
+            row[f"{split}_mse"] = losses.mean().item()
+            if split == "test" and hasattr(self.tasks, "groups"):
+                row.update(group_curve_statistics(losses, self.tasks.groups("test")))
+        return row
 
     # -- curve, resume state and outputs (the loop's trainable) -----------------------------------
     def curve_row(self, iteration: int, window: list[dict]) -> dict:

@@ -60,6 +60,7 @@ RUNS, SPLITS = PLAN.runs, PLAN.splits
 SPLIT_OF_RUN, TABLES_OF_RUN = PLAN.split_of_run, PLAN.tables_of_run
 TABLE_NAMES = PLAN.names("table")
 FIGURE_NAMES = PLAN.names("figure")
+GRIDS, SELECTIONS = PLAN.grids, PLAN.selections
 
 
 wildcard_constraints:
@@ -69,6 +70,8 @@ wildcard_constraints:
     split=r"[A-Za-z0-9_.\-]+",
     table="|".join(TABLE_NAMES) or "no-table",
     figure="|".join(FIGURE_NAMES) or "no-figure",
+    grid="|".join(GRIDS) or "no-grid",
+    selection=r"[a-z0-9_]+-[0-9a-f]{8}",
 
 
 def target_of(name, scale):
@@ -83,9 +86,29 @@ def record_path(name, scale):
     return f"results/{folder}/{scale}/{name}.json"
 
 
+def tables_at(scale):
+    """The configured tables and figures that define ``scale`` (medium is defined by some tables only)."""
+    return [name for name in config["tables"] if scale in TABLES[name]["scales"]]
+
+
 def default_targets():
-    """The configured tables and figures, and the report that gathers them."""
-    return [target_of(name, config["scale"]) for name in config["tables"]] + [f"results/report/{config['scale']}.html"]
+    """The configured tables and figures that define the configured scale, the pages of the grid searches
+    their rows take settings from, and the report that gathers them."""
+    scale = config["scale"]
+    names = tables_at(scale)
+    grids = sorted(
+        {
+            SELECTIONS[scale, cell.selection]["grid"]
+            for name in names
+            for cell in table_cells(TABLES[name], scale)
+            if cell.selection
+        }
+    )
+    return (
+        [target_of(name, scale) for name in names]
+        + [f"results/grids/{scale}/{grid}.md" for grid in grids]
+        + [f"results/report/{scale}.html"]
+    )
 
 
 def job_resource(key, default):
@@ -126,3 +149,38 @@ def split_sidecars(spec_name, scale):
     """The sidecars of a table's split files: which data the splits were drawn from."""
     splits = sorted({cell.split for cell in table_cells(TABLES[spec_name], scale)})
     return [artifacts.split_sidecar(scale, split) for split in splits]
+
+
+def selection_of_run(scale, run):
+    """The grid selection a grid-searched run takes settings from (a list: empty for other runs)."""
+    selection = PLAN.selection_of_run.get((scale, run))
+    return [artifacts.selection_file(scale, selection)] if selection else []
+
+
+def table_selections(spec_name, scale):
+    """The selections of a table's grid-searched rows: the table page names the chosen values."""
+    selections = sorted({cell.selection for cell in table_cells(TABLES[spec_name], scale) if cell.selection})
+    return [artifacts.selection_file(scale, selection) for selection in selections]
+
+
+def search_files(scale, selection, filename):
+    """The per-seed files of a selection's search runs."""
+    search = SELECTIONS[scale, selection]
+    return [artifacts.run_file(scale, run, seed, filename) for run in search["runs"] for seed in search["seeds"]]
+
+
+def grid_selections(grid, scale):
+    """Every selection of a grid at a scale (one per setting of the tables that use it)."""
+    return sorted(name for (at, name), search in SELECTIONS.items() if at == scale and search["grid"] == grid)
+
+
+def cells_using(grid, scale):
+    """selection → the table cells it serves ('simol_table1: SIMOL, overall 5-shot'), for the grid's page."""
+    used = {}
+    for name, spec in TABLES.items():
+        if scale not in spec["scales"]:
+            continue
+        for cell in table_cells(spec, scale):
+            if cell.selection and SELECTIONS[scale, cell.selection]["grid"] == grid:
+                used.setdefault(cell.selection, []).append(f"{name}: {cell.row}, {cell.column}")
+    return used

@@ -12,6 +12,7 @@ rule table:
         per_task=lambda w: run_files(w.table, w.scale, artifacts.EVAL),
         trained=lambda w: run_files(w.table, w.scale, artifacts.TRAIN_SUMMARY),
         splits=lambda w: split_sidecars(w.table, w.scale),
+        selections=lambda w: table_selections(w.table, w.scale),
     output:
         markdown="results/tables/{scale}/{table}.md",
         csv="results/tables/{scale}/{table}.csv",
@@ -24,6 +25,7 @@ rule table:
     shell:
         "taskbal table --config {input.config} --scale {wildcards.scale}"
         " --eval {input.per_task} --train-summaries {input.trained} --splits {input.splits}"
+        " --selections {input.selections}"
         " --out results/tables/{wildcards.scale}/{wildcards.table} > {log} 2>&1"
 
 
@@ -35,6 +37,7 @@ rule figure:
         finals=lambda w: run_files(w.figure, w.scale, artifacts.EVAL_SUMMARY),
         trained=lambda w: run_files(w.figure, w.scale, artifacts.TRAIN_SUMMARY),
         splits=lambda w: split_sidecars(w.figure, w.scale),
+        selections=lambda w: table_selections(w.figure, w.scale),
     output:
         png="results/figures/{scale}/{figure}.png",
         page="results/figures/{scale}/{figure}.md",
@@ -46,7 +49,7 @@ rule figure:
     shell:
         "taskbal table --config {input.config} --scale {wildcards.scale}"
         " --curves {input.curves} --eval-summaries {input.finals} --train-summaries {input.trained}"
-        " --splits {input.splits}"
+        " --splits {input.splits} --selections {input.selections}"
         " --out results/figures/{wildcards.scale}/{wildcards.figure} > {log} 2>&1"
 
 
@@ -55,8 +58,8 @@ rule reproduction_report:
     and what is not built and why (config/papers.yaml lists every table and figure of the papers)."""
     input:
         papers="config/papers.yaml",
-        records=lambda w: [record_path(name, w.scale) for name in config["tables"]],
-        figures=lambda w: [target_of(name, w.scale) for name in config["tables"] if name in FIGURE_NAMES],
+        records=lambda w: [record_path(name, w.scale) for name in tables_at(w.scale)],
+        figures=lambda w: [target_of(name, w.scale) for name in tables_at(w.scale) if name in FIGURE_NAMES],
     output:
         "results/report/{scale}.html",
     log:

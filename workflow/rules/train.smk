@@ -2,6 +2,7 @@ rule train:
     """Meta-train one run (method × setting) for one seed; resumes if a killed job left state."""
     input:
         tasks=lambda w: artifacts.split_file(w.scale, SPLIT_OF_RUN[w.scale, w.run]),
+        selection=lambda w: selection_of_run(w.scale, w.run),
     output:
         final=f"{artifacts.RUN_DIR}/{artifacts.FINAL}",
         curve=f"{artifacts.RUN_DIR}/{artifacts.CURVE}",
@@ -22,10 +23,11 @@ rule train:
         device=config["device"],
         checkpoint_every=config["checkpoint_every"],
         experiment=config["mlflow_experiment"],
+        selection=lambda w, input: f"--selection {input.selection}" if input.selection else "",
     shell:
         "taskbal train --spec {params.spec:q} --seed {wildcards.seed} --split {input.tasks}"
         " --final {output.final} --curve {output.curve} --summary {output.summary}"
         " --device {params.device} --threads {threads}"
         " --checkpoint-every {params.checkpoint_every} --run-id {wildcards.run}"
         " --scale {wildcards.scale} --tables {params.tables} --experiment {params.experiment}"
-        " {params.tracking} > {log} 2>&1"
+        " {params.selection} {params.tracking} > {log} 2>&1"

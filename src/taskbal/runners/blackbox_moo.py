@@ -23,7 +23,8 @@ Deliberate choices:
   * μ₀ depends only on the seed (NumPy stream [seed, 0]); the optimiser draws from [seed, 1]. All
     methods of one seed start at the same point, so seeds pair the methods.
   * A run whose mean (or its distance E) turns non-finite (a diverging fixed-step baseline) is stopped there: the
-    last finite state is kept for the remaining rows, and train.json records ``diverged_at`` (−1: never).
+    last finite state is kept for the remaining rows, and train.json records ``diverged_at`` (no such key
+    when the run never diverged: taskbal.divergence reads any ``diverged_at`` as a divergence).
   * log10_distance uses max(E, 1e-12): E is exactly 0 inside the l1 problem's Pareto box.
 """
 from __future__ import annotations
@@ -148,9 +149,9 @@ class BlackBoxRun:
                 f"after {self.optimizer.iteration} iterations")
 
     def summary(self, rows: list[dict]) -> dict:
-        # Numbers only: the summary is logged as MLflow metrics. diverged_at = −1: the run never diverged.
-        return {"final_distance": rows[-1]["distance"], "evaluations": self.optimizer.evaluations,
-                "diverged_at": -1 if self.diverged_at is None else self.diverged_at,
+        # Numbers only: the summary is logged as MLflow metrics. ``diverged_at`` only for a run that diverged.
+        stopped = {} if self.diverged_at is None else {"diverged_at": self.diverged_at}
+        return {"final_distance": rows[-1]["distance"], "evaluations": self.optimizer.evaluations, **stopped,
                 "dim": self.problem.dim, "population": self.conf["population"]}
 
 

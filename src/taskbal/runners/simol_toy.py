@@ -28,13 +28,20 @@ Choices where the paper is silent: the starting points are CAGrad's
 toy uses Adam, available as ``optimizer: adam``); the number of iterations is the config's; a
 mini-batch of one objective is drawn independently each step from the run's seed. A run whose x
 turns non-finite (plain steps through the log-valleys, where gradients reach 1/5e−6) stops at its
-last finite point; train.json records ``diverged_at`` (−1: never).
+last finite point; train.json then records ``diverged_at`` (and has no such key when the run never
+diverged: a figure names every seed whose train.json has one as diverged, taskbal.divergence).
 
 Outputs: curve.csv (iteration, x1, x2, f1, f2, distance_to_front, distance_to_pareto_set, the
 weights given to f₁ and f₂ in the step, and SIMOL's r statistics), train.json, final.pt; evaluate
 writes eval.csv (one row per objective: its final value) and eval.json (distance_to_front: Euclidean
 distance of (f₁, f₂)(x_T) to the analytic front; distance_to_pareto_set in x-space; f1, f2;
-min_norm: ‖Σ γ_i ∇f_i(x_T)‖ at the MGDA weights γ, the Pareto-stationarity gap).
+min_norm: ‖Σ γ_i ∇f_i(x_T)‖ at the MGDA weights γ, the Pareto-stationarity gap) and, from the
+curve points of the trajectory's tail (its last ``TAIL`` of the iterations run), tail_mean_distance_to_front
+and tail_spread: √(var f₁ + var f₂) over the tail. The end point alone cannot tell a run that settles
+from one that keeps wandering along the front: x a distance δ off the Pareto set is only O(δ²) off the
+front (at a Pareto-stationary point the front's normal is orthogonal to the first-order change of f),
+so both end ~1e-6 from it; the tail's spread tells them apart (SIMOL §3: mini-batch MGDA "cannot
+converge to the Pareto front").
 """
 from __future__ import annotations
 
@@ -57,6 +64,7 @@ from ..weighting.simol import SIMOL, ThetaAscent
 REQUIRED = ("start", "iterations", "batch_size")
 DEFAULTS = {"task_probabilities": [2.0 / 3.0, 1.0 / 3.0], "lr": 0.01, "optimizer": "sgd", "curve_every": 100}
 NUM_OBJECTIVES = 2
+TAIL = 0.1  # the trajectory's tail: its curve points in the last tenth of the iterations run
 
 
 class VectorReweighting(torch.nn.Module):
@@ -147,6 +155,16 @@ def mgda_min_norm(grads: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.linalg.norm(gamma @ grads)), gamma
 
 
+def tail_summary(points: np.ndarray) -> dict:
+    """Where the trajectory's tail lies and how much it still moves. ``points`` [n, 4]: (iteration, f1, f2,
+    distance to the front) of every curve point; the tail is the points of the last ``TAIL`` of the
+    iterations run (a run stopped early included)."""
+    points = np.asarray(points, dtype=np.float64)
+    tail = points[points[:, 0] >= (1.0 - TAIL) * points[-1, 0]]
+    return {"tail_mean_distance_to_front": float(tail[:, 3].mean()),
+            "tail_spread": float(np.sqrt(tail[:, 1].var() + tail[:, 2].var()))}
+
+
 def record(problem, x: np.ndarray, iteration: int, extra: dict) -> dict:
     values, _ = problem.values_and_gradients(x)
     row = {"iteration": iteration, "x1": float(x[0]), "x2": float(x[1]), "f1": float(values[0]),
@@ -174,6 +192,7 @@ class ToyRun:
         self.seed = seed
         self.one_hot = torch.eye(NUM_OBJECTIVES, dtype=torch.float64)
         self.diverged_at: int | None = None
+        self.trajectory: list[list[float]] = []  # (iteration, f1, f2, distance) per curve point: the tail's source
 
     @property
     def stopped(self) -> bool:
@@ -203,12 +222,14 @@ class ToyRun:
     def curve_row(self, iteration: int, window: list[dict]) -> dict:
         # Averages over the steps since the last row: which objective was drawn, with what weight.
         means = {key: float(np.mean([w.get(key, np.nan) for w in window])) for key in window[0]} if window else {}
-        return record(self.problem, self.x.detach().numpy(), iteration, means)
+        row = record(self.problem, self.x.detach().numpy(), iteration, means)
+        self.trajectory.append([iteration, row["f1"], row["f2"], row["distance_to_front"]])
+        return row
 
     def state_dict(self) -> dict:
         return {"x": self.x.detach().clone(), "optimizer": self.optimizer.state_dict(),
                 "weighting": self.weighting.state_dict(), "rng": self.rng.bit_generator.state,
-                "diverged_at": self.diverged_at}
+                "diverged_at": self.diverged_at, "trajectory": [list(point) for point in self.trajectory]}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
@@ -217,17 +238,19 @@ class ToyRun:
         self.weighting.load_state_dict(state["weighting"])
         self.rng.bit_generator.state = state["rng"]
         self.diverged_at = state["diverged_at"]
+        self.trajectory = [list(point) for point in state["trajectory"]]
 
     def final_state(self) -> dict:
-        return {"x": self.x.detach().numpy().copy(), "weighting": self.weighting.state_dict()}
+        return {"x": self.x.detach().numpy().copy(), "weighting": self.weighting.state_dict(),
+                "trajectory": np.asarray(self.trajectory, dtype=np.float64)}
 
     def final_line(self, summary: dict) -> str:
         return (f"{self.name} (batch {self.conf['batch_size']}) from {self.conf['start']}: distance to the front "
                 f"{summary['final_distance_to_front']:.4g} after {self.iterations} steps")
 
     def summary(self, rows: list[dict]) -> dict:
-        return {"final_distance_to_front": rows[-1]["distance_to_front"],
-                "diverged_at": -1 if self.diverged_at is None else self.diverged_at,  # numbers only (MLflow)
+        stopped = {} if self.diverged_at is None else {"diverged_at": self.diverged_at}
+        return {"final_distance_to_front": rows[-1]["distance_to_front"], **stopped,
                 "f1": rows[-1]["f1"], "f2": rows[-1]["f2"]}
 
 
@@ -252,6 +275,6 @@ def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str =
     summary = {"distance_to_front": problem.distance_to_front(values),
                "distance_to_pareto_set": problem.distance_to_pareto_set(x),
                "f1": float(values[0]), "f2": float(values[1]), "x1": float(x[0]), "x2": float(x[1]),
-               "min_norm": min_norm, "mgda_weight_f1": float(gamma[0])}
+               "min_norm": min_norm, "mgda_weight_f1": float(gamma[0]), **tail_summary(final["trajectory"])}
     write_json(out_dir / EVAL_SUMMARY_FILE, summary)
     return summary
