@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from taskbal.config import load_table, resolve_experiment
 from taskbal.data import family_module
 from taskbal.loop import fit
+from taskbal.settings import settings_from_assignments
 from taskbal.train import Run
 
 
@@ -116,19 +116,6 @@ def rate_statistics(learner) -> dict:
             "rate_negative": (flat < 0).float().mean().item()}
 
 
-def parse_set(values: list[str]) -> dict:
-    """``outer.clip_grad_norm=1.0`` → {"outer": {"clip_grad_norm": 1.0}} (values parsed as YAML)."""
-    override: dict = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        *sections, option = key.split(".")
-        target = override
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[option] = yaml.safe_load(value)
-    return override
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("table"), parser.add_argument("row"), parser.add_argument("column")
@@ -146,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     if row is None or column is None:
         raise SystemExit(f"{args.table}: no row {args.row!r} or column {args.column!r}; rows "
                          f"{[r['label'] for r in spec['rows']]}, columns {[c['key'] for c in spec['columns']]}")
-    experiment = resolve_experiment(spec, args.scale, row.get("set"), column.get("set"), parse_set(args.set))
+    experiment = resolve_experiment(spec, args.scale, row.get("set"), column.get("set"),
+                                    settings_from_assignments(args.set))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     split = out / "split.npz"

@@ -33,26 +33,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 from taskbal.config import load_table, resolve_experiment
 from taskbal.data import family_module
 from taskbal.runners import simol_toy as runner
+from taskbal.settings import settings_from_assignments
 
 TABLE = "simol_figure1"
-
-
-def parse_set(values: list[str]) -> dict:
-    """``problem.optimizer=sgd`` → {"problem": {"optimizer": "sgd"}} (values parsed as YAML)."""
-    override: dict = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        *sections, option = key.split(".")
-        target = override
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[option] = yaml.safe_load(value)
-    return override
 
 
 def row_overrides(values: list[str]) -> dict[str, dict]:
@@ -62,7 +49,7 @@ def row_overrides(values: list[str]) -> dict[str, dict]:
     for item in values:
         label, _, setting = item.partition(":")
         grouped.setdefault(label, []).append(setting)
-    return {label: parse_set(settings) for label, settings in grouped.items()}
+    return {label: settings_from_assignments(settings) for label, settings in grouped.items()}
 
 
 def tail_metrics(curve: pd.DataFrame, iterations: int, tail: float) -> dict:
@@ -103,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     spec = load_table(TABLE)
-    override, per_row = parse_set(args.set), row_overrides(args.set_row)
+    override, per_row = settings_from_assignments(args.set), row_overrides(args.set_row)
     columns = [c for c in spec["columns"] if not args.columns or c["key"] in args.columns]
     rows = [r for r in spec["rows"] if not args.rows or r["label"] in args.rows]
     out = Path(args.out) / args.name

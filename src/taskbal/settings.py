@@ -39,3 +39,17 @@ def deep_merge(base: dict, override: dict | None, null_removes: bool = False) ->
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def settings_from_assignments(assignments: list[str]) -> dict:
+    """``["outer.clip_grad_norm=1.0", "problem.optimizer=sgd"]`` → nested settings (values parsed as
+    YAML): the ``--set`` options of the diagnosis tools."""
+    settings: dict = {}
+    for item in assignments:
+        key, _, value = item.partition("=")
+        *sections, option = key.split(".")
+        target = settings
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[option] = yaml.safe_load(value)
+    return settings
