@@ -31,7 +31,7 @@ import math
 from pathlib import Path
 
 from .io import stable_hash
-from .settings import ConfigFileError, deep_merge, read_yaml
+from .settings import ConfigFileError, deep_merge, nested, read_yaml
 
 GRIDS_DIR = Path("config/grids")
 MARKER = "grid_search"  # the experiment key that stands for the selected settings
@@ -47,14 +47,6 @@ def load_grid(name: str, grids_dir: Path | str = GRIDS_DIR) -> dict:
     if not isinstance(spec, dict) or spec.get("name") != name:
         raise ConfigFileError(f"{path}: field 'name' must be {name!r}")
     return spec
-
-
-def nested(path: str, value) -> dict:
-    """``"weighting.theta_lr", 0.1`` → ``{"weighting": {"theta_lr": 0.1}}``."""
-    out = value
-    for key in reversed(path.split(".")):
-        out = {key: out}
-    return out
 
 
 def without(experiment: dict, paths) -> dict:

@@ -180,7 +180,15 @@ def check_grid(validator, grid: dict, path: Path, scales) -> None:
 
 def add_search_runs(plan: Plan, spec: dict, scale: str, cell, experiment_schema, cache: CheckCache) -> None:
     """The runs of the grid search that chooses ``cell``'s searched settings (each checked like a cell's
-    run); they serve the grid and the table."""
+    run); they serve the grid and the table. A selection that other cells share (overall and worst-10 %
+    columns, Table 5's depths, Figure 2) is resolved and checked once: later cells only add their table."""
+    resources = (spec.get("resources") or {}).get(scale)
+    planned = plan.selections.get((scale, cell.selection))
+    if planned is not None:
+        for run in planned["runs"]:
+            plan.tables_of_run[scale, run].add(spec["name"])
+            plan.resources_of_run[scale, run] = merge_resources(plan.resources_of_run[scale, run], resources)
+        return
     grid = spec["grid_configs"][cell.experiment[MARKER]["grid"]]
     base = base_of(grid, cell.experiment, scale)
     runs = []
@@ -193,7 +201,7 @@ def add_search_runs(plan: Plan, spec: dict, scale: str, cell, experiment_schema,
             check_cell(experiment, run, cache)
         except ValueError as error:
             raise PlanError(f"grid {grid['name']} point {point}: {error}") from None
-        add_run(plan, scale, run, experiment, grid["name"], (spec.get("resources") or {}).get(scale),
+        add_run(plan, scale, run, experiment, grid["name"], resources,
                 inputs_of_split(experiment["data"], split_id(experiment), cache))
         plan.tables_of_run[scale, run].add(spec["name"])
         runs.append(run)

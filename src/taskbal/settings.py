@@ -41,15 +41,19 @@ def deep_merge(base: dict, override: dict | None, null_removes: bool = False) ->
     return merged
 
 
+def nested(path: str, value) -> dict:
+    """``"weighting.theta_lr", 0.1`` → ``{"weighting": {"theta_lr": 0.1}}``."""
+    out = value
+    for key in reversed(path.split(".")):
+        out = {key: out}
+    return out
+
+
 def settings_from_assignments(assignments: list[str]) -> dict:
     """``["outer.clip_grad_norm=1.0", "problem.optimizer=sgd"]`` → nested settings (values parsed as
     YAML): the ``--set`` options of the diagnosis tools."""
     settings: dict = {}
     for item in assignments:
         key, _, value = item.partition("=")
-        *sections, option = key.split(".")
-        target = settings
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[option] = yaml.safe_load(value)
+        settings = deep_merge(settings, nested(key, yaml.safe_load(value)))
     return settings
