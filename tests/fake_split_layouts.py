@@ -58,6 +58,30 @@ def tiered_imagenet_labels(root: Path, per_class: int = 3) -> Path:
     return root
 
 
+def tiered_imagenet_pickles(root: Path, per_class: int = 20, side: int = 8) -> Path:
+    """The whole upstream layout (``tiered-imagenet/{split}_{images_png,labels}.pkl``, ``class_names.txt``,
+    ``synsets.txt``) with the standard classes and ``per_class`` small PNG images each."""
+    import io
+
+    folder = tiered_imagenet_labels(root / "tiered-imagenet", per_class=per_class)
+    rng = np.random.default_rng(2)
+    synsets = []
+    for split in ("train", "val", "test"):
+        with open(folder / f"{split}_labels.pkl", "rb") as handle:
+            labels = pickle.load(handle)
+        synsets += list(labels["label_specific_str"])
+        encoded = []
+        for _ in labels["label_specific"]:
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            encoded.append(np.frombuffer(buffer.getvalue(), np.uint8))
+        with open(folder / f"{split}_images_png.pkl", "wb") as handle:
+            pickle.dump(encoded, handle, protocol=4)
+    (folder / "class_names.txt").write_text("".join(f"class {w}\n" for w in synsets))
+    (folder / "synsets.txt").write_text("".join(f"{w}\n" for w in synsets))
+    return root
+
+
 def omniglot_tree(root: Path, characters: int = 2, drawings: int = 20) -> Path:
     """``omniglot-py/images_{background,evaluation}/<Alphabet>/characterNN/<id>_NN.png``: 30 + 20 alphabets."""
     rng = np.random.default_rng(2)

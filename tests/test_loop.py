@@ -117,6 +117,11 @@ def test_same_seed_gives_the_same_files(case, tmp_path):
     for name in ("a", "b"):
         runner.train(experiment, 3, split, tmp_path / name, checkpoint_every=4, progress=False)
     assert_same_outputs(tmp_path / "a", tmp_path / "b")
+    # every runner's train.json times its meta-updates alone (the timing tables read it)
+    summary = json.loads((tmp_path / "a" / "train.json").read_text())
+    assert summary["steps_timed"] == summary["iterations"]
+    assert 0 < summary["step_seconds_median"] <= summary["seconds"]
+    assert summary["step_seconds_mean"] * summary["steps_timed"] <= summary["seconds"]
 
 
 def test_killed_process_resumes_to_the_same_files(case, tmp_path, tool_env):

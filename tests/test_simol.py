@@ -168,3 +168,53 @@ def test_moving_to_another_precision_keeps_the_network_and_theta_in_step():
 def test_unknown_theta_optimizer_names_the_key():
     with pytest.raises(ValueError, match="weighting.theta_optimizer"):
         build_weighting("simol", 20, 4, 0, theta_optimizer="rmsprop")
+
+
+def image_tasks(k=4, images=3, side=16, seed=0) -> TaskGradients:
+    g = torch.Generator().manual_seed(seed)
+    return TaskGradients(losses=torch.rand(k, generator=g, dtype=torch.float64),
+                         grads=torch.randn(k, 20, generator=g, dtype=torch.float64),
+                         features=torch.rand(k, images * 3 * side * side, generator=g, dtype=torch.float64),
+                         params=torch.zeros(20, dtype=torch.float64), iteration=0, generator=g)
+
+
+@pytest.mark.parametrize("features", ["support", "support+loss"])
+def test_image_reweighting_network_ascends_along_finite_differences(features):
+    """The conv4 + 3-layer FC network of the image tables: r > 0 per task, starting near 1, and the θ step
+    of plain ascent equals β' times central differences of K̃ (float64) at entries of a conv filter, of
+    BatchNorm's scale and of the first linear layer."""
+    lr = 1e-3
+    simol = SIMOL(20, (3, 3, 16, 16), seed=0, theta_lr=lr, lambda_grad=0.3, lambda_mean=0.7, theta_optimizer="sgd",
+                  network="conv4", filters=4, features=features)
+    simol.to(dtype=torch.float64)
+    batch = image_tasks()
+    r = simol.weights(batch)
+    assert r.shape == (4,) and (r > 0).all() and torch.allclose(r, torch.ones(4, dtype=torch.float64), atol=0.05)
+    with torch.no_grad():  # move r away from ≈ 1 so every term of K̃ matters
+        simol.net.head[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    gram = batch.grads @ batch.grads.T
+    entries = [(simol.net.trunk.blocks[0].conv.weight, (1, 2, 0, 1)), (simol.net.trunk.blocks[2].norm.weight, (3,)),
+               (simol.net.head[0].weight, (5, 7))]
+    before = [param.detach()[index].item() for param, index in entries]
+
+    def objective_with(param, index, value):
+        with torch.no_grad():
+            saved = param[index].item()
+            param[index] = value
+            result = simol.objective(simol.weights(batch), gram).item()
+            param[index] = saved
+        return result
+
+    eps = 1e-6
+    differences = [(objective_with(p, i, x + eps) - objective_with(p, i, x - eps)) / (2 * eps)
+                   for (p, i), x in zip(entries, before)]
+    simol.combine(batch)
+    for (param, index), x, difference in zip(entries, before, differences):
+        assert param.detach()[index].item() - x == pytest.approx(lr * difference, rel=1e-5, abs=1e-13)
+
+
+def test_image_reweighting_network_needs_image_features():
+    with pytest.raises(ValueError, match="weighting.network: conv4 reads support images"):
+        build_weighting("simol", 20, 4, 0, network="conv4")
+    with pytest.raises(ValueError, match="weighting.network"):
+        build_weighting("simol", 20, 4, 0, network="resnet")

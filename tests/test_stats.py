@@ -123,3 +123,20 @@ def test_seed_values_their_t_interval_and_the_seed_paired_test_equal_scipy(metri
     assert np.isnan(t_ci95(np.array([1.0])))
     with pytest.raises(ValueError, match="same seeds"):
         seed_paired_t_test(sa, summarise({0: a[0], 1: a[1]}, metric))
+
+
+def test_task_metrics_are_the_worst_task_and_the_spread_over_tasks_per_seed():
+    """Nash-GBML's worst / std. dev. over test episodes: each seed's minimum accuracy (or maximum error)
+    and population standard deviation over its tasks, then mean and t-interval over seeds."""
+    rng = np.random.default_rng(4)
+    values = {seed: rng.uniform(20, 90, size=60) for seed in (0, 1, 2)}
+    worst = summarise(values, "worst_task", lower_is_better=False)
+    assert list(worst.per_seed) == [values[s].min() for s in (0, 1, 2)]
+    assert worst.mean == pytest.approx(np.mean([values[s].min() for s in (0, 1, 2)]))
+    assert worst.metric == "worst_task" and worst.n_seeds == 3
+    assert summarise(values, "worst_task", lower_is_better=True).per_seed[1] == values[1].max()
+    spread = summarise(values, "std_task", lower_is_better=False)
+    assert spread.per_seed == pytest.approx([np.std(values[s]) for s in (0, 1, 2)])
+    assert spread.seed_ci == pytest.approx(t_ci95(spread.per_seed))
+    values[2][7] = np.nan  # a diverged task is the worst
+    assert np.isnan(summarise(values, "worst_task", lower_is_better=False).per_seed[2])

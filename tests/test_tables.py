@@ -97,6 +97,10 @@ def test_higher_is_better_picks_the_highest_and_ranks_accordingly():
     assert line(frame, "C", "overall").best and line(frame, "C", "overall").significant
     # the paper's 1 < 2 < 3 is read as C best too: the ordering is kept
     assert line(frame, "C", "overall").ordering == "kept"
+    # a column that ranks the other way (a spread over tasks in a table of accuracies)
+    spread = dict(accuracy, columns=[dict(SPEC["columns"][0], lower_is_better=True), SPEC["columns"][1]])
+    frame = build_table(spread, cells, "tiny")
+    assert line(frame, "A", "overall").best and line(frame, "C", "worst10").best
 
 
 def test_pairing_mismatch_names_the_column_and_rows():
@@ -239,3 +243,45 @@ def test_sweep_errors_name_what_is_missing(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         STYLES["sweep"](spec, sweep_curves(), tmp_path / "sweep.png", "tiny")
     assert not (tmp_path / "sweep.png").exists()
+
+
+def test_timing_columns_read_train_json_divide_by_a_row_and_extrapolate_rows():
+    """A column with ``source: train`` reads one number per run from train.json; ``relative_to`` divides
+    each seed's value by the reference row's value of that seed; a row with ``extrapolate`` is another
+    row's values times a factor, with its reason on the page instead of a run."""
+    spec = {"name": "timing", "source": "Demo paper, Table 4", "title": "Seconds.", "lower_is_better": True,
+            "rows": [{"label": "MAML", "paper": {"seconds": [2.0, 0.0], "ratio": [1.0, 0.0]}},
+                     {"label": "SIMOL", "paper": {"seconds": [2.3, 0.0], "ratio": [1.15, 0.0]}},
+                     {"label": "batch MGDA", "extrapolate": {"row": "MAML", "factor": 1000.0, "why": "x 1000 tasks"},
+                      "paper": {"seconds": None, "ratio": None}}],
+            "columns": [{"key": "seconds", "label": "s", "source": "train", "value": "step_seconds_median"},
+                        {"key": "ratio", "label": "x MAML", "source": "train", "value": "step_seconds_median",
+                         "relative_to": "MAML"}]}
+    timing = {"MAML": {0: 2.0, 1: 4.0}, "SIMOL": {0: 3.0, 1: 4.4}}
+    trained = {(row, column): {seed: {"step_seconds_median": value} for seed, value in per_seed.items()}
+               for row, per_seed in timing.items() for column in ("seconds", "ratio")}
+    frame = build_table(spec, {}, "tiny", trained)
+    assert line(frame, "MAML", "seconds").ours_mean == pytest.approx(3.0)
+    assert line(frame, "SIMOL", "ratio").ours_mean == pytest.approx((1.5 + 1.1) / 2)
+    assert json.loads(line(frame, "SIMOL", "ratio").seed_values) == pytest.approx([1.5, 1.1])
+    assert line(frame, "batch MGDA", "seconds").ours_mean == pytest.approx(3000.0)
+    assert line(frame, "batch MGDA", "ratio").ours_mean == pytest.approx(1000.0)
+    assert line(frame, "MAML", "seconds").best
+    del trained[("SIMOL", "seconds")][1]["step_seconds_median"]
+    with pytest.raises(ValueError, match="'step_seconds_median' is not a number of train.json of seeds \\[1\\]"):
+        build_table(spec, {}, "tiny", trained)
+
+
+def test_exponential_moving_average_weights_the_previous_value_by_the_smoothing_factor():
+    from taskbal.figures import exponential_moving_average
+
+    values = np.array([1.0, 3.0, 2.0, 6.0])
+    expected = [1.0]
+    for value in values[1:]:
+        expected.append(0.1 * expected[-1] + 0.9 * value)
+    assert exponential_moving_average(values, 0.1) == pytest.approx(expected)
+    assert exponential_moving_average(values, 0.0) == pytest.approx(values)
+    # linear: smoothing the mean over seeds equals the mean of the smoothed seeds
+    seeds = np.array([[1.0, 2.0, 4.0], [3.0, 0.0, 2.0]])
+    assert exponential_moving_average(seeds.mean(0), 0.6) == pytest.approx(
+        np.mean([exponential_moving_average(s, 0.6) for s in seeds], axis=0))

@@ -203,7 +203,7 @@ def test_tiny_scale_builds_tow_table1(repo, tool_env, tmp_path):
     extra.write_text(yaml.safe_dump({"offline_data": str((repo / OFFLINE_DATA).resolve()),
                                      "datasets": {"mini_imagenet": {"local": str(mini)}}}))
     args = ["--configfile", "config/config.yaml", str(extra), "--config", "scale=tiny"]
-    snakemake([*args, "--quiet", "--", "tow_table1"], work, tool_env)
+    snakemake([*args, "--quiet", "--", "tow_table1", "tow_table2", "tow_figure1"], work, tool_env)
 
     spec = yaml.safe_load((work / "config/tables/tow_table1.yaml").read_text())
     table = pd.read_csv(work / "results/tables/tiny/tow_table1.csv")
@@ -219,5 +219,84 @@ def test_tiny_scale_builds_tow_table1(repo, tool_env, tmp_path):
     assert "offline copy" in markdown and "32,460 images verified" in markdown  # where the Omniglot images came from
     record = json.loads((work / "resources/omniglot/.verified").read_text())
     assert record["source"].startswith(f"offline copy {(repo / OFFLINE_DATA).resolve()}/omniglot")
-    rerun = snakemake([*args, "-n", "--", "tow_table1"], work, tool_env)
+    rerun = snakemake([*args, "-n", "--", "tow_table1", "tow_table2", "tow_figure1"], work, tool_env)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+    check_tow_table2(work, table)
+
+
+def check_tow_table2(work, table1):
+    """TOW Table 2 times Table 1's own MAML runs (no training of its own): seconds per meta-update from their
+    train.json, and each weighting's ratio to uniform, seed by seed."""
+    record = json.loads((work / "results/tables/tiny/tow_table2.json").read_text())
+    table1_runs = set(json.loads((work / "results/tables/tiny/tow_table1.json").read_text())["provenance"]["runs"]
+                      .split(", "))
+    assert set(record["provenance"]["runs"].split(", ")) <= table1_runs
+    table2 = pd.read_csv(work / "results/tables/tiny/tow_table2.csv").set_index(["row", "column"])
+    assert len(table2) == 4 * 6 and table2["ours_mean"].notna().all()
+    assert (table2.xs("omniglot_ratio", level="column")["ours_mean"]["Uniform"]) == 1.0
+    for column in ("omniglot", "miniimagenet_cnn", "miniimagenet_resnet10"):
+        seconds = table2.xs(f"{column}_seconds", level="column")["ours_mean"]
+        ratio = table2.xs(f"{column}_ratio", level="column")["ours_mean"]
+        assert (seconds > 0).all()
+        assert ratio["TOW"] > 1  # planning ahead costs more than the uniform step it adds to
+    assert "TOW" in set(table1["row"].str.split(", ").str[1])
+    figure = json.loads((work / "results/figures/tiny/tow_figure1.json").read_text())
+    assert set(figure["provenance"]["runs"].split(", ")) <= table1_runs  # Table 1's runs, no training of its own
+    assert len(figure["claims"]) == 15 and all(c["verdict"] in ("holds", "does not hold") for c in figure["claims"])
+    assert (work / "results/figures/tiny/tow_figure1.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_tiny_scale_builds_the_imagenet_tables(repo, tool_env, tmp_path):
+    """Nash-GBML Table 4 and SIMOL Tables 2-3 through their named rules on generated mini- and
+    tiered-ImageNet files in the upstream pickle formats (the standard classes, resized by the split):
+    MAML, Meta-SGD, CAVIA(32) and CAVIA(128) with FiLM, plain and with either penalty, in both readings of
+    the printed rates, worst and std. dev. over test episodes; MAML with mean / MGDA / CAGrad / SIMOL's conv
+    re-weighting network, FOMAML, Reptile, ProtoNet and SIMOL+PN, overall and worst-10 %."""
+    from fake_split_layouts import mini_imagenet_pickles, tiered_imagenet_pickles
+
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(repo, tmp_path / "work")
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    mini = mini_imagenet_pickles(tmp_path / "mini", per_class=20, side=12)  # 5 shots + 15 queries: the split files
+    tiered = tiered_imagenet_pickles(tmp_path / "tiered", per_class=20, side=12)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"datasets": {"mini_imagenet": {"local": str(mini)},
+                                                  "tiered_imagenet": {"local": str(tiered)}}}))
+    args = ["--configfile", "config/config.yaml", str(extra), "--config", "scale=tiny"]
+    targets = ["nash_table4", "simol_table2", "simol_table3", "simol_table4"]
+    snakemake([*args, "--quiet", "--", *targets], work, tool_env)
+
+    spec = yaml.safe_load((work / "config/tables/nash_table4.yaml").read_text())
+    table = pd.read_csv(work / "results/tables/tiny/nash_table4.csv")
+    assert len(table) == len(spec["rows"]) * len(spec["columns"]) == 72
+    assert table["ours_mean"].notna().all() and (table["n_seeds"] == 1).all()
+    cells = table.set_index(["row", "column"])["ours_mean"]
+    for row in table["row"].unique():
+        assert cells[(row, "worst")] <= cells[(row, "mean")] and 0 <= cells[(row, "std")] <= 50
+    assert set(table["metric"]) == {"overall", "worst_task", "std_task"}
+    for name in ("simol_table2", "simol_table3"):
+        spec = yaml.safe_load((work / f"config/tables/{name}.yaml").read_text())
+        table = pd.read_csv(work / f"results/tables/tiny/{name}.csv")
+        assert len(table) == len(spec["rows"]) * len(spec["columns"]) == 96, name
+        run = table[table["ours_mean"].notna()]
+        assert len(run) == 26 * 2 and ((run["ours_mean"] >= 0) & (run["ours_mean"] <= 100)).all(), name
+        assert set(table.loc[table["ours_mean"].isna(), "row"]) >= {"IMAML", "MTL", "TS-MAML", "Meta-MinibatchProx"}
+        markdown = (work / f"results/tables/tiny/{name}.md").read_text()
+        assert "quoted by the paper from Zhou et al. 2019" in markdown and "ProtoNet has no inner loop" in markdown
+    rerun = snakemake([*args, "-n", "--", *targets], work, tool_env)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+    check_simol_table4(work)
+
+
+def check_simol_table4(work):
+    """SIMOL Table 4 on generated images: MAML's and SIMOL's seconds per meta-update and ratio, the batch
+    methods extrapolated from MAML's step (no runs of their own), the data named as generated."""
+    table = pd.read_csv(work / "results/tables/tiny/simol_table4.csv").set_index(["row", "column"])["ours_mean"]
+    for suffix in ("", "_finn"):
+        assert table[("MAML", f"ratio{suffix}")] == 1.0 and table[("SIMOL", f"ratio{suffix}")] > 0
+        assert table[("batch MGDA", f"seconds{suffix}")] == pytest.approx(238266 * table[("MAML", f"seconds{suffix}")])
+        assert table[("batch CAGrad", f"ratio{suffix}")] == pytest.approx(238266)
+    markdown = (work / "results/tables/tiny/simol_table4.md").read_text()
+    assert "generated images (uniform random pixels; for timing only)" in markdown
+    assert "Extrapolated, not run: batch MGDA: one task's meta-gradient" in markdown

@@ -113,6 +113,8 @@ def cell_not_run(spec: dict, scale: str, row: dict, column: dict) -> str | None:
     build does not have)."""
     if "not_run" in row:
         return row["not_run"]
+    if "extrapolate" in row:  # its values are another row's, scaled (tables.column_samples)
+        return row["extrapolate"]["why"]
     if column["key"] in (row.get("not_run_columns") or {}):
         return row["not_run_columns"][column["key"]]
     for part in (column, row):

@@ -4,7 +4,8 @@
 column (the panel's column ``curve``, by default ``test_mse``) against the meta-training iteration,
 with a band of ±1 standard deviation over seeds (ddof=0, so a single seed draws no band rather than
 failing). Only the iterations that every seed recorded are drawn, so a seed with a longer or denser
-curve cannot shift the mean part-way along.
+curve cannot shift the mean part-way along. ``figure.ema: <smoothing>`` draws the exponential moving
+average of the mean and the band (TOW's figures: smoothing factor 0.1).
 
 ``sweep``: the x axis is a setting, not the iteration (Nash-GBML Figs. 3-10: the test MSE against
 the meta-batch size or the inner step size). Each column is one value of the setting (its ``x``),
@@ -47,6 +48,9 @@ def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame
                 continue
             require_column(per_seed, column.get("curve", y), f"row {row['label']!r}, column {column['key']!r}")
             iterations, mean, sd = seed_mean_and_sd(per_seed, column.get("curve", y))
+            smoothing = (spec.get("figure") or {}).get("ema")
+            if smoothing:
+                mean, sd = exponential_moving_average(mean, smoothing), exponential_moving_average(sd, smoothing)
             low = mean - sd
             if log_y:  # a band reaching zero or below cannot be drawn on a log axis
                 low = np.where(low > 0, low, mean)
@@ -60,6 +64,15 @@ def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     return save(figure, f"{spec['source']} — ours, scale {scale}{title_suffix}", out_png)
+
+
+def exponential_moving_average(values: np.ndarray, smoothing: float) -> np.ndarray:
+    """s_t = smoothing · s_(t−1) + (1 − smoothing) · x_t, s_0 = x_0: TensorBoard's and aim's "smoothing factor"
+    (TOW's figures: 0.1, light smoothing). Linear, so the mean over seeds of smoothed curves is this of the mean."""
+    out = np.empty(len(values), dtype=float)
+    for index, value in enumerate(np.asarray(values, dtype=float)):
+        out[index] = value if index == 0 else smoothing * out[index - 1] + (1 - smoothing) * value
+    return out
 
 
 def save(figure: Figure, title: str, out_png: Path) -> Path:

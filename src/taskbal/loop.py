@@ -102,6 +102,15 @@ class Progress:
         self.bar.close()
 
 
+def step_timing(step_seconds: list[float]) -> dict:
+    """Seconds per meta-update of this attempt: the median (robust to the first steps' warm-up and to
+    other jobs on the machine) and the mean; on a GPU each step is timed after synchronising."""
+    if not step_seconds:
+        return {}
+    return {"step_seconds_median": float(np.median(step_seconds)), "step_seconds_mean": float(np.mean(step_seconds)),
+            "steps_timed": len(step_seconds)}
+
+
 def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path | str, *,
         checkpoint_every: int = 500, stop_after: int | None = None, progress: bool = True,
         map_location: str | torch.device = "cpu") -> dict:
@@ -139,8 +148,13 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
     # Rows up to a checkpoint were reported by the attempt that wrote it. A row is complete once
     # recorded, or, when the next step's statistics join it (stats_at_row_point), once that step ran.
     reported = max(len(rows) - (1 if at_row_point else 0), 0) if iteration else 0
+    step_seconds = []  # each meta-update alone (no curve evaluation, no checkpoint): timing tables read these
     while iteration < total and not getattr(trainable, "stopped", False):
+        step_started = time.perf_counter()
         stats = trainable.step(iteration)
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the device's queued work belongs to this step
+        step_seconds.append(time.perf_counter() - step_started)
         if at_row_point:
             if rows[-1]["iteration"] == iteration:
                 rows[-1].update({key: value for key, value in stats.items() if key not in rows[-1]})
@@ -171,6 +185,7 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
     save_atomic({**trainable.final_state(), "experiment": experiment, "seed": seed}, out_dir / FINAL)
     summary = {"iterations": total, "seconds": seconds, "resumed_from": start_iteration,
                "iterations_per_second": (iteration - start_iteration) / max(seconds, 1e-9),
+               **step_timing(step_seconds),
                **trainable.summary(rows), **divergence.detect(rows, divergence_rule).summary(),
                "machine": "; then ".join(machines)}
     write_json(out_dir / TRAIN_SUMMARY, summary)

@@ -155,6 +155,22 @@ def check_paper_values(spec: dict) -> None:
         if missing:
             raise PlanError(f"{where}: no value for column {missing[0]!r}; write `{missing[0]}: null` "
                             "where the paper reports none")
+    check_row_references(spec)
+
+
+def check_row_references(spec: dict) -> None:
+    """A row's ``extrapolate.row`` and a column's ``relative_to`` name a row of the table that has runs."""
+    run = [row["label"] for row in spec["rows"] if "not_run" not in row and "extrapolate" not in row]
+    for index, row in enumerate(spec["rows"]):
+        source = (row.get("extrapolate") or {}).get("row")
+        if source is not None and source not in run:
+            raise PlanError(f"rows[{index}] ({row.get('label')!r}).extrapolate.row: {source!r} is not a row with "
+                            f"runs; those are {run}")
+    for column in spec["columns"]:
+        reference = column.get("relative_to")
+        if reference is not None and reference not in run:
+            raise PlanError(f"columns ({column['key']!r}).relative_to: {reference!r} is not a row with runs; "
+                            f"those are {run}")
 
 
 def add_run(plan: Plan, scale: str, run: str, experiment: dict, table: str, resources: dict | None,

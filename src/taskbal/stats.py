@@ -13,6 +13,9 @@ seeds, worst-10 % or t-test; the choices made here are below).
   whole population of bins, not a sample); the value is the mean over seeds, the CI
   half-width 1.96 · sd / √seeds over the per-seed values, and the paired sample is the
   per-seed values.
+- worst_task / std_task (Nash-GBML's "worst" and "std. dev." on mini-ImageNet, where the unit is
+  not stated: each test episode is its own group): per seed, the worst task's value or the standard
+  deviation over tasks (ddof = 0), summarised over seeds as the group metrics are.
 - seed-level statistics (a training run is the unit of replication): each seed's value of the
   metric (its overall mean, its worst-10 % mean, its group statistic), their mean, and the
   Student-t 95 % CI half-width t(0.975, S − 1) · sd / √S over the S seeds; the seed-paired test
@@ -91,7 +94,8 @@ class Summary:
 
 
 GROUP_METRICS = ("worst_group", "std_group")
-METRICS = ("overall", "worst10") + GROUP_METRICS
+TASK_METRICS = {"worst_task": "worst_group", "std_task": "std_group"}  # a group metric, one task per group
+METRICS = ("overall", "worst10") + GROUP_METRICS + tuple(TASK_METRICS)
 
 
 def group_statistic(values: np.ndarray, groups: np.ndarray, metric: str, lower_is_better: bool) -> float:
@@ -109,6 +113,11 @@ def summarise(values_per_seed: dict[int, np.ndarray], metric: str, lower_is_bett
     """The table cell of ``metric`` (one of METRICS) from ``{seed: per-task values}``
     (and ``{seed: per-task group}`` for the group metrics)."""
     check_values(values_per_seed)
+    if metric in TASK_METRICS:
+        groups = {seed: np.arange(np.asarray(values).size) for seed, values in values_per_seed.items()}
+        summary = summarise(values_per_seed, TASK_METRICS[metric], lower_is_better, groups)
+        summary.metric = metric
+        return summary
     if metric in GROUP_METRICS:
         if groups_per_seed is None:
             raise ValueError(f"metric {metric!r} needs a group per task (a 'group' column in eval.csv)")

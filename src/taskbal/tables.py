@@ -109,6 +109,44 @@ def column_sample(per_seed: dict[int, np.ndarray | pd.DataFrame], column: dict):
     return values, groups or None
 
 
+def train_sample(per_seed: dict[int, dict], column: dict) -> dict[int, np.ndarray]:
+    """{seed: [value]} of a column that reads train.json (``source: train``), e.g. a run's seconds per
+    meta-update (``step_seconds_median``): one value per training run."""
+    value = column.get("value")
+    missing = [seed for seed, summary in per_seed.items() if not isinstance(summary.get(value), (int, float))]
+    if missing:
+        raise ValueError(f"column {column['key']!r}: value {value!r} is not a number of train.json of seeds "
+                         f"{missing} (trained before it was recorded?)")
+    return {seed: np.array([float(summary[value])]) for seed, summary in per_seed.items()}
+
+
+def column_samples(spec: dict, column: dict, cells: dict, trained: dict | None) -> dict[str, tuple]:
+    """Per row label of one column, ``(values per seed, groups per seed or None)``: the row's runs; for a
+    row that says ``extrapolate: {row, factor}``, that row's values times the factor; with the column's
+    ``relative_to: <row>``, every row's values divided by that row's, seed by seed."""
+    samples = {}
+    for row in spec["rows"]:
+        key = (row["label"], column["key"])
+        if column.get("source") == "train":
+            if (trained or {}).get(key):
+                samples[row["label"]] = (train_sample(trained[key], column), None)
+        elif cells.get(key):
+            samples[row["label"]] = column_sample(cells[key], column)
+    for row in spec["rows"]:
+        rule = row.get("extrapolate")
+        if rule and rule["row"] in samples:
+            values, groups = samples[rule["row"]]
+            samples[row["label"]] = ({seed: v * float(rule["factor"]) for seed, v in values.items()}, groups)
+    reference = column.get("relative_to")
+    if reference:
+        if reference not in samples:
+            return {}
+        base = samples[reference][0]
+        samples = {label: ({seed: v / base[seed] for seed, v in values.items()}, groups)
+                   for label, (values, groups) in samples.items()}
+    return samples
+
+
 def divergence_text(trained: dict[int, dict] | None, diverged: dict[int, int]) -> str:
     """The cell's ``diverged`` entry: which seeds diverged where; 'none'; or 'not checked' when no
     seed's train.json has a verdict (trained before divergence was recorded, or a curve without the
@@ -130,18 +168,19 @@ def without_diverged(summary, diverged: dict[int, int]) -> float:
 def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | pd.DataFrame]],
                 scale: str, trained: dict[tuple[str, str], dict[int, dict]] | None = None) -> pd.DataFrame:
     """The table's lines (COLUMNS); ``trained``: per cell, each seed's train.json (for divergence)."""
-    lower = spec.get("lower_is_better", True)
     level = spec.get("significance_level", 0.1)
     lines = []
     for column in spec["columns"]:
         metric = column.get("metric", "overall")
+        # a column may rank the other way (a spread over tasks, where the table's values are accuracies)
+        lower = column.get("lower_is_better", spec.get("lower_is_better", True))
         summaries, column_lines = {}, []
+        samples = column_samples(spec, column, cells, trained)
         for row in spec["rows"]:
             paper = (row.get("paper") or {}).get(column.get("paper_column", column["key"]))
-            values = cells.get((row["label"], column["key"]))
             summary = None
-            if values:
-                values, groups = column_sample(values, column)
+            if row["label"] in samples:
+                values, groups = samples[row["label"]]
                 summary = summarise(values, metric, lower, groups)
             if summary:
                 summaries[row["label"]] = summary
@@ -241,7 +280,8 @@ def not_run_reasons(spec: dict, scale: str) -> dict[str, list[str]]:
     in any row is named once, other cells as "row / column"."""
     from .config import cell_not_run
 
-    rows = [row for row in spec["rows"] if "not_run" not in row]  # a not_run row says why in its own line
+    # a not_run row says why in its own line, an extrapolated row in the extrapolation line
+    rows = [row for row in spec["rows"] if "not_run" not in row and "extrapolate" not in row]
     reasons: dict[str, list[str]] = {}
     for column in spec["columns"]:
         whys = [cell_not_run(spec, scale, row, column) for row in rows]
@@ -275,6 +315,10 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
     if quoted:
         out += ["", "Paper values the paper quotes from other publications (not its own runs): " + "; ".join(quoted)
                 + "."]
+    extrapolated = [f"{md_escape(row['label'])}: {md_escape(row['extrapolate']['why'])}" for row in spec["rows"]
+                    if "extrapolate" in row]
+    if extrapolated:
+        out += ["", "Extrapolated, not run: " + "; ".join(extrapolated) + "."]
     skipped = not_run_reasons(spec, scale)
     if skipped:
         out += ["", "Not run here: " + "; ".join(f"{', '.join(where)}: {md_escape(why)}"

@@ -182,7 +182,8 @@ class FewShotImageTasks:
                       for split in SPLITS}
         shape = tuple(self.arrays["train_images"].shape[1:])
         self.io_dims = (shape, self.ways)
-        self.feature_dim = self.ways * self.shots * int(np.prod(shape))
+        # the support images, flattened in TaskBatch.features; their shape for a network that reads images
+        self.feature_dim = (self.ways * self.shots, *shape)
 
     def num_tasks(self, split: str) -> int:
         return int(self.meta["sizes"][split])

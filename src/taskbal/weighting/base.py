@@ -115,7 +115,9 @@ class Weighting:
     # Set by methods that plan several outer steps ahead; the loop then calls ``attach(Planning(...))``.
     plans_ahead = False
 
-    def __init__(self, num_params: int, feature_dim: int, seed: int):
+    def __init__(self, num_params: int, feature_dim: int | tuple[int, ...], seed: int):
+        # feature_dim: the size of a task's features, or their shape where they are images
+        # ((images, C, H, W), flattened in TaskGradients.features)
         self.num_params = num_params
         self.feature_dim = feature_dim
         self.seed = seed

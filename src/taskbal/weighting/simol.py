@@ -27,7 +27,12 @@ torch.optim.Adam's per-step Python overhead, a large share of the weighting's ti
 Choices where the paper is silent or inconsistent:
 - Input of r_θ (config ``features``): ``support`` feeds each task's support set
   (x_1, y_1, …, x_K, y_K); ``support+loss`` appends the task's post-adaptation query loss.
-  The network is an MLP with the meta-learner's widths (``hidden``, default 32-32, ReLU).
+  The network (config ``network``) is an MLP with the meta-learner's widths (``hidden``, default
+  32-32, ReLU), or for image tasks ``conv4``: "a CNN4 with a 3-layer FC" (SIMOL §5.2, widths and
+  input not stated). We embed every support image with a conv4 trunk (``filters``, BatchNorm on the
+  batch of all the meta-batch's support images), concatenate a task's embeddings in class order (the
+  order carries the labels, as in the flat support set of the MLP) and map them through the 3 linear
+  layers ``hidden`` + 1. Its θ gradient comes from autograd (the closed form is the MLP's).
 - Initialisation: the output layer starts with small weights (``init_scale``) and bias 1,
   so r ≈ 1 and the first steps equal MAML's.
 - Where ∇_θ K̃ is evaluated (``theta_at``): ``current`` reuses the gradients at w^s
@@ -43,10 +48,13 @@ Choices where the paper is silent or inconsistent:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..models import MLP
+from ..models.conv4 import Conv4Embedding
 from ..options import OptionError
 from .base import Combined, TaskGradients, Weighting
 
@@ -97,6 +105,27 @@ class ThetaAscent:
             self.exp_avg_sq.copy_(state["exp_avg_sq"])
 
 
+class ImageReweighting(nn.Module):
+    """r_θ's network for image tasks: a conv4 trunk on each support image, the task's embeddings
+    concatenated in class order (plus its loss under ``support+loss``), then linear layers with ReLUs."""
+
+    def __init__(self, image_shape: tuple[int, ...], filters: int, hidden: list[int], extra_inputs: int):
+        super().__init__()
+        self.images, channels, height, width = image_shape
+        self.image_shape = (channels, height, width)
+        self.trunk = Conv4Embedding(channels, filters, 0, [], bn_affine=True)
+        with torch.no_grad():
+            embedding = self.trunk(torch.zeros(2, channels, height, width)).shape[1]
+        self.head = MLP(self.images * embedding + extra_inputs, hidden, 1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        k = inputs.shape[0]
+        size = self.images * math.prod(self.image_shape)
+        images = inputs[:, :size].reshape(k * self.images, *self.image_shape)
+        embedded = self.trunk(images).reshape(k, -1)
+        return self.head(torch.cat([embedded, inputs[:, size:]], dim=1))
+
+
 class SIMOL(Weighting):
     reads = frozenset({"grads", "losses", "features"})
     name = "simol"
@@ -104,10 +133,17 @@ class SIMOL(Weighting):
     def __init__(self, num_params: int, feature_dim: int, seed: int, *, lambda_grad: float = 1.0,
                  lambda_mean: float = 1.0, theta_lr: float = 0.01, theta_optimizer: str = "adam",
                  hidden: list[int] | None = None, features: str = "support", init_scale: float = 0.01,
-                 theta_at: str = "current"):
+                 theta_at: str = "current", network: str = "mlp", filters: int = 32):
         super().__init__(num_params, feature_dim, seed)
         if features not in ("support", "support+loss"):
             raise OptionError("features", f"expected 'support' or 'support+loss', got {features!r}")
+        if network not in ("mlp", "conv4"):
+            raise OptionError("network", f"expected 'mlp' or 'conv4', got {network!r}")
+        if network == "conv4" and not (isinstance(feature_dim, tuple) and len(feature_dim) == 4):
+            raise OptionError("network", "conv4 reads support images; this task family's features are not "
+                                         "images (use mlp)")
+        if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
+            raise OptionError("filters", f"expected a positive integer, got {filters!r}")
         if theta_at not in ("current", "next"):
             raise OptionError("theta_at", f"expected 'current' or 'next', got {theta_at!r}")
         self.lambda_grad, self.lambda_mean = lambda_grad, lambda_mean
@@ -115,11 +151,17 @@ class SIMOL(Weighting):
         self.needs_gradients_after_step = theta_at == "next"
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed + 7919)  # the network's initialisation depends on the run's seed only
-        self.net = MLP(feature_dim + (features == "support+loss"), list(hidden or [32, 32]), 1)
+        extra = int(features == "support+loss")
+        if network == "conv4":
+            self.net = ImageReweighting(feature_dim, filters, list(hidden or [32, 32]), extra)
+        else:
+            size = math.prod(feature_dim) if isinstance(feature_dim, tuple) else feature_dim
+            self.net = MLP(size + extra, list(hidden or [32, 32]), 1)
         torch.random.set_rng_state(generator_state)
+        last = (self.net.head if network == "conv4" else self.net)[-1]
         with torch.no_grad():
-            self.net[-1].weight.mul_(init_scale / max(self.net[-1].weight.abs().max().item(), 1e-12))
-            self.net[-1].bias.fill_(1.0)
+            last.weight.mul_(init_scale / max(last.weight.abs().max().item(), 1e-12))
+            last.bias.fill_(1.0)
         self.bind(torch.cat([p.detach().reshape(-1) for p in self.net.parameters()]))
         self.ascent = ThetaAscent(self.theta, theta_optimizer, theta_lr)
 
@@ -133,6 +175,9 @@ class SIMOL(Weighting):
             parameter.data = theta[offset:offset + size].view_as(parameter)
             views.append(self.gradient[offset:offset + size].view_as(parameter))
             offset += size
+        self.gradient_views = views
+        if isinstance(self.net, ImageReweighting):
+            return  # θ's gradient by autograd (``autograd_theta_gradients``)
         linears = [layer for layer in self.net if isinstance(layer, nn.Linear)]
         if len(linears) * 2 != len(views) or not all(isinstance(layer, (nn.Linear, nn.ReLU)) for layer in self.net):
             raise TypeError("SIMOL: the closed-form gradient is written for Linear/ReLU networks")
@@ -163,6 +208,18 @@ class SIMOL(Weighting):
             inputs = torch.cat([inputs, tasks.losses[:, None].to(self.theta.dtype)], dim=1)
         return inputs
 
+    def autograd_theta_gradients(self, tasks: TaskGradients) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``theta_gradients`` for the image network: K̃_B(θ) differentiated by autograd."""
+        parameters = list(self.net.parameters())
+        with torch.enable_grad():
+            r = self.weights(tasks)
+            grads = tasks.grads.detach()
+            objective = self.objective(r, grads @ grads.T)
+            gradients = torch.autograd.grad(objective, parameters)
+        for view, gradient in zip(self.gradient_views, gradients):
+            view.copy_(gradient)
+        return objective.detach(), self.gradient, r.detach()
+
     @torch.no_grad()
     def theta_gradients(self, tasks: TaskGradients) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """K̃_B(θ) (a 0-dim tensor), ∇_θ K̃_B(θ) (flat, in θ's layout) and r_θ, by hand.
@@ -171,6 +228,8 @@ class SIMOL(Weighting):
         then the chain rule backwards: ∂K̃/∂out = 2·out·∂K̃/∂r, and per linear layer
         ∂W = δᵀh_in, ∂b = Σδ, δ_in = (δW)·[h_in > 0].
         """
+        if isinstance(self.net, ImageReweighting):
+            return self.autograd_theta_gradients(tasks)
         activations = [self.network_inputs(tasks)]
         last = len(self.layers) - 1
         for index, (weight, bias, _, _) in enumerate(self.layers):
