@@ -213,3 +213,13 @@ def test_a_killed_write_leaves_no_temporary_file_once_the_run_completes(small_sp
     leftover.write_bytes(b"")  # what a SIGKILL during a checkpoint write leaves
     train(small_experiment(iterations=4), 0, small_split, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["curve.csv", "final.pt", "train.json"]
+
+
+def test_a_timing_table_names_a_wrong_reference_row(repo, tmp_path):
+    """SIMOL Table 4's extrapolated rows and ratio columns name rows of the table; a misspelt one is an error
+    that names the file and the field before any job runs."""
+    message = plan_after_edit(repo, tmp_path, "simol_table4.yaml", 'relative_to: "MAML"}', 'relative_to: "MAMl"}')
+    assert "simol_table4.yaml" in message and "columns ('ratio').relative_to: 'MAMl' is not a row with runs" in message
+    message = plan_after_edit(repo, tmp_path / "second", "simol_table4.yaml", 'extrapolate: {row: "MAML",',
+                              'extrapolate: {row: "batch CAGrad",')
+    assert "rows[2] ('batch MGDA').extrapolate.row: 'batch CAGrad' is not a row with runs" in message
