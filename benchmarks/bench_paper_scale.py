@@ -16,7 +16,9 @@ quote: a run with much larger kernels (CAVIA(128), 32-task meta-batches) will us
 anchor and take less than estimated. TOW's own runs are not counted: their cost depends on the iLQR line
 search; for the MAML runs of TOW Table 1 the benchmark takes the paper's own V100-hours (Table 2: Omniglot
 1.35 / 1.55 / 7.50 h, mini-ImageNet CNN 5.03 / 5.24 / 38.12 h, ResNet-10 7.16 / 7.18 / 67.78 h for uniform,
-exploration and exploitation, TOW); ProtoNet's runs, TOW's included, are counted (one planned step).
+exploration and exploitation, TOW), and ProtoNet with TOW is counted as ProtoNet with uniform weights times
+the paper's TOW / uniform ratio for that dataset (5.6 Omniglot, 7.6 mini-ImageNet). Runs with the same shapes
+(mini- and tiered-ImageNet) are counted once.
 
     python benchmarks/bench_paper_scale.py [--tables tow_table1,simol_table2,...] [--count-tasks 4]
 """
@@ -53,10 +55,7 @@ def shape_experiment(experiment: dict, tasks: int) -> dict:
     shaped["data"] = {"family": "generated_images", "ways": data["ways"], "shots": data["shots"],
                       "query": data["query"], "image_size": data.get("image_size") or 84, "channels": channels,
                       "train_tasks": tasks, "val_tasks": 1, "test_tasks": 1, "split_seed": 0}
-    # a weighting that plans ahead (TOW) sees its whole horizon of upcoming meta-batches
-    steps = 1 + int(experiment["weighting"].get("horizon") or 0)
-    shaped["data"]["train_tasks"] = tasks * steps
-    shaped["outer"] = {**shaped["outer"], "meta_batch": tasks, "iterations": steps}
+    shaped["outer"] = {**shaped["outer"], "meta_batch": tasks, "iterations": 1}
     return shaped
 
 
@@ -74,9 +73,16 @@ def flops_per_update(experiment: dict, count_tasks: int) -> float:
     return counter.get_total_flops() * batch / tasks
 
 
-def published_hours(experiment: dict) -> float | None:
-    """TOW Table 2's V100-hours for the MAML runs of TOW Table 1 it reports, else None."""
-    if experiment["learner"]["name"] != "maml" or experiment["data"].get("family") != "fewshot_images":
+def tow_ratio(experiment: dict) -> float:
+    """The paper's ratio of TOW's GPU time to uniform weighting's for this dataset and network (Table 2)."""
+    key = (experiment["data"]["dataset"], experiment["model"].get("name", "conv4"))
+    return PUBLISHED_HOURS[(key[0], "tow", key[1])] / PUBLISHED_HOURS[(key[0], "mean", key[1])]
+
+
+def published_hours(experiment: dict, tow_runs: set[str]) -> float | None:
+    """TOW Table 2's V100-hours for the MAML runs of TOW Table 1 it reports (``tow_runs``: that table's runs),
+    else None."""
+    if run_id(experiment) not in tow_runs or experiment["learner"]["name"] != "maml":
         return None
     return PUBLISHED_HOURS.get((experiment["data"]["dataset"], experiment["weighting"]["name"],
                                 experiment["model"].get("name", "conv4")))
@@ -96,6 +102,7 @@ def main() -> None:
     print(f"anchor: {ANCHOR[0]} / {ANCHOR[1]} / {ANCHOR[2]}: {anchor_flops:.3g} FLOPs in {ANCHOR_HOURS} V100-hours "
           f"(TOW Table 2) = {throughput / 1e12:.2f} TFLOP/s achieved")
     counted: dict[str, float] = {}
+    tow_runs = {cell.run for cell in table_cells(anchor_spec, "paper")}
     print(f"{'table':14s} {'runs':>5s} {'train+eval jobs':>16s} {'GPU-hours':>10s}  per run (h)")
     for name in args.tables.split(","):
         spec = load_table(name)
@@ -107,12 +114,20 @@ def main() -> None:
             runs.setdefault(run_id(cell.experiment), cell.experiment)
         seeds = len(seeds_of(spec, "paper"))
         hours, per_run = 0.0, []
-        for run, experiment in runs.items():
-            known = published_hours(experiment)
+        for experiment in runs.values():
+            known = published_hours(experiment, tow_runs)
             if known is None:
-                if run not in counted:
-                    counted[run] = flops_per_update(experiment, args.count_tasks) * experiment["outer"]["iterations"]
-                known = counted[run] / throughput / 3600
+                planned = experiment["weighting"]["name"] == "tow"
+                counted_as = json.loads(json.dumps(experiment))
+                if planned:  # counted as uniform weighting, times the paper's TOW / uniform ratio
+                    counted_as["weighting"] = {"name": "mean"}
+                shape = json.dumps(shape_experiment(counted_as, args.count_tasks), sort_keys=True) + \
+                    str(counted_as["outer"]["meta_batch"])
+                if shape not in counted:
+                    counted[shape] = flops_per_update(counted_as, args.count_tasks)
+                known = counted[shape] * experiment["outer"]["iterations"] / throughput / 3600
+                if planned:
+                    known *= tow_ratio(experiment)
             per_run.append(known)
             hours += known * seeds
         gpu_runs = len(per_run) * seeds
