@@ -506,7 +506,7 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--splits", nargs="*", default=[], help="sidecars (.json) of the runs' split files")
     table.add_argument("--selections", nargs="*", default=[], help="grid selections of the grid-searched rows")
     table.add_argument("--train-summaries", nargs="*", default=[],
-                       help="train.json of every run and seed: the machines that trained them")
+                       help="train.json of every run and seed: machines, divergence, timing columns")
     table.set_defaults(func=cmd_table)
     select = sub.add_parser("select", help="a grid search's selection from its search runs' curves")
     select.add_argument("--grid", required=True, help="the grid config, e.g. config/grids/simol_appendix_d.yaml")

@@ -87,6 +87,20 @@ def class_groups(classes: list[str], rotations: int) -> np.ndarray:
     return np.array([index[name] for name in names], dtype=np.int64)
 
 
+def episode_batch(images: torch.Tensor, shots: int) -> TaskBatch:
+    """k episodes of uint8 images [k, ways, shots + queries, C, H, W] as a TaskBatch of floats in [0, 1]: the
+    first ``shots`` of each class are the support set, labels 0 … ways−1 class by class, and ``features``
+    the support images, flattened (SIMOL's re-weighting network)."""
+    k, ways, per_class, *shape = images.shape
+    x = images.float() / 255.0
+    support_x = x[:, :, :shots].reshape(k, ways * shots, *shape)
+    query_x = x[:, :, shots:].reshape(k, ways * (per_class - shots), *shape)
+    labels = torch.arange(ways).view(1, ways, 1)
+    support_y = labels.expand(k, ways, shots).reshape(k, -1)
+    query_y = labels.expand(k, ways, per_class - shots).reshape(k, -1)
+    return TaskBatch(support_x, support_y, query_x, query_y, support_x.flatten(1))
+
+
 class ClassPool:
     """One split's images by class, and the drawing of episodes from it (one generator per episode)."""
 
@@ -204,14 +218,8 @@ class FewShotImageTasks:
         rows = self.episode_rows(split, indices)
         k, ways, per_class = rows.shape
         images = self.arrays[f"{split}_images"]
-        x = images.index_select(0, rows.reshape(-1)).view(k, ways, per_class, *images.shape[1:]).float() / 255.0
-        shots = self.shots
-        support_x = x[:, :, :shots].reshape(k, ways * shots, *images.shape[1:])
-        query_x = x[:, :, shots:].reshape(k, ways * (per_class - shots), *images.shape[1:])
-        labels = torch.arange(ways).view(1, ways, 1)
-        support_y = labels.expand(k, ways, shots).reshape(k, -1)
-        query_y = labels.expand(k, ways, per_class - shots).reshape(k, -1)
-        return TaskBatch(support_x, support_y, query_x, query_y, support_x.flatten(1))
+        return episode_batch(images.index_select(0, rows.reshape(-1)).view(k, ways, per_class, *images.shape[1:]),
+                             self.shots)
 
     def task_table(self, split: str) -> dict[str, np.ndarray]:
         """Per stored episode: its classes (positions in the split's class list) and whether they share a group."""

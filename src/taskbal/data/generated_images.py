@@ -20,6 +20,7 @@ import torch
 from ..io import verified_sidecar, write_arrays
 from ..learners import TaskBatch
 from .checks import data_settings
+from .fewshot_images import episode_batch
 
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = ("ways", "shots", "query", "image_size", "train_tasks", "val_tasks", "test_tasks", "split_seed")
@@ -65,14 +66,7 @@ class GeneratedImageTasks:
         """Tasks ``indices`` of ``split`` (all of them by default) as one TaskBatch of float images in [0, 1]."""
         if indices is None:
             indices = torch.arange(self.num_tasks(split))
-        x = torch.stack([self.images(split, int(i)) for i in torch.as_tensor(indices)]).float() / 255.0
-        k, ways, shots = x.shape[0], self.ways, self.shots
-        support_x = x[:, :, :shots].reshape(k, ways * shots, *self.shape)
-        query_x = x[:, :, shots:].reshape(k, ways * self.query, *self.shape)
-        labels = torch.arange(ways).view(1, ways, 1)
-        support_y = labels.expand(k, ways, shots).reshape(k, -1)
-        query_y = labels.expand(k, ways, self.query).reshape(k, -1)
-        return TaskBatch(support_x, support_y, query_x, query_y, support_x.flatten(1))
+        return episode_batch(torch.stack([self.images(split, int(i)) for i in torch.as_tensor(indices)]), self.shots)
 
     def task_table(self, split: str) -> dict[str, np.ndarray]:
         return {}

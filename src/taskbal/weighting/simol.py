@@ -130,7 +130,7 @@ class SIMOL(Weighting):
     reads = frozenset({"grads", "losses", "features"})
     name = "simol"
 
-    def __init__(self, num_params: int, feature_dim: int, seed: int, *, lambda_grad: float = 1.0,
+    def __init__(self, num_params: int, feature_dim: int | tuple[int, ...], seed: int, *, lambda_grad: float = 1.0,
                  lambda_mean: float = 1.0, theta_lr: float = 0.01, theta_optimizer: str = "adam",
                  hidden: list[int] | None = None, features: str = "support", init_scale: float = 0.01,
                  theta_at: str = "current", network: str = "mlp", filters: int = 32):
