@@ -114,3 +114,20 @@ def test_column_sample_filters_rows_and_picks_the_value():
     np.testing.assert_array_equal(groups[0], [0, 0])
     with pytest.raises(ValueError, match="'nope' is not a column"):
         column_sample({0: frame}, {"key": "c", "value": "nope"})
+
+
+def test_a_claim_of_no_difference_holds_within_its_margin():
+    similar = {**CLAIM, "relation": "similar", "margin": 0.05}
+    assert judge(similar, finals([0.50, 0.52], [0.48, 0.51]), level=0.1)["verdict"] == "holds"
+    assert judge(similar, finals([0.50, 0.52], [0.40, 0.41]), level=0.1)["verdict"] == "does not hold"
+
+
+def test_a_claim_may_read_another_value_for_the_other_row():
+    """A trend within one run: its value at the end of training against its value at the start."""
+    run = {("A", "main"): {s: {"curve_end_w": end, "curve_start_w": start}
+                           for s, (end, start) in enumerate([(0.1, 0.3), (0.15, 0.2), (0.12, 0.25)])}}
+    trend = {"text": "w decreases", "value": "curve_end_w", "than_value": "curve_start_w", "better": "A", "than": "A",
+             "column": "main", "lower_is_better": True}
+    result = judge(trend, run, level=0.1)
+    assert result["verdict"] == "holds" and result["than_mean"] == pytest.approx(0.25)
+    assert judge({**trend, "lower_is_better": False}, run, level=0.1)["verdict"] == "does not hold"

@@ -2,6 +2,8 @@
 against brute-force optimisation of the unrolled objective, and TOW inside the training loop."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -615,3 +617,101 @@ def test_learner_capabilities_follow_the_methods_they_rest_on():
             return super().predict(params, x)
 
     assert not OwnForward.predicts_with_model_forward and OwnForward.descends_query_losses
+
+
+def test_probing_a_window_plans_what_training_on_it_would_and_changes_nothing(small_split):
+    """TOW's Figures 4–5 monitor the weights of tasks it does not train on: ``probe`` on the window the loop is
+    about to train on gives the weights the loop's own plan then applies, and leaves the run untouched (its
+    parameters, Adam state and plan; a second probe gives the same weights)."""
+    run = Run(small_experiment({"name": "tow", "horizon": 3}, iterations=6), 0, small_split, torch.device("cpu"))
+    run.step()  # an Adam state with moments to replay
+    before = copy.deepcopy(run.state_dict())
+    window = run.upcoming_batches(1, 3)
+    probed = run.weighting.probe(window, run.learner.flat_meta_parameters())
+    assert probed.shape == (3, window[0].num_tasks)
+    torch.testing.assert_close(run.weighting.probe(window, run.learner.flat_meta_parameters()), probed)
+    after = run.state_dict()
+    torch.testing.assert_close(after["learner"], before["learner"])
+    torch.testing.assert_close(after["optimizer"]["state"], before["optimizer"]["state"])
+    assert after["weighting"]["plan"]["start"] == before["weighting"]["plan"]["start"] == 0
+    run.step()  # iteration 1 is still in the first window (horizon 3): plan from iteration 3 on instead
+    run.step()
+    run.step()
+    assert run.weighting.plan["start"] == 3
+    planned = run.weighting.plan["us"]
+    fresh = Run(small_experiment({"name": "tow", "horizon": 3}, iterations=6), 0, small_split, torch.device("cpu"))
+    for _ in range(3):
+        fresh.step()
+    torch.testing.assert_close(fresh.weighting.probe(fresh.upcoming_batches(3, 3),
+                                                     fresh.learner.flat_meta_parameters()), planned)
+
+
+def protonet_held_reference(model, weights: dict, support_x, query_x, ways: int, shots: int, squared: bool):
+    """The Gauss–Newton diagonal of one task's ProtoNet query loss (mean cross-entropy of −distances to the class
+    means of the support embeddings), written out without the project's batched forward: conv4's embedding with
+    each BatchNorm normalising by the statistics of this task's whole episode (support and query images, as
+    ProtoNet embeds them in one batch), taken as constants, differentiated by ``torch.func.jacrev``."""
+    from torch.func import jacrev
+
+    blocks = len(model.blocks)
+    episode = torch.cat([support_x, query_x])
+    with torch.no_grad():
+        stats, h = [], episode
+        for i in range(blocks):
+            z = F.conv2d(h, weights[f"blocks.{i}.conv.weight"], weights[f"blocks.{i}.conv.bias"], padding=1)
+            stats.append((z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False)))
+            h = F.relu(F.max_pool2d(F.batch_norm(z, *stats[-1], training=False, eps=1e-5), 2))
+    names = list(weights)
+
+    def embed(w, x):
+        h = x
+        for i in range(blocks):
+            z = F.conv2d(h, w[f"blocks.{i}.conv.weight"], w[f"blocks.{i}.conv.bias"], padding=1)
+            h = F.relu(F.max_pool2d(F.batch_norm(z, *stats[i], training=False, eps=1e-5), 2))
+        return h.flatten(1)
+
+    def logits(*values):
+        w = dict(zip(names, values))
+        prototypes = embed(w, support_x).view(ways, shots, -1).mean(1)
+        diff = embed(w, query_x)[:, None, :] - prototypes[None]
+        squares = (diff * diff).sum(-1)
+        return -squares if squared else -squares.sqrt()
+
+    values = tuple(weights.values())
+    out = logits(*values)
+    jac = torch.cat([j.flatten(2) for j in jacrev(logits, argnums=tuple(range(len(values))))(*values)], dim=2)
+    p = torch.softmax(out, -1)
+    hessian = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]) / out.shape[0]
+    return torch.einsum("pcd,pce,ped->d", jac, hessian, jac)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean"])
+def test_protonet_curvature_equals_an_independent_reference(distance, monkeypatch):
+    """ProtoNet on conv4 with held statistics: the prototype-factored diagonal (query copies + the prototypes'
+    Jacobian) and the copies of whole episodes per query point, against jacrev of a hand-written ProtoNet."""
+    from taskbal.learners import ProtoNet
+    from taskbal.models import build_model
+
+    torch.manual_seed(5)
+    model = build_model({"name": "conv4", "filters": 3, "bn_affine": False}, ((1, 16, 16), 3)).to(DT)
+    learner = ProtoNet(model, distance=distance)
+    gen = torch.Generator().manual_seed(6)
+    ways, shots, queries = 3, 2, 4
+    support_y = torch.arange(ways).repeat_interleave(shots).expand(2, -1)
+    query_y = torch.arange(ways).repeat_interleave(queries).expand(2, -1)
+    batch = TaskBatch(torch.randn(2, ways * shots, 1, 16, 16, generator=gen, dtype=DT), support_y,
+                      torch.randn(2, ways * queries, 1, 16, 16, generator=gen, dtype=DT), query_y,
+                      torch.zeros(2, 1, dtype=DT))
+    flat = learner.flat_meta_parameters()
+    assert tow_curvature.prototype_factored_pays(batch, embedding_dim=3)
+    factored = evaluate_learner(learner, batch, flat, "diagonal").curvature
+    monkeypatch.setattr(tow_curvature, "prototype_factored_pays", lambda *args: False)
+    copies = evaluate_learner(learner, batch, flat, "diagonal").curvature
+    params = learner.unflatten(flat)
+    for i in range(2):
+        reference = protonet_held_reference(model.embedding, {name: p.detach() for name, p in params.items()},
+                                            batch.support_x[i], batch.query_x[i], ways, shots,
+                                            squared=distance == "squared_euclidean")
+        assert reference.abs().max() > 0
+        torch.testing.assert_close(factored[i], reference, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(copies[i], reference, rtol=1e-9, atol=1e-12)

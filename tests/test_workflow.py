@@ -191,7 +191,9 @@ OFFLINE_DATA = "../shared/data"  # config/config.yaml's offline_data, relative t
 def test_tiny_scale_builds_tow_table1(repo, tool_env, tmp_path):
     """TOW Table 1 through its named rule: real Omniglot from the offline copy (verified image by image),
     generated mini-ImageNet files in the upstream pickle format (the standard classes) as a local copy;
-    MAML and ProtoNet with the four weightings on conv4, MAML on ResNet-10."""
+    MAML and ProtoNet with the four weightings on conv4, MAML on ResNet-10; and the figures drawn from Table 1's
+    runs and a few of their own: Figure 1 (curves), Figure 3 (exact V_t), Figures 4–5 (weights of monitored tasks),
+    Figure 6 (10 iLQR iterations)."""
     from fake_split_layouts import mini_imagenet_pickles
 
     (tmp_path / "work").mkdir()
@@ -203,7 +205,8 @@ def test_tiny_scale_builds_tow_table1(repo, tool_env, tmp_path):
     extra.write_text(yaml.safe_dump({"offline_data": str((repo / OFFLINE_DATA).resolve()),
                                      "datasets": {"mini_imagenet": {"local": str(mini)}}}))
     args = ["--configfile", "config/config.yaml", str(extra), "--config", "scale=tiny"]
-    snakemake([*args, "--quiet", "--", "tow_table1", "tow_table2", "tow_figure1"], work, tool_env)
+    targets = ["tow_table1", "tow_table2", "tow_figure1", "tow_figure3", "tow_figure4", "tow_figure5", "tow_figure6"]
+    snakemake([*args, "--quiet", "--", *targets], work, tool_env)
 
     spec = yaml.safe_load((work / "config/tables/tow_table1.yaml").read_text())
     table = pd.read_csv(work / "results/tables/tiny/tow_table1.csv")
@@ -219,9 +222,31 @@ def test_tiny_scale_builds_tow_table1(repo, tool_env, tmp_path):
     assert "offline copy" in markdown and "32,460 images verified" in markdown  # where the Omniglot images came from
     record = json.loads((work / "resources/omniglot/.verified").read_text())
     assert record["source"].startswith(f"offline copy {(repo / OFFLINE_DATA).resolve()}/omniglot")
-    rerun = snakemake([*args, "-n", "--", "tow_table1", "tow_table2", "tow_figure1"], work, tool_env)
+    rerun = snakemake([*args, "-n", "--", *targets], work, tool_env)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
     check_tow_table2(work, table)
+    check_tow_figures(work)
+
+
+def check_tow_figures(work):
+    """Figures 3 and 6 reuse Table 1's runs for the lines they share and train the exact V_t / 10-iteration
+    variants; Figures 4–5 record the weights TOW plans for the monitored windows at every curve point."""
+    def runs(name, kind="figures"):
+        return set(json.loads((work / f"results/{kind}/tiny/{name}.json").read_text())["provenance"]["runs"]
+                   .split(", "))
+    table1 = runs("tow_table1", "tables")
+    assert len(runs("tow_figure3") - table1) == 2 and len(runs("tow_figure6") - table1) == 1
+    for name, windows in (("tow_figure4", ["same_train", "different_train", "same_test", "different_test"]),
+                          ("tow_figure5", ["any_train", "any_test"])):
+        (run,) = runs(name)
+        curve = pd.read_csv(work / f"results/runs/tiny/{run}/seed0/curve.csv")
+        for window in windows:  # 2 tasks per monitored meta-batch at tiny scale: weights near 1/2
+            weights = curve[f"monitor_weight_{window}"]
+            assert weights.notna().all() and weights.between(0, 1).all(), (name, window)
+        page = (work / f"results/figures/tiny/{name}.md").read_text()
+        assert "curve_end_monitor_weight" in page and ("| holds" in page or "| does not hold" in page)
+    page = (work / "results/figures/tiny/tow_figure3.md").read_text()
+    assert "within 1 point" in page and ("| holds" in page or "| does not hold" in page)
 
 
 def check_tow_table2(work, table1):

@@ -21,6 +21,12 @@ The verdict is 'holds' when the mean over seeds of ``better`` beats that of ``th
 seed: both rows use the same split and seeds) says whether the difference is significant at the
 table's ``significance_level``. A claim whose rows were not run is 'not run'.
 
+``than_value`` reads another key for the ``than`` row (a row against itself earlier in training:
+``value: curve_end_<column>``, ``than_value: curve_start_<column>``; or one curve of a run against
+another of the same run). ``relation: similar`` with ``margin: m`` claims *no difference*: it holds when
+the two means differ by at most m (the paper gives no margin: the config says whose it is), and the
+paired test is reported beside it.
+
 Numbers a figure's text does state go under a row's ``paper:`` (column key → [value, CI]) as in
 tables; with ``figure: {paper_value: <eval.json key>}`` each is set against our mean over seeds of
 that key, with the verdict 'reached' when ours is at least as good (the spec's ``lower_is_better``).
@@ -48,9 +54,10 @@ def seed_values(finals: dict[tuple[str, str], dict[int, dict]], row: str, column
 
 def judge(claim: dict, finals: dict, level: float) -> dict:
     better = seed_values(finals, claim["better"], claim["column"], claim["value"])
-    than = seed_values(finals, claim["than"], claim["column"], claim["value"])
+    than = seed_values(finals, claim["than"], claim["column"], claim.get("than_value", claim["value"]))
     lower = claim.get("lower_is_better", True)
-    result = {"text": claim["text"], "value": claim["value"], "better": claim["better"], "than": claim["than"],
+    result = {"text": claim["text"], "value": claim["value"], "than_value": claim.get("than_value", claim["value"]),
+              "better": claim["better"], "than": claim["than"],
               "column": claim["column"], "better_mean": float("nan"), "than_mean": float("nan"),
               "better_ci": float("nan"), "than_ci": float("nan"), "p_value": float("nan"),
               "verdict": "not run", "significant": False}
@@ -58,7 +65,10 @@ def judge(claim: dict, finals: dict, level: float) -> dict:
         return result
     result.update(better_mean=float(better.mean()), than_mean=float(than.mean()),
                   better_ci=ci95(better), than_ci=ci95(than))
-    holds = better.mean() < than.mean() if lower else better.mean() > than.mean()
+    if claim.get("relation", "better") == "similar":
+        holds = abs(better.mean() - than.mean()) <= claim["margin"]
+    else:
+        holds = better.mean() < than.mean() if lower else better.mean() > than.mean()
     result["verdict"] = "holds" if holds else "does not hold"
     # The paired test is undefined when the per-seed differences do not vary (scipy warns, returns NaN).
     if (better.size == than.size and better.size >= 2
@@ -153,7 +163,8 @@ def claims_markdown(spec: dict, found: dict, scale: str, provenance: dict, figur
                 "|---|---|---|---|---|---|"]
         for v in verdicts:
             significance = " (significant)" if v["significant"] else ""
-            out.append(f"| {v['text']} | {v['value']} ({v['column']}) | {v['better']}: {fmt(v['better_mean'])} "
+            value = v["value"] if v["than_value"] == v["value"] else f"{v['value']} vs {v['than_value']}"
+            out.append(f"| {v['text']} | {value} ({v['column']}) | {v['better']}: {fmt(v['better_mean'])} "
                        f"± {fmt(v['better_ci'])} | {v['than']}: {fmt(v['than_mean'])} ± {fmt(v['than_ci'])} | "
                        f"{fmt(v['p_value'])} | {v['verdict']}{significance} |")
     if spec.get("finals"):
@@ -179,5 +190,6 @@ def claims_markdown(spec: dict, found: dict, scale: str, provenance: dict, figur
         out += ["", "Numbers the paper states (the paper's, not ours):", ""]
         out += [f"- {label}: {values}" for label, values in paper_rows]
     out += ["", f"Ours: mean ± 95 % CI over seeds of each run's eval.json value; a claim 'holds' when our mean "
-            f"for the first row beats the second's; 'significant': paired t-test over seeds, p < {level}.", ""]
+            f"for the first row beats the second's (a claim of no difference: the two means differ by at most its "
+            f"margin); 'significant': paired t-test over seeds, p < {level}.", ""]
     return "\n".join(out)

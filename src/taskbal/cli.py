@@ -205,7 +205,8 @@ def collect(spec: dict, scale: str, paths: list[str], filename: str, reader):
 
 def add_curve_means(finals: dict, curves: dict) -> None:
     """Let claims and finals also name ``curve_mean_<column>``: the mean of a numeric curve.csv column
-    over the curve's points after iteration 0 (e.g. the worst-task accuracy over the whole training)."""
+    over the curve's points after iteration 0 (e.g. the worst-task accuracy over the whole training), and
+    ``curve_start_<column>`` / ``curve_end_<column>``: its first and last recorded values (a trend)."""
     for key, per_seed in finals.items():
         for seed, summary in per_seed.items():
             curve = (curves.get(key) or {}).get(seed)
@@ -215,6 +216,9 @@ def add_curve_means(finals: dict, curves: dict) -> None:
             for column in later.columns:
                 if column != "iteration" and later[column].dtype.kind in "fi" and later[column].notna().any():
                     summary.setdefault(f"curve_mean_{column}", float(later[column].mean()))
+                    recorded = curve[column].dropna()
+                    summary.setdefault(f"curve_start_{column}", float(recorded.iloc[0]))
+                    summary.setdefault(f"curve_end_{column}", float(recorded.iloc[-1]))
 
 
 def data_sources(split_sidecars: list[str]) -> str:

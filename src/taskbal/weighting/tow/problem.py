@@ -15,6 +15,7 @@ from .curvature import (
     per_point_gauss_newton,
     per_query_point_gauss_newton,
     points_independent,
+    prototype_factored_gauss_newton,
 )
 from .ilqr import Linearisation, Problem
 
@@ -184,7 +185,9 @@ def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diago
         def curvature_fn():
             copies = learner.per_task_copies(learner.unflatten(flat), k)
             with held_statistics(learner.model, held, lambda: learner.query_outputs(copies, batch, create_graph=False)):
-                return per_query_point_gauss_newton(learner, flat, batch, curvature)
+                factored = prototype_factored_gauss_newton(learner, flat, batch) if (
+                    curvature == "diagonal" and hasattr(learner, "prototypes")) else None
+                return per_query_point_gauss_newton(learner, flat, batch, curvature) if factored is None else factored
     elif through == "adapted" and plain:
         def curvature_fn():
             weights = adapted_weights()

@@ -11,7 +11,9 @@ from .dynamics import AdamDynamics, SGDDynamics
 from .ilqr import ilqr
 from .problem import MetaProblem, evaluate_learner
 
-MAX_FULL_PARAMS = 30_000  # D×D float32 matrices of this size take 3.6 GB each
+# ``value: full`` keeps two D×D matrices at a time (V_{t+1} and Q_xx); at this size 6.4 GB each in float32.
+# mini-ImageNet's conv4 MAML (D = 32,645) is the largest network TOW ran with an exact V_t (App. B, Fig. 3b).
+MAX_FULL_PARAMS = 40_000
 
 
 class TOW(Weighting):
@@ -90,24 +92,34 @@ class TOW(Weighting):
         if learner.couples_tasks or learner.task_chunk:
             raise ValueError("weighting tow: learners with a coupling penalty or task_chunk are not supported")
         batches = self.planning.upcoming(tasks.iteration, self.horizon)
-        curvature = self.curvature
-        x1 = tasks.params
-        dynamics, state1 = self.outer_dynamics(self.planning.optimizer, x1)
-        options = {"curvature": curvature, "through": self.gauss_newton, "statistics": self.batch_statistics}
-        problem = MetaProblem(lambda t, x: evaluate_learner(learner, batches[t], x, **options),
-                              len(batches), tasks.num_tasks, dynamics, self.prior_precision, self.prior_mean,
-                              evaluate_final=lambda t, x: evaluate_learner(learner, batches[t], x, **options,
-                                                                           defer_grads=True))
-        problem.bind(x1)
-        # the loop has evaluated batch 1 at x_1 already: reuse its losses and meta-gradients
-        first = evaluate_learner(learner, batches[0], x1, **options, known=(tasks.losses, tasks.grads))
-        trajectory, log, last = ilqr(problem, x1, state1, self.iterations, self.value, self.theta,
-                                     self.line_search, self.min_step,
-                                     last_backward_only=self.final_pass == "live", first_eval=first)
+        trajectory, log, last = self.solve(batches, tasks.params, known=(tasks.losses, tasks.grads),
+                                           live=self.final_pass == "live")
         self.plan = {"start": tasks.iteration, "length": len(batches), "us": torch.stack(trajectory.us),
                      "xs": torch.stack(trajectory.xs), "log": log}
         if last is not None:
             self.plan["gains"], self.plan["offsets"] = torch.stack(last[0]), torch.stack(last[1])
+
+    def solve(self, batches: list, x1: torch.Tensor, known: tuple | None = None, live: bool = False):
+        """iLQR on the window of meta-batches ``batches`` from the meta-parameters x1 and the outer optimiser's
+        current state (``known``: batch 1's losses and meta-gradients at x1, if already evaluated)."""
+        learner = self.planning.learner
+        dynamics, state1 = self.outer_dynamics(self.planning.optimizer, x1)
+        options = {"curvature": self.curvature, "through": self.gauss_newton, "statistics": self.batch_statistics}
+        problem = MetaProblem(lambda t, x: evaluate_learner(learner, batches[t], x, **options),
+                              len(batches), batches[0].num_tasks, dynamics, self.prior_precision, self.prior_mean,
+                              evaluate_final=lambda t, x: evaluate_learner(learner, batches[t], x, **options,
+                                                                           defer_grads=True))
+        problem.bind(x1)
+        first = evaluate_learner(learner, batches[0], x1, **options, known=known) if known else None
+        return ilqr(problem, x1, state1, self.iterations, self.value, self.theta, self.line_search, self.min_step,
+                    last_backward_only=live, first_eval=first)
+
+    def probe(self, batches: list, x1: torch.Tensor) -> torch.Tensor:
+        """The weights [T, M] TOW would plan for the window ``batches`` from x1 and the outer optimiser's
+        current state, without training on them (TOW's Figures 4–5 monitor pre-defined tasks this way);
+        nothing of the run changes."""
+        trajectory, _, _ = self.solve(batches, x1)
+        return torch.stack(trajectory.us)
 
     def combine(self, tasks: TaskGradients) -> Combined:
         plan = self.plan
