@@ -81,7 +81,10 @@ def resolve_experiment(spec: dict, scale: str, *overrides: dict | None) -> dict:
 
 
 def shots_part(data: dict) -> str:
-    return f"-{data['shots']}shot" if "shots" in data else ""
+    """``-5shot`` in a run's or split's name; ``-anyshot`` for any-shot episodes (a dict of shots)."""
+    if "shots" not in data:
+        return ""
+    return "-anyshot" if isinstance(data["shots"], dict) else f"-{data['shots']}shot"
 
 
 def split_id(experiment: dict) -> str:

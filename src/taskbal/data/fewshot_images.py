@@ -24,6 +24,14 @@ alphabet-character to form finer-grained classification tasks"; a class's group 
 last ``/``, so datasets without groups refuse it). The group of a task is drawn uniformly among the
 groups that have at least ``ways`` classes.
 
+Any-shot episodes (TOW's Table 3 and Figure 2, after H. B. Lee et al. 2020's "realistic" task distribution):
+``shots: {low: 1, high: 50, per_class_probability: 0.5}`` draws, per episode, with that probability one number of
+shots per class (class imbalance), else one number shared by all classes, each uniform on low … high; a class
+with fewer than shots + query images gets all but ``query`` of them as its support set (``capped``: how often, in
+the sidecar, for the stored episodes). Every class keeps ``query`` query images. The support sets then differ in
+size from task to task: a batch stacks them padded with ``support_counts`` (``TaskBatch``), and the learners
+process it one task at a time, each on its real support set.
+
 Monitored windows (TOW's Figures 4–5: the weights TOW gives to pre-defined tasks along training).
 ``monitor: {windows: [<classes>_<split>, ...], batches: T, tasks: M}`` stores, per window, T meta-batches
 of M training-shaped episodes (``shots`` + ``query`` images per class) drawn once from ``split`` (train,
@@ -61,11 +69,33 @@ MONITOR_SEED_OFFSET = 100  # monitored window w: generators (split_seed + 100 + 
 MONITOR_CLASSES = ("same", "different", "any")
 
 
+ANY_SHOT_KEYS = ("low", "high", "per_class_probability")
+
+
+def check_any_shot(shots) -> None:
+    if set(shots) != set(ANY_SHOT_KEYS):
+        raise ValueError(f"data.shots: an integer, or any-shot episodes {{low, high, per_class_probability}}; "
+                         f"got {shots!r}")
+    check_integer("shots.low", shots["low"], 1)
+    check_integer("shots.high", shots["high"], shots["low"])
+    probability = shots["per_class_probability"]
+    if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
+        raise ValueError(f"data.shots.per_class_probability: expected a number in [0, 1], got {probability!r}")
+
+
+def most_shots(shots) -> int:
+    """Support images per class at most: ``shots``, or an any-shot episode's ``high``."""
+    return shots["high"] if isinstance(shots, dict) else shots
+
+
 def check_data(data: dict) -> dict:
-    if isinstance(data.get("shots"), dict):
-        raise ValueError("data.shots: any-shot episodes (a dict) have ragged support sets, which the batched "
-                         "learners do not take yet; give an integer")
-    settings = data_settings(data, "fewshot_images", REQUIRED_KEYS, DEFAULTS, INTEGERS)
+    any_shot = isinstance(data.get("shots"), dict)
+    integers = {key: low for key, low in INTEGERS.items() if not (any_shot and key == "shots")}
+    settings = data_settings(data, "fewshot_images", REQUIRED_KEYS, DEFAULTS, integers)
+    if any_shot:
+        check_any_shot(settings["shots"])
+        if settings["monitor"] is not None:
+            raise ValueError("data.monitor: monitored windows of any-shot episodes are not supported")
     from .datasets import DATASETS
 
     if settings["dataset"] not in DATASETS or not hasattr(DATASETS[settings["dataset"]], "load_images"):
@@ -130,6 +160,33 @@ def episode_batch(images: torch.Tensor, shots: int) -> TaskBatch:
     return TaskBatch(support_x, support_y, query_x, query_y, support_x.flatten(1))
 
 
+def draw_shots(generator: torch.Generator, ways: int, shots: dict) -> torch.Tensor:
+    """Shots per class [ways] of one any-shot episode: with ``per_class_probability`` one draw per class, else one
+    draw for all of them, uniform on low … high."""
+    per_class = bool(torch.rand((), generator=generator) < shots["per_class_probability"])
+    drawn = torch.randint(shots["low"], shots["high"] + 1, (ways if per_class else 1,), generator=generator)
+    return drawn.expand(ways).clone()
+
+
+def any_shot_batch(images: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor, high: int) -> TaskBatch:
+    """Any-shot episodes as one ragged TaskBatch: ``rows`` [k, ways, high + query] (support rows first, −1 after a
+    class's ``counts`` [k, ways] of them, then the query rows) index ``images``; each task's support set is its
+    classes' support images in class order, padded with zeros to the largest of the batch."""
+    k, ways, width = rows.shape
+    queries = width - high
+    x = lambda r: images.index_select(0, r.reshape(-1)).float().div_(255.0).view(*r.shape, *images.shape[1:])  # noqa: E731
+    query_x = x(rows[:, :, high:]).reshape(k, ways * queries, *images.shape[1:])
+    query_y = torch.arange(ways).repeat_interleave(queries).expand(k, -1)
+    sizes = counts.sum(1)
+    support_x = torch.zeros(k, int(sizes.max()), *images.shape[1:])
+    support_y = torch.zeros(k, int(sizes.max()), dtype=torch.int64)
+    for i in range(k):
+        real = rows[i, :, :high][torch.arange(high).expand(ways, high) < counts[i, :, None]]  # class by class
+        support_x[i, :len(real)] = x(real)
+        support_y[i, :len(real)] = torch.arange(ways).repeat_interleave(counts[i])
+    return TaskBatch(support_x, support_y, query_x, query_y, support_x.flatten(1), support_counts=sizes)
+
+
 class ClassPool:
     """One split's images by class, and the drawing of episodes from it (one generator per episode)."""
 
@@ -159,6 +216,23 @@ class ClassPool:
         rows = torch.stack([self.offsets[c] + torch.randperm(int(self.sizes[c]), generator=generator)[:per_class]
                             for c in classes])
         return classes, rows
+
+    def draw_any_shot(self, generator: torch.Generator, ways: int, shots: dict, query: int, one_group: bool) -> tuple:
+        """(classes [ways], rows [ways, high + query], counts [ways], capped) of one any-shot episode: counts[c]
+        support rows then −1 up to ``high``, then ``query`` query rows; a class of fewer than counts[c] + query
+        images gives all but ``query`` of them (``capped``: the number of such classes)."""
+        counts = draw_shots(generator, ways, shots)
+        classes, _ = self.draw(generator, ways, 0, one_group)
+        rows, capped = [], 0
+        for c, (cls, count) in enumerate(zip(classes.tolist(), counts.tolist())):
+            size = int(self.sizes[cls])
+            if count + query > size:
+                count, capped = size - query, capped + 1
+                counts[c] = count
+            order = self.offsets[cls] + torch.randperm(size, generator=generator)[:count + query]
+            padding = torch.full((shots["high"] - count,), -1, dtype=order.dtype)
+            rows.append(torch.cat([order[:count], padding, order[count:]]))
+        return classes, torch.stack(rows), counts, capped
 
 
 def check_pool(sizes: np.ndarray, groups: np.ndarray, split: str, ways: int, per_class: int, one_group: bool) -> None:
@@ -213,21 +287,29 @@ def write_splits(path: Path | str, data: dict) -> dict:
     rotations = len(split_file["options"].get("rotations", [0]))
     one_group = settings["task_classes"] == "one_group"
     ways, test_query = settings["ways"], settings["test_query"] or settings["query"]
-    arrays, counts = {}, {}
+    shots = settings["shots"]
+    any_shot = isinstance(shots, dict)
+    arrays, counts, capped = {}, {}, {}
     for split in SPLITS:
         images, sizes = split_images(split_file, resource_dir, split, side)
         sizes = np.asarray(sizes, dtype=np.int64)
         groups = class_groups(split_file["splits"][split]["classes"], rotations)
         query = settings["query"] if split == "train" else test_query
-        check_pool(sizes, groups, split, ways, settings["shots"] + query, one_group)
+        check_pool(sizes, groups, split, ways, (shots["low"] if any_shot else shots) + query, one_group)
         arrays.update({f"{split}_images": images.numpy(), f"{split}_class_sizes": sizes, f"{split}_groups": groups})
         counts[split] = {"classes": len(sizes), "images": int(sizes.sum()), "groups": int(groups.max()) + 1}
         if split != "train":
             pool = ClassPool(torch.from_numpy(sizes), torch.from_numpy(groups))
-            drawn = [pool.draw(episode_generator(settings["split_seed"] + EVAL_SEED_OFFSET[split], i), ways,
-                               settings["shots"] + test_query, one_group) for i in range(settings[f"{split}_tasks"])]
-            arrays[f"{split}_classes"] = torch.stack([c for c, _ in drawn]).numpy()
-            arrays[f"{split}_rows"] = torch.stack([r for _, r in drawn]).numpy()
+            generators = [episode_generator(settings["split_seed"] + EVAL_SEED_OFFSET[split], i)
+                          for i in range(settings[f"{split}_tasks"])]
+            if any_shot:
+                drawn = [pool.draw_any_shot(g, ways, shots, test_query, one_group) for g in generators]
+                arrays[f"{split}_shots"] = torch.stack([d[2] for d in drawn]).numpy()
+                capped[split] = sum(d[3] for d in drawn)
+            else:
+                drawn = [pool.draw(g, ways, shots + test_query, one_group) for g in generators]
+            arrays[f"{split}_classes"] = torch.stack([d[0] for d in drawn]).numpy()
+            arrays[f"{split}_rows"] = torch.stack([d[1] for d in drawn]).numpy()
     monitor = settings["monitor"]
     for w, name in enumerate((monitor or {}).get("windows", [])):
         classes, _, split = name.partition("_")
@@ -245,7 +327,8 @@ def write_splits(path: Path | str, data: dict) -> dict:
             "dataset_split_sha256": split_file["sha256"], "exact_split": bool(split_file.get("exact")),
             "complete": split_file.get("complete"), "image_size": side,
             "channels": int(arrays["train_images"].shape[1]),
-            "ways": ways, "shots": settings["shots"], "query": settings["query"], "test_query": test_query,
+            "ways": ways, "shots": shots, "query": settings["query"], "test_query": test_query,
+            **({"capped": capped} if any_shot else {}),
             "task_classes": settings["task_classes"], "seed": settings["split_seed"], "counts": counts,
             "monitor": monitor,
             "sizes": {split: settings[f"{split}_tasks"] for split in SPLITS},
@@ -271,27 +354,35 @@ class FewShotImageTasks:
         shape = tuple(self.arrays["train_images"].shape[1:])
         self.io_dims = (shape, self.ways)
         # the support images, flattened in TaskBatch.features; their shape for a network that reads images
-        self.feature_dim = (self.ways * self.shots, *shape)
+        self.any_shot = isinstance(self.shots, dict)
+        self.feature_dim = (self.ways * most_shots(self.shots), *shape)
 
     def num_tasks(self, split: str) -> int:
         return int(self.meta["sizes"][split])
 
-    def episode_rows(self, split: str, indices: torch.Tensor) -> torch.Tensor:
-        """Image rows [k, ways, shots + query] of the episodes ``indices`` of ``split``."""
+    def episode_rows(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image rows [k, ways, shots + query] of the episodes ``indices`` of ``split``, and for any-shot episodes
+        their shots per class [k, ways] (rows [k, ways, high + query], see ``ClassPool.draw_any_shot``)."""
         if split != "train":
-            return self.arrays[f"{split}_rows"][indices]
-        pool, per_class = self.pools["train"], self.shots + self.query
-        return torch.stack([pool.draw(episode_generator(self.meta["seed"], int(i)), self.ways, per_class,
-                                      self.one_group)[1] for i in indices])
+            shots = self.arrays[f"{split}_shots"][indices] if self.any_shot else None
+            return self.arrays[f"{split}_rows"][indices], shots
+        pool, generators = self.pools["train"], [episode_generator(self.meta["seed"], int(i)) for i in indices]
+        if self.any_shot:
+            drawn = [pool.draw_any_shot(g, self.ways, self.shots, self.query, self.one_group) for g in generators]
+            return torch.stack([d[1] for d in drawn]), torch.stack([d[2] for d in drawn])
+        per_class = self.shots + self.query
+        return torch.stack([pool.draw(g, self.ways, per_class, self.one_group)[1] for g in generators]), None
 
     def batch(self, split: str, indices: torch.Tensor | None = None) -> TaskBatch:
         """Tasks ``indices`` of ``split`` (all of them by default) as one TaskBatch of float images in [0, 1]."""
         if indices is None:
             indices = torch.arange(self.num_tasks(split))
         indices = torch.as_tensor(indices)
-        rows = self.episode_rows(split, indices)
-        k, ways, per_class = rows.shape
+        rows, shots = self.episode_rows(split, indices)
         images = self.arrays[f"{split}_images"]
+        if shots is not None:
+            return any_shot_batch(images, rows, shots, self.shots["high"])
+        k, ways, per_class = rows.shape
         return episode_batch(images.index_select(0, rows.reshape(-1)).view(k, ways, per_class, *images.shape[1:]),
                              self.shots)
 

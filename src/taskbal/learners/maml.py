@@ -75,28 +75,45 @@ AUTO = "auto"  # the default ``task_chunk``: ``MAML.chunk_size`` picks the chunk
 
 @dataclass
 class TaskBatch:
-    """k tasks: support and query sets stacked along dim 0, plus a per-task feature vector."""
+    """k tasks: support and query sets stacked along dim 0, plus a per-task feature vector.
+
+    Support sets of different sizes (any-shot episodes) are stacked padded at the end, with
+    ``support_counts`` [k] the number of real support points of each task; a chunk of one task is cut to
+    its real support set, so every learner sees exact sets (``ragged``: learners process such a batch one
+    task at a time, ``MAML.chunk_size``)."""
 
     support_x: torch.Tensor  # [k, n_support, in_dim] or [k, n_support, C, H, W]
     support_y: torch.Tensor  # [k, n_support, out_dim] (regression) or int64 labels [k, n_support]
     query_x: torch.Tensor  # [k, n_query, ...]
     query_y: torch.Tensor  # [k, n_query, out_dim] or [k, n_query]
     features: torch.Tensor  # [k, f]
+    support_counts: torch.Tensor | None = None  # [k] int64: real support points of a padded (ragged) batch
 
     @property
     def num_tasks(self) -> int:
         return self.support_x.shape[0]
 
+    @property
+    def ragged(self) -> bool:
+        return self.support_counts is not None
+
+    def fields(self) -> tuple:
+        return (self.support_x, self.support_y, self.query_x, self.query_y, self.features, self.support_counts)
+
     def to(self, device: torch.device) -> TaskBatch:
-        return TaskBatch(*(t.to(device) for t in (self.support_x, self.support_y, self.query_x,
-                                                  self.query_y, self.features)))
+        return TaskBatch(*(None if t is None else t.to(device) for t in self.fields()))
 
     def chunks(self, size: int | None) -> list[TaskBatch]:
-        """Consecutive groups of at most ``size`` tasks (all tasks when ``size`` is None)."""
+        """Consecutive groups of at most ``size`` tasks (all tasks when ``size`` is None); a ragged batch's
+        single tasks come cut to their real support sets."""
+        if size == 1 and self.ragged:
+            return [TaskBatch(self.support_x[i:i + 1, :n], self.support_y[i:i + 1, :n], self.query_x[i:i + 1],
+                              self.query_y[i:i + 1], self.features[i:i + 1])
+                    for i, n in enumerate(self.support_counts.tolist())]
         if size is None or size >= self.num_tasks:
             return [self]
-        fields = (self.support_x, self.support_y, self.query_x, self.query_y, self.features)
-        return [TaskBatch(*(t[start:start + size] for t in fields)) for start in range(0, self.num_tasks, size)]
+        return [TaskBatch(*(None if t is None else t[start:start + size] for t in self.fields()))
+                for start in range(0, self.num_tasks, size)]
 
 
 def check_inner_options(inner_steps, inner_lr, inner_optimizer, loss, adam_betas=(0.9, 0.999),
@@ -361,7 +378,12 @@ class MAML:
     def chunk_size(self, batch: TaskBatch) -> int | None:
         """Tasks per graph for this batch: the explicit ``task_chunk``, or under ``auto`` one task per
         graph for a convolutional network on the CPU and the whole meta-batch otherwise (always the
-        whole meta-batch when a penalty couples the tasks)."""
+        whole meta-batch when a penalty couples the tasks); one task per graph for a ragged batch."""
+        if batch.ragged:  # support sets of different sizes: one task per graph, each cut to its own
+            if self.penalty is not None:
+                raise ValueError("learner.penalty: a penalty couples the tasks of a meta-batch, whose support sets "
+                                 "here differ in size (any-shot episodes); use no penalty")
+            return 1
         if not self.auto_task_chunk:
             return self.task_chunk
         if self.penalty is not None or batch.support_x.device.type != "cpu" or not self._convolutional:

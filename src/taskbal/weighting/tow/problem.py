@@ -50,6 +50,14 @@ class StageEval:
             self._curvature, self._curvature_fn = self._curvature_fn(), None
         return self._curvature
 
+    @staticmethod
+    def stacked(parts: list[StageEval]) -> StageEval:
+        """The evaluations of single tasks as one of all of them (a ragged batch is evaluated task by task);
+        meta-gradients and curvature stay deferred until asked for."""
+        return StageEval(torch.cat([p.losses for p in parts]), None,
+                         curvature_fn=lambda: torch.cat([p.curvature for p in parts]),
+                         grads_fn=lambda: torch.cat([p.grads for p in parts]))
+
 
 class MetaProblem(Problem):
     """The control problem of Eqs. 6–7 on T meta-batches given by ``evaluate(t, x) -> StageEval``
@@ -140,6 +148,11 @@ def evaluate_learner(learner, batch, flat: torch.Tensor, curvature: str = "diago
     in evaluation mode gives, as BackPACK computes it); ``coupled`` differentiates through the statistics
     too (the exact Jacobian of all points: n·c probes through the backward)."""
     k = batch.num_tasks
+    if batch.ragged:  # support sets of different sizes (any-shot): every task on its own real support set
+        return StageEval.stacked([
+            evaluate_learner(learner, part, flat, curvature, through,
+                             None if known is None else (known[0][i:i + 1], known[1][i:i + 1]), defer_grads, statistics)
+            for i, part in enumerate(batch.chunks(1))])
     plain = learner.predicts_after_adapting
     fast = None  # the adapted weights (plain learners), detached
     grads_fn = None
