@@ -21,7 +21,8 @@ def test_shots_are_drawn_per_class_or_shared_with_the_given_probability():
     assert 0.45 < shared < 0.55
     values = torch.cat(draws)
     assert values.min() == 1 and values.max() == 6
-    never = [draw_shots(torch.Generator().manual_seed(i), 5, {**SHOTS, "per_class_probability": 0.0}) for i in range(50)]
+    shared_only = {**SHOTS, "per_class_probability": 0.0}
+    never = [draw_shots(torch.Generator().manual_seed(i), 5, shared_only) for i in range(50)]
     assert all(bool((d == d[0]).all()) for d in never)
 
 
