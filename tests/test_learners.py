@@ -463,7 +463,7 @@ def test_automatic_task_chunk_resolves_per_model_and_device():
 
     conv, conv_batch, conv_options = conv_and_mlp("conv4")
     mlp, mlp_batch, mlp_options = conv_and_mlp("mlp")
-    on_cuda = SimpleNamespace(support_x=SimpleNamespace(device=torch.device("cuda")))
+    on_cuda = SimpleNamespace(support_x=SimpleNamespace(device=torch.device("cuda")), ragged=False)
     assert MAML(conv, **conv_options).chunk_size(conv_batch) == 1  # conv net on the CPU: one task per graph
     assert ProtoNet(conv).chunk_size(conv_batch) == 1
     assert MAML(conv, **conv_options).chunk_size(on_cuda) is None  # on CUDA: the whole meta-batch
