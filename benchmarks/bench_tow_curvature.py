@@ -67,7 +67,8 @@ def main() -> None:
     print(f"  ratio copies / factored: {copies / factored:.2f}x (TOW itself takes the factored one here: "
           f"{factored_pays(batch, run.learner.model(batch.query_x[0, :2]).shape[-1])})")
     first, second = diagonals.values()
-    print(f"  largest relative difference of the diagonals: {float((first - second).abs().max() / first.abs().max()):.1e}")
+    relative = float((first - second).abs().max() / first.abs().max())
+    print(f"  largest relative difference of the diagonals: {relative:.1e}")
 
 
 if __name__ == "__main__":
