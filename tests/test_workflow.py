@@ -192,8 +192,8 @@ def test_tiny_scale_builds_tow_table1(repo, tool_env, tmp_path):
     """TOW Table 1 through its named rule: real Omniglot from the offline copy (verified image by image),
     generated mini-ImageNet files in the upstream pickle format (the standard classes) as a local copy;
     MAML and ProtoNet with the four weightings on conv4, MAML on ResNet-10; and the figures drawn from Table 1's
-    runs and a few of their own: Figure 1 (curves), Figure 2 (any-shot episodes), Figure 3 (exact V_t), Figures 4–5
-    (weights of monitored tasks), Figure 6 (10 iLQR iterations)."""
+    runs and a few of their own: Figure 1 (curves), Figure 2 and Table 3 (any-shot episodes), Figure 3 (exact V_t),
+    Figures 4–5 (weights of monitored tasks), Figure 6 (10 iLQR iterations)."""
     from fake_split_layouts import mini_imagenet_pickles
 
     (tmp_path / "work").mkdir()
@@ -205,8 +205,8 @@ def test_tiny_scale_builds_tow_table1(repo, tool_env, tmp_path):
     extra.write_text(yaml.safe_dump({"offline_data": str((repo / OFFLINE_DATA).resolve()),
                                      "datasets": {"mini_imagenet": {"local": str(mini)}}}))
     args = ["--configfile", "config/config.yaml", str(extra), "--config", "scale=tiny"]
-    targets = ["tow_table1", "tow_table2", "tow_figure1", "tow_figure2", "tow_figure3", "tow_figure4", "tow_figure5",
-               "tow_figure6"]
+    targets = ["tow_table1", "tow_table2", "tow_table3", "tow_figure1", "tow_figure2", "tow_figure3", "tow_figure4",
+               "tow_figure5", "tow_figure6"]
     snakemake([*args, "--quiet", "--", *targets], work, tool_env)
 
     spec = yaml.safe_load((work / "config/tables/tow_table1.yaml").read_text())
@@ -250,6 +250,12 @@ def check_tow_figures(work):
     assert "within 1 point" in page and ("| holds" in page or "| does not hold" in page)
     any_shot = runs("tow_figure2")
     assert len(any_shot) == 8 and all("-anyshot-" in run for run in any_shot)  # 2 learners x 4 weightings
+    table3 = pd.read_csv(work / "results/tables/tiny/tow_table3.csv").set_index(["row", "column"])["ours_mean"]
+    assert len(runs("tow_table3", "tables") - any_shot) == 1  # Meta-SGD; the others are Figure 2's runs
+    assert table3.xs("miniimagenet", level="column").notna().sum() == 5
+    assert table3.xs("cub", level="column").isna().all()
+    markdown = (work / "results/tables/tiny/tow_table3.md").read_text()
+    assert "quoted by the paper from H. B. Lee et al. 2020" in markdown and "CUB's episodes is not built" in markdown
     for run in any_shot:
         curve = pd.read_csv(work / f"results/runs/tiny/{run}/seed0/curve.csv")
         assert curve["val_accuracy"].between(0, 1).all()
