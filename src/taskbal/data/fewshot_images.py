@@ -205,6 +205,13 @@ class ClassPool:
              group: int | None = None) -> tuple:
         """(classes [ways], rows [ways, per_class]) of one episode: distinct classes, distinct images per class
         (``group``: all of them from that group)."""
+        classes = self.draw_classes(generator, ways, one_group, group)
+        rows = torch.stack([self.offsets[c] + torch.randperm(int(self.sizes[c]), generator=generator)[:per_class]
+                            for c in classes])
+        return classes, rows
+
+    def draw_classes(self, generator: torch.Generator, ways: int, one_group: bool, group: int | None = None):
+        """The ``ways`` distinct classes [ways] of one episode."""
         if group is not None:
             candidates = self.by_group[group]
         elif one_group:
@@ -212,17 +219,14 @@ class ClassPool:
             candidates = self.by_group[eligible[int(torch.randint(len(eligible), (1,), generator=generator))]]
         else:
             candidates = torch.arange(len(self.sizes))
-        classes = candidates[torch.randperm(len(candidates), generator=generator)[:ways]]
-        rows = torch.stack([self.offsets[c] + torch.randperm(int(self.sizes[c]), generator=generator)[:per_class]
-                            for c in classes])
-        return classes, rows
+        return candidates[torch.randperm(len(candidates), generator=generator)[:ways]]
 
     def draw_any_shot(self, generator: torch.Generator, ways: int, shots: dict, query: int, one_group: bool) -> tuple:
         """(classes [ways], rows [ways, high + query], counts [ways], capped) of one any-shot episode: counts[c]
         support rows then −1 up to ``high``, then ``query`` query rows; a class of fewer than counts[c] + query
         images gives all but ``query`` of them (``capped``: the number of such classes)."""
         counts = draw_shots(generator, ways, shots)
-        classes, _ = self.draw(generator, ways, 0, one_group)
+        classes = self.draw_classes(generator, ways, one_group)
         rows, capped = [], 0
         for c, (cls, count) in enumerate(zip(classes.tolist(), counts.tolist())):
             size = int(self.sizes[cls])
@@ -379,11 +383,14 @@ class FewShotImageTasks:
             indices = torch.arange(self.num_tasks(split))
         indices = torch.as_tensor(indices)
         rows, shots = self.episode_rows(split, indices)
-        images = self.arrays[f"{split}_images"]
         if shots is not None:
-            return any_shot_batch(images, rows, shots, self.shots["high"])
-        k, ways, per_class = rows.shape
-        return episode_batch(images.index_select(0, rows.reshape(-1)).view(k, ways, per_class, *images.shape[1:]),
+            return any_shot_batch(self.arrays[f"{split}_images"], rows, shots, self.shots["high"])
+        return self.rows_batch(split, rows)
+
+    def rows_batch(self, split: str, rows: torch.Tensor) -> TaskBatch:
+        """Episodes given by image rows [k, ways, shots + query] of ``split`` as one TaskBatch."""
+        images = self.arrays[f"{split}_images"]
+        return episode_batch(images.index_select(0, rows.reshape(-1)).view(*rows.shape, *images.shape[1:]),
                              self.shots)
 
     def monitor_windows(self) -> dict[str, list[TaskBatch]]:
@@ -391,10 +398,7 @@ class FewShotImageTasks:
         monitor = self.meta.get("monitor") or {}
         windows = {}
         for name in monitor.get("windows", []):
-            images = self.arrays[f"{name.partition('_')[2]}_images"]
-            rows = self.arrays[f"monitor_{name}_rows"]
-            batch = episode_batch(images.index_select(0, rows.reshape(-1)).view(*rows.shape, *images.shape[1:]),
-                                  self.shots)
+            batch = self.rows_batch(name.partition("_")[2], self.arrays[f"monitor_{name}_rows"])
             windows[name] = batch.chunks(monitor["tasks"])
         return windows
 
