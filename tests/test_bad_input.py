@@ -223,3 +223,15 @@ def test_a_timing_table_names_a_wrong_reference_row(repo, tmp_path):
     message = plan_after_edit(repo, tmp_path / "second", "simol_table4.yaml", 'extrapolate: {row: "MAML",',
                               'extrapolate: {row: "batch CAGrad",')
     assert "rows[2] ('batch MGDA').extrapolate.row: 'batch CAGrad' is not a row with runs" in message
+
+
+@pytest.mark.parametrize("new,field", [
+    ("evaluate_on: {dataset: cub, split_variant: anyshot, family: sinusoid}", "columns ('cub').evaluate_on.family: "),
+    ("evaluate_on: {dataset: birds, split_variant: anyshot}", "evaluate_on: data.dataset"),
+    ("evaluate_on: {}", "columns.1.evaluate_on: "),
+])
+def test_a_bad_evaluate_on_names_the_column_and_the_file(repo, tmp_path, new, field):
+    message = plan_after_edit(repo, tmp_path, "tow_table3.yaml", "evaluate_on: {dataset: cub, split_variant: anyshot}",
+                              new)
+    assert message.startswith(str(tmp_path / "tables/tow_table3.yaml") + ": "), message
+    assert field in message, message

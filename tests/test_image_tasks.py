@@ -315,6 +315,22 @@ def test_tiny_thesis_table3_2(repo, tool_env, tmp_path):
     assert table.loc[table.row == "FORUM", "paper_mean"].tolist() == [90.81, 90.81, 82.07, 81.72]
     markdown = (work / "results/tables/tiny/thesis_table3_2.md").read_text()
     assert "generated for a test" in markdown and "tiny" in markdown
+    check_tiny_thesis_figure3_1(work, tool_env)
+
+
+def check_tiny_thesis_figure3_1(work, env):
+    """Figure 3.1 on the same data: time and memory per UL iteration of MOML, MoCo and FORUM at T = 8 and with one
+    more 512-wide layer, each run's train.json numbers drawn and judged."""
+    run_target(work, "thesis_figure3_1", env)
+    record = json.loads((work / "results/figures/tiny/thesis_figure3_1.json").read_text())
+    runs = record["provenance"]["runs"].split(", ")
+    assert len(runs) == 6  # 3 methods x (T = 8, p1)
+    for run in runs:
+        summary = json.loads((work / f"results/runs/tiny/{run}/seed0/train.json").read_text())
+        assert summary["step_seconds_median"] > 0 and "peak_memory_measure" in summary
+    judged = [claim for claim in record["claims"] if claim["verdict"] != "not run"]  # tiny: T = 8 and p1 only
+    assert len(judged) == 4 * 2 and all(c["verdict"] in ("holds", "does not hold") for c in judged)
+    assert (work / "results/figures/tiny/thesis_figure3_1.png").stat().st_size > 10_000
 
 
 def test_curve_means_for_claims_skip_the_initial_point():

@@ -219,13 +219,13 @@ def test_sweep_draws_the_end_of_training_against_each_column_s_x(tmp_path):
     at this scale (B = 10) has no point; the bars are the Student-t 95 % CI over seeds."""
     from scipy import stats as scipy_stats
 
-    x, mean, ci = sweep_points(SWEEP_SPEC, sweep_curves(), "A", "test_mse")
+    x, mean, ci = sweep_points(SWEEP_SPEC, "A", {"curve": "test_mse"}, sweep_curves())
     assert list(x) == [5, 25] and mean == pytest.approx([2.05, 2.25])
     assert ci[0] == pytest.approx(scipy_stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3))
     out = STYLES["sweep"](SWEEP_SPEC, sweep_curves(), tmp_path / "sweep.png", "tiny")
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > 600
-    one_seed = sweep_points(SWEEP_SPEC, sweep_curves(seeds=(0,)), "B", "worst")
+    one_seed = sweep_points(SWEEP_SPEC, "B", {"curve": "worst"}, sweep_curves(seeds=(0,)))
     assert list(one_seed[1]) == [2.0, 2.0] and np.isnan(one_seed[2]).all()  # no interval from one seed
 
 

@@ -58,12 +58,17 @@ def start_live_run(args, kind: str, experiment: dict, out: Path):
     """The job's MLflow run, started now; a killed or failed earlier attempt's run is continued (its id
     waits in the run folder until the run is FINISHED)."""
     from . import tracking
+    from .artifacts import evaluated_on
 
     id_file = out / TRACKED_RUN.format(kind=kind)
     earlier = id_file.read_text().strip() if id_file.is_file() else None
+    tags, name = tags_from(args, kind, experiment), f"{kind} {args.run_id} seed{args.seed}"
+    if evaluated_on(out):  # the run tested on another split's tasks (a column's evaluate_on)
+        tags["evaluated_on"] = evaluated_on(out)
+        name += f" on {evaluated_on(out)}"
     try:
-        run = tracking.LiveRun(experiment=args.experiment, run_name=f"{kind} {args.run_id} seed{args.seed}",
-                               params={**experiment, "seed": args.seed}, tags=tags_from(args, kind, experiment),
+        run = tracking.LiveRun(experiment=args.experiment, run_name=name,
+                               params={**experiment, "seed": args.seed}, tags=tags,
                                uri=args.tracking_uri, run_id=earlier)
     except Exception as error:  # before any work: nothing is lost
         raise SystemExit(f"taskbal {kind}: cannot start an MLflow run at {tracking.resolve_uri(args.tracking_uri)} "
@@ -157,10 +162,14 @@ def cmd_evaluate(args) -> None:
     import torch
 
     from . import tracking
+    from .artifacts import evaluated_on
     from .runners import runner_of
 
     torch.set_num_threads(args.threads)
     out = run_folder({EVAL: args.per_task, EVAL_SUMMARY: args.summary})
+    if evaluated_on(out) not in (None, Path(args.split).stem):
+        raise ValueError(f"outputs in {out} are the evaluation on split {evaluated_on(out)}, "
+                         f"but --split is {args.split}")
     experiment = torch.load(args.final, map_location="cpu", weights_only=False)["experiment"]
     live = None if args.no_track else start_live_run(args, "evaluate", experiment, out)
     with tracking.ending_on_error(live):
@@ -171,34 +180,37 @@ def cmd_evaluate(args) -> None:
     (out / TRACKED_RUN.format(kind="evaluate")).unlink(missing_ok=True)
 
 
-def files_by_run(paths: list[str], expected_name: str) -> dict[tuple[str, int], Path]:
-    """The rule's declared run files, keyed by (run, seed) as their paths name them."""
+def files_by_run(paths: list[str], expected_name: str) -> dict[tuple[str, int, str | None], Path]:
+    """The rule's declared run files, keyed by (run, seed, evaluated-on split or None) as their paths name them."""
     from .artifacts import run_and_seed
 
     by_run = {}
     for path in paths:
-        run, seed, name = run_and_seed(path)
+        run, seed, evaluated_on, name = run_and_seed(path)
         if name != expected_name:
             raise ValueError(f"{path}: expected a {expected_name} file")
-        by_run[run, seed] = Path(path)
+        by_run[run, seed, evaluated_on] = Path(path)
     return by_run
 
 
 def collect(spec: dict, scale: str, paths: list[str], filename: str, reader):
-    """Per cell, per seed: ``reader(path)`` of the given run file of that cell's run and seed; a cell
-    whose file is not among ``paths`` (the rule's declared inputs) is an error."""
+    """Per cell, per seed: ``reader(path)`` of the given run file of that cell's run and seed (its evaluation
+    on another split for a column with ``evaluate_on``); a cell whose file is not among ``paths`` (the rule's
+    declared inputs) is an error."""
+    from .artifacts import EVALUATION_FILES
     from .config import seeds_of, table_cells
 
     by_run = files_by_run(paths, filename)
     collected, runs = {}, set()
     for cell in table_cells(spec, scale):
         runs.add(cell.run)
+        evaluated_on = cell.evaluated_on if filename in EVALUATION_FILES else None
         per_seed = {}
         for seed in seeds_of(spec, scale):
-            if (cell.run, seed) not in by_run:
-                raise ValueError(f"row {cell.row!r}, column {cell.column!r}: no {filename} of run {cell.run} "
-                                 f"seed {seed} among the inputs")
-            per_seed[seed] = reader(by_run[cell.run, seed])
+            if (cell.run, seed, evaluated_on) not in by_run:
+                raise ValueError(f"row {cell.row!r}, column {cell.column!r}: no {cell.file(scale, seed, filename)} "
+                                 "among the inputs")
+            per_seed[seed] = reader(by_run[cell.run, seed, evaluated_on])
         collected[(cell.row, cell.column)] = per_seed
     return collected, sorted(runs)
 
@@ -219,6 +231,16 @@ def add_curve_means(finals: dict, curves: dict) -> None:
                     recorded = curve[column].dropna()
                     summary.setdefault(f"curve_start_{column}", float(recorded.iloc[0]))
                     summary.setdefault(f"curve_end_{column}", float(recorded.iloc[-1]))
+
+
+def add_run_numbers(finals: dict, trained: dict) -> None:
+    """Let claims and sweep panels also name a run's train.json numbers (``step_seconds_median``,
+    ``peak_memory_mb``: thesis Figure 3.1), where its eval.json has no key of that name."""
+    for key, per_seed in finals.items():
+        for seed, summary in per_seed.items():
+            for name, value in (trained.get(key) or {}).get(seed, {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    summary.setdefault(name, value)
 
 
 def data_sources(split_sidecars: list[str]) -> str:
@@ -300,6 +322,7 @@ def cmd_table(args) -> None:
         curves, runs = collect(spec, args.scale, args.curves, CURVE, pd.read_csv)
         finals, _ = collect(spec, args.scale, args.eval_summaries, EVAL_SUMMARY, read_json)
         add_curve_means(finals, curves)
+        add_run_numbers(finals, trained)
         provenance["runs"] = ", ".join(runs)
         diverged = diverged_curves(spec, trained)
         if diverged:
@@ -308,7 +331,7 @@ def cmd_table(args) -> None:
         found = findings(spec, finals)
         text = claims_markdown(spec, found, args.scale, provenance, png.name)  # before writing anything
         record = record_of(spec, args.scale, provenance, found=found, figure=png.name, machines=machines)
-        STYLES[style](spec, curves, png, args.scale)
+        STYLES[style](spec, curves, png, args.scale, finals=finals)
         with atomic_path(page) as tmp:
             tmp.write_text(text)
         with atomic_path(record_path) as tmp:
@@ -333,12 +356,12 @@ def cmd_select(args) -> None:
     scored = []
     for point, experiment in search_experiments(grid, base, args.scale):
         run = run_id(experiment)
-        missing = [seed for seed in seeds if (run, seed) not in curves or (run, seed) not in summaries]
+        missing = [seed for seed in seeds if (run, seed, None) not in curves or (run, seed, None) not in summaries]
         if missing:
             raise ValueError(f"grid {grid['name']} point {point}: no curve.csv / train.json of run {run} seed "
                              f"{missing[0]} among the inputs")
-        values = {seed: final_value(pd.read_csv(curves[run, seed]), grid["select"]["value"]) for seed in seeds}
-        diverged = diverged_seeds({seed: read_json(summaries[run, seed]) for seed in seeds})
+        values = {seed: final_value(pd.read_csv(curves[run, seed, None]), grid["select"]["value"]) for seed in seeds}
+        diverged = diverged_seeds({seed: read_json(summaries[run, seed, None]) for seed in seeds})
         scored.append(score_point(point, run, values, diverged))
     record = selection_record(grid, args.scale, base, scored)
     with atomic_path(Path(args.out)) as tmp:

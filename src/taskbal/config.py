@@ -106,6 +106,29 @@ class Cell:
     split: str
     experiment: dict
     selection: str | None = None  # the grid selection that chooses some of its settings (taskbal.grid)
+    evaluated_on: str | None = None  # the split whose test tasks it is evaluated on, when not its own
+    evaluation_data: dict | None = None  # that split's data section
+
+    def file(self, scale: str, seed: int, name: str) -> str:
+        """The cell's file of one seed: its run's, except eval.csv / eval.json of another split's tasks."""
+        from .artifacts import EVALUATION_FILES, run_file
+
+        return run_file(scale, self.run, seed, name, self.evaluated_on if name in EVALUATION_FILES else None)
+
+
+def evaluation_split(experiment: dict, column: dict) -> tuple[str | None, dict | None]:
+    """A column's ``evaluate_on: {<data settings>}``: its runs train as the column says and are evaluated on
+    the test tasks of the data section changed by these settings (another dataset of the same family: TOW's
+    mini-ImageNet runs tested on CUB). Its split id and data section, or (None, None) for the run's own."""
+    evaluate_on = column.get("evaluate_on")
+    if not evaluate_on:
+        return None, None
+    if evaluate_on.get("family", experiment["data"]["family"]) != experiment["data"]["family"]:
+        raise ValueError(f"columns ({column['key']!r}).evaluate_on.family: a run of family "
+                         f"{experiment['data']['family']!r} cannot be evaluated on tasks of family "
+                         f"{evaluate_on['family']!r}")
+    data = deep_merge(experiment["data"], evaluate_on, null_removes=True)
+    return split_id({"data": data}), data
 
 
 def cell_not_run(spec: dict, scale: str, row: dict, column: dict) -> str | None:
@@ -147,8 +170,10 @@ def table_cells(spec: dict, scale: str) -> list[Cell]:
             selection = None
             if row.get("grid_search"):
                 experiment, selection = selected_by_grid(spec["grid_configs"][row["grid_search"]], experiment, scale)
+            evaluated_on, evaluation_data = evaluation_split(experiment, column)
             cells.append(Cell(row["label"], column["key"], column.get("metric", "overall"),
-                              run_id(experiment), split_id(experiment), experiment, selection))
+                              run_id(experiment), split_id(experiment), experiment, selection,
+                              evaluated_on, evaluation_data))
     return cells
 
 

@@ -28,7 +28,11 @@ def load_trained(final_path: Path, split_path: Path, device: torch.device):
     tasks = family_module(experiment["data"]["family"]).Tasks(split_path)
     model = build_model(experiment["model"], tasks.io_dims).to(device)
     learner = learner_for(experiment, model)
-    learner.load_state_dict(checkpoint["learner"])
+    try:
+        learner.load_state_dict(checkpoint["learner"])
+    except RuntimeError as error:  # another split's tasks (evaluate_on) of another shape
+        raise ValueError(f"{split_path}: its tasks (inputs, outputs: {tasks.io_dims}) do not fit the model trained "
+                         f"in {final_path}: {str(error).splitlines()[0]}") from None
     return checkpoint, tasks, learner
 
 

@@ -8,9 +8,13 @@ curve cannot shift the mean part-way along. ``figure.ema: <smoothing>`` draws th
 average of the mean and the band (TOW's figures: smoothing factor 0.1).
 
 ``sweep``: the x axis is a setting, not the iteration (Nash-GBML Figs. 3-10: the test MSE against
-the meta-batch size or the inner step size). Each column is one value of the setting (its ``x``),
-each panel one curve column (``figure.panels``), and each line the mean over seeds of that column's
-value at the end of training, with the Student-t 95 % CI over seeds as error bars.
+the meta-batch size or the inner step size; thesis Fig. 3.1: time and memory per iteration against T
+and p). Each column is one value of the setting (its ``x``), each panel one curve column or one number
+of the runs' eval.json / train.json (``figure.panels``), and each line the mean over seeds of that
+column's value at the end of training, with the Student-t 95 % CI over seeds as error bars.
+
+Every style is called ``plot(spec, curves, out_png, scale, finals)``: the cells' curves and their
+numbers (eval.json, train.json and the curve means, per seed), from the rule's declared inputs.
 
 Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas directly instead of
 pyplot: no global backend switch, no figure registry to leak into, safe to import anywhere.
@@ -33,7 +37,7 @@ from .stats import t_ci95
 
 
 def plot_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
-                scale: str, y: str = "test_mse", title_suffix: str = "") -> Path:
+                scale: str, finals: dict | None = None, y: str = "test_mse", title_suffix: str = "") -> Path:
     """Mean over seeds of ``y`` against the iteration, with a band of ±1 sd over seeds."""
     columns = spec["columns"]
     figure = Figure(figsize=(5.5 * len(columns), 4.6))
@@ -84,27 +88,52 @@ def save(figure: Figure, title: str, out_png: Path) -> Path:
     return out_png
 
 
-def sweep_points(spec: dict, curves: dict, row: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, mean over seeds, 95 % CI over seeds) of ``y`` at the end of training, over the columns
-    this row was run in (a column left out at this scale has no curves and no point)."""
+def panel_values(per_seed_curves: dict | None, per_seed_finals: dict | None, panel: dict,
+                 where: str) -> np.ndarray | None:
+    """Each seed's value of a sweep panel for one cell, in seed order: the curve's ``curve`` column at the end
+    of training, or the run's number ``value`` (a key of its eval.json or train.json); None for a cell not
+    run at this scale."""
+    if "value" in panel:
+        if not per_seed_finals:
+            return None
+        missing = [seed for seed, numbers in sorted(per_seed_finals.items()) if panel["value"] not in numbers]
+        if missing:
+            raise ValueError(f"{where}, seed {missing[0]}: no {panel['value']!r} in its eval.json or train.json")
+        return np.array([float(numbers[panel["value"]]) for _, numbers in sorted(per_seed_finals.items())])
+    if not per_seed_curves:
+        return None
+    require_column(per_seed_curves, panel["curve"], where)
+    return final_values(per_seed_curves, panel["curve"])
+
+
+def sweep_points(spec: dict, row: str, panel: dict, curves: dict,
+                 finals: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean over seeds, 95 % CI over seeds) of a panel's value for one row, over the panel's columns (its
+    ``columns``, default all) this row was run in (a column left out at this scale has no point)."""
     points = []
     for column in spec["columns"]:
-        per_seed = curves.get((row, column["key"]))
-        if not per_seed:
+        if panel.get("columns") and column["key"] not in panel["columns"]:
+            continue
+        key = (row, column["key"])
+        where = f"row {row!r}, column {column['key']!r}"
+        values = panel_values(curves.get(key), (finals or {}).get(key), panel, where)
+        if values is None:
             continue
         if "x" not in column:
             raise ValueError(f"figure style sweep: column {column['key']!r} has no x (the swept value)")
-        require_column(per_seed, y, f"row {row!r}, column {column['key']!r}")
-        values = final_values(per_seed, y)
         points.append((float(column["x"]), float(values.mean()), t_ci95(values)))  # NaN for one seed
     x, mean, ci = (np.array(v) for v in zip(*sorted(points))) if points else (np.array([]),) * 3
     return x, mean, ci
 
 
 def plot_sweep(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
-               scale: str) -> Path:
-    """Final test statistics against a swept setting: one panel per ``figure.panels`` entry ({curve,
-    label}), x = each column's ``x``, one line per row with 95 % CI error bars over seeds."""
+               scale: str, finals: dict | None = None) -> Path:
+    """Final statistics against a swept setting: one panel per ``figure.panels`` entry, x = each column's
+    ``x``, one line per row with 95 % CI error bars over seeds. A panel is ``{curve, label}`` (a curve.csv
+    column at the end of training) or ``{value, label}`` (a number of the runs' eval.json or train.json, as
+    ``step_seconds_median`` or ``peak_memory_mb``), with optionally its own ``columns`` (one sweep of several
+    in a figure: thesis Figure 3.1 sweeps T in two panels and p in two), ``x_label``, ``y_label`` and
+    ``log_x``."""
     settings = spec.get("figure") or {}
     panels = settings.get("panels")
     if not panels:
@@ -112,20 +141,22 @@ def plot_sweep(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]
     figure = Figure(figsize=(5.0 * len(panels), 4.4))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    ticks = sorted({float(column["x"]) for column in spec["columns"] if "x" in column})
     for axis, panel in zip(axes, panels):
+        shown = [column for column in spec["columns"] if "x" in column
+                 and (not panel.get("columns") or column["key"] in panel["columns"])]
+        ticks = sorted({float(column["x"]) for column in shown})
         for i, row in enumerate(spec["rows"]):
-            x, mean, ci = sweep_points(spec, curves, row["label"], panel["curve"])
+            x, mean, ci = sweep_points(spec, row["label"], panel, curves, finals)
             if x.size:
                 axis.errorbar(x, mean, yerr=np.nan_to_num(ci), label=row["label"], color=f"C{i % 10}",
                               marker="o", markersize=4, linewidth=1.4, capsize=3)
-        if settings.get("log_x"):
+        if panel.get("log_x", settings.get("log_x")):
             axis.set_xscale("log")
             axis.xaxis.set_minor_locator(NullLocator())  # only the swept values are labelled
         axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
         axis.set_title(panel["label"])
-        axis.set_xlabel(settings.get("x_label", "setting"))
-        axis.set_ylabel(spec.get("y_label", "meta-test MSE"))
+        axis.set_xlabel(panel.get("x_label", settings.get("x_label", "setting")))
+        axis.set_ylabel(panel.get("y_label", spec.get("y_label", "meta-test MSE")))
         if spec.get("log_y", False):
             axis.set_yscale("log")
         axis.grid(alpha=0.3)

@@ -34,7 +34,7 @@ def save(figure: Figure, out_png: Path) -> Path:
 
 
 def plot_distance_to_pareto_set(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
-                                scale: str) -> Path:
+                                scale: str, finals: dict | None = None) -> Path:
     columns = spec["columns"]
     figure = Figure(figsize=(5.0 * len(columns), 4.4))
     FigureCanvasAgg(figure)
@@ -60,7 +60,7 @@ def plot_distance_to_pareto_set(spec: dict, curves: dict[tuple[str, str], dict[i
 
 
 def plot_toy_trajectories(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
-                          scale: str) -> Path:
+                          scale: str, finals: dict | None = None) -> Path:
     from .data.simol_toy import pareto_front
 
     front = pareto_front(401)

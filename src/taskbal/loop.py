@@ -12,8 +12,9 @@ learning, the black-box optimisers and the toy problems:
 * ``stop_after`` (tests of resume: stop after that many iterations of this process, outputs unwritten);
 * the outputs: ``final.pt`` (the trainable's final state with the experiment and seed), ``curve.csv``
   and ``train.json`` (iterations, wall time, the resumed-from iteration, the trainable's summary,
-  ``divergence``: whether and where the loss diverged (taskbal.divergence), and ``machine``: the GPU
-  or CPU model and torch build it ran on, each of them if a resume moved it).
+  ``divergence``: whether and where the loss diverged (taskbal.divergence), ``machine``: the GPU
+  or CPU model and torch build it ran on, each of them if a resume moved it, and ``peak_memory_mb``: the
+  loop's peak memory, as ``peak_memory_measure`` says (``machine.PeakMemory``)).
 
 A trainable has
 
@@ -47,6 +48,7 @@ from tqdm import tqdm
 from . import divergence
 from .artifacts import CURVE, FINAL, RESUME, TRAIN_SUMMARY
 from .io import atomic_path, remove_leftover_temporaries, write_json
+from .machine import PeakMemory
 from .machine import describe as describe_machine
 
 
@@ -142,6 +144,8 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
         save_atomic({"iteration": iteration, "rows": rows, "window": window, "trainable": trainable.state_dict(),
                      "experiment": experiment, "seed": seed, "machines": machines}, resume_path)
 
+    memory = PeakMemory(map_location)
+    memory.start()
     started, start_iteration = time.perf_counter(), iteration
     bar = Progress(progress, total, iteration, seed)
     at_row_point = getattr(trainable, "stats_at_row_point", False)
@@ -185,7 +189,7 @@ def fit(build: Callable[[], object], experiment: dict, seed: int, out_dir: Path 
     save_atomic({**trainable.final_state(), "experiment": experiment, "seed": seed}, out_dir / FINAL)
     summary = {"iterations": total, "seconds": seconds, "resumed_from": start_iteration,
                "iterations_per_second": (iteration - start_iteration) / max(seconds, 1e-9),
-               **step_timing(step_seconds),
+               **step_timing(step_seconds), **memory.summary(),
                **trainable.summary(rows), **divergence.detect(rows, divergence_rule).summary(),
                "machine": "; then ".join(machines)}
     write_json(out_dir / TRAIN_SUMMARY, summary)

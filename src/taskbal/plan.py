@@ -158,6 +158,15 @@ def check_paper_values(spec: dict) -> None:
     check_row_references(spec)
 
 
+def check_panel_columns(spec: dict) -> None:
+    """A sweep panel's ``columns`` name columns of the figure."""
+    keys = [column["key"] for column in spec["columns"]]
+    for index, panel in enumerate((spec.get("figure") or {}).get("panels") or []):
+        wrong = [key for key in panel.get("columns") or [] if key not in keys]
+        if wrong:
+            raise PlanError(f"figure.panels[{index}].columns: {wrong[0]!r} is not a column key; the columns are {keys}")
+
+
 def check_row_references(spec: dict) -> None:
     """A row's ``extrapolate.row`` and a column's ``relative_to`` name a row of the table that has runs."""
     run = [row["label"] for row in spec["rows"] if "not_run" not in row and "extrapolate" not in row]
@@ -182,6 +191,20 @@ def add_run(plan: Plan, scale: str, run: str, experiment: dict, table: str, reso
     plan.split_of_run[key] = split
     plan.tables_of_run.setdefault(key, set()).add(table)
     plan.resources_of_run[key] = merge_resources(plan.resources_of_run.get(key, {}), resources)
+
+
+def add_evaluation_split(plan: Plan, scale: str, cell, experiment_schema, cache: CheckCache) -> None:
+    """The split a column's ``evaluate_on`` tests the cell's run on, checked as a run's data would be."""
+    evaluated = {**without(cell.experiment, [MARKER]), "data": cell.evaluation_data}
+    problem = schema_error(experiment_schema, evaluated, "experiment")
+    if problem:
+        raise PlanError(f"evaluate_on: {problem}")
+    try:
+        check_cell(evaluated, cell.evaluated_on, cache)
+    except ValueError as error:
+        raise PlanError(f"evaluate_on: {error}") from None
+    plan.splits[scale, cell.evaluated_on] = cell.evaluation_data
+    plan.split_inputs[scale, cell.evaluated_on] = inputs_of_split(cell.evaluation_data, cell.evaluated_on, cache)
 
 
 def check_grid(validator, grid: dict, path: Path, scales) -> None:
@@ -260,6 +283,7 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
             if problem:
                 raise PlanError(problem)
             check_paper_values(spec)
+            check_panel_columns(spec)
             for name, grid in (spec.get("grid_configs") or {}).items():
                 check_grid(grid_schema, grid, tables_dir.parent / "grids" / f"{name}.yaml", spec["scales"])
                 plan.grids[name] = grid
@@ -274,6 +298,8 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
                         check_cell(without(cell.experiment, [MARKER]), cell.run, cache)
                         add_run(plan, scale, cell.run, cell.experiment, spec["name"], resources.get(scale),
                                 inputs_of_split(cell.experiment["data"], cell.split, cache))
+                        if cell.evaluated_on is not None:
+                            add_evaluation_split(plan, scale, cell, experiment_schema, cache)
                         if cell.selection is not None:
                             plan.selection_of_run[scale, cell.run] = cell.selection
                             add_search_runs(plan, spec, scale, cell, experiment_schema, cache)

@@ -39,7 +39,8 @@ if not workflow.dryrun:
 
 def start_job_server():
     """The build's job server (config job_server), for jobs that run on this machine: it runs each
-    `taskbal` command in a fork of one process that has imported torch, MLflow and pandas once."""
+    `taskbal` command in a fork of one process that has imported torch, MLflow and pandas once.
+    """
     if config.get("job_server", True) and workflow.local_exec:
         from taskbal import jobserver
 
@@ -113,7 +114,8 @@ def default_targets():
 
 def job_resource(key, default):
     """A training or evaluation job's cluster resource: the most that any table its run serves asks
-    for (a table's `resources`), else the default (a value, or a function of the wildcards)."""
+    for (a table's `resources`), else the default (a value, or a function of the wildcards).
+    """
 
     def of_job(wildcards):
         asked = PLAN.resources_of_run.get((wildcards.scale, wildcards.run), {})
@@ -138,16 +140,18 @@ def split_inputs(scale, split):
 
 
 def run_files(spec_name, scale, filename):
-    """The per-seed files of every run cell of a table."""
+    """The per-seed files of every run cell of a table (eval.csv / eval.json on another split's tasks for a
+    column with evaluate_on)."""
     spec = TABLES[spec_name]
-    runs = sorted({cell.run for cell in table_cells(spec, scale)})
     seeds = seeds_of(spec, scale)
-    return [artifacts.run_file(scale, run, seed, filename) for run in runs for seed in seeds]
+    return sorted({cell.file(scale, seed, filename) for cell in table_cells(spec, scale) for seed in seeds})
 
 
 def split_sidecars(spec_name, scale):
-    """The sidecars of a table's split files: which data the splits were drawn from."""
-    splits = sorted({cell.split for cell in table_cells(TABLES[spec_name], scale)})
+    """The sidecars of a table's split files, and of the splits its runs are evaluated on: which data the
+    splits were drawn from."""
+    cells = table_cells(TABLES[spec_name], scale)
+    splits = sorted({cell.split for cell in cells} | {cell.evaluated_on for cell in cells if cell.evaluated_on})
     return [artifacts.split_sidecar(scale, split) for split in splits]
 
 

@@ -26,3 +26,16 @@ rule evaluate:
         " --seed {wildcards.seed} --device {params.device} --threads {threads}"
         " --run-id {wildcards.run} --scale {wildcards.scale} --tables {params.tables}"
         " --experiment {params.experiment} {params.tracking} > {log} 2>&1"
+
+
+use rule evaluate as evaluate_on with:
+    # The same run tested on another split's meta-test tasks (a column's evaluate_on: TOW's
+    # mini-ImageNet runs on CUB's episodes), into the run's on-<split>/ folder.
+    input:
+        final=f"{artifacts.RUN_DIR}/{artifacts.FINAL}",
+        tasks=artifacts.SPLIT_FILE,
+    output:
+        per_task=f"{artifacts.EVALUATED_ON_DIR}/{artifacts.EVAL}",
+        summary=f"{artifacts.EVALUATED_ON_DIR}/{artifacts.EVAL_SUMMARY}",
+    log:
+        "results/logs/{scale}/evaluate/{run}-seed{seed}-on-{split}.log",

@@ -38,7 +38,7 @@ def _mean_curve(per_seed: dict[int, pd.DataFrame], column: str):
 
 
 def plot_moblo_synthetic(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
-                         scale: str) -> Path:
+                         scale: str, finals: dict | None = None) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
