@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import small_experiment
-from taskbal.data import blackbox_moo, moblo_synthetic, simol_toy, sinusoid
+from taskbal.data import blackbox_moo, direction_locomotion, moblo_synthetic, simol_toy, sinusoid
 from taskbal.mtl import blobs
 from taskbal.runners import RUNNERS, runner_of
 
@@ -39,6 +39,12 @@ EXPERIMENTS = {
                          "weighting": {"name": "forum"},
                          "problem": {"alpha0": 0.0, "omega0": [0.0, 3.0], "iterations": 16, "curve_every": 3}},
                         moblo_synthetic.write_splits),
+    "meta_rl": ({"runner": "meta_rl",
+                 "data": {"family": "direction_locomotion", "env": "half_cheetah", "train_tasks": 8, "val_tasks": 1,
+                          "test_tasks": 2, "horizon": 4},
+                 "weighting": {"name": "simol", "hidden": [8, 8]},
+                 "rl": {"iterations": 16, "meta_batch": 2, "rollouts": 2, "curve_every": 3, "hidden": [8, 8]}},
+                direction_locomotion.write_splits),
 }
 
 # Runs `taskbal train`, killing the process with SIGKILL as soon as its second checkpoint is on disk.

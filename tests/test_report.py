@@ -27,7 +27,7 @@ def test_papers_errors_name_the_file_and_the_experiment(repo, tmp_path, change, 
     import yaml
 
     papers = yaml.safe_load((repo / "config/papers.yaml").read_text())
-    pending = next(e for e in papers["papers"][0]["experiments"] if "not_yet" in e)  # a SIMOL experiment, not a target
+    pending = next(e for paper in papers["papers"] for e in paper["experiments"] if "not_yet" in e)  # not a target
     pending.pop("not_yet")
     change(pending)
     path = tmp_path / "papers.yaml"

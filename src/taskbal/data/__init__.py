@@ -19,6 +19,7 @@ FAMILIES: dict[str, str | ModuleType] = {
     "fewshot_blobs": "taskbal.data.fewshot_blobs",      # generated N-way K-shot classification (tests, ProtoNet)
     "fewshot_images": "taskbal.data.fewshot_images",    # TOW, SIMOL, Nash-GBML: N-way K-shot on real image datasets
     "generated_images": "taskbal.data.generated_images",  # SIMOL Table 4: tasks of generated images, for timing
+    "direction_locomotion": "taskbal.data.direction_locomotion",  # SIMOL Figure 3: MuJoCo run-in-a-direction
 }
 
 

@@ -27,6 +27,7 @@ RUNNERS: dict[str, str] = {
     "simol_toy": "taskbal.runners.simol_toy",
     "moblo_synthetic": "taskbal.runners.moblo_synthetic",
     "mtl": "taskbal.runners.mtl",
+    "meta_rl": "taskbal.runners.meta_rl",
 }
 
 
