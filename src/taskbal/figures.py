@@ -142,18 +142,17 @@ def plot_sweep(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for axis, panel in zip(axes, panels):
-        shown = [column for column in spec["columns"] if "x" in column
-                 and (not panel.get("columns") or column["key"] in panel["columns"])]
-        ticks = sorted({float(column["x"]) for column in shown})
+        ticks: set[float] = set()  # the swept values run at this scale
         for i, row in enumerate(spec["rows"]):
             x, mean, ci = sweep_points(spec, row["label"], panel, curves, finals)
+            ticks.update(x.tolist())
             if x.size:
                 axis.errorbar(x, mean, yerr=np.nan_to_num(ci), label=row["label"], color=f"C{i % 10}",
                               marker="o", markersize=4, linewidth=1.4, capsize=3)
         if panel.get("log_x", settings.get("log_x")):
             axis.set_xscale("log")
             axis.xaxis.set_minor_locator(NullLocator())  # only the swept values are labelled
-        axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        axis.set_xticks(sorted(ticks), [f"{t:,.0f}" if t >= 1e4 else f"{t:g}" for t in sorted(ticks)])
         axis.set_title(panel["label"])
         axis.set_xlabel(panel.get("x_label", settings.get("x_label", "setting")))
         axis.set_ylabel(panel.get("y_label", spec.get("y_label", "meta-test MSE")))

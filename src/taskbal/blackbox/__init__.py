@@ -12,6 +12,7 @@ from .asmg import ASMG, ASMGEW
 from .base import BlackBoxOptimizer
 from .bes import BES
 from .cmaes import CMAES
+from .cmaes_pycma import PyCMAES
 from .es import ES
 from .mmes import MMES
 
@@ -21,6 +22,7 @@ OPTIMIZERS: dict[str, type[BlackBoxOptimizer]] = {
     "es": ES,
     "bes": BES,
     "cmaes": CMAES,
+    "cmaes_pycma": PyCMAES,  # the thesis' CMA-ES (pycma's defaults)
     "mmes": MMES,
 }
 
