@@ -63,9 +63,10 @@ def start_live_run(args, kind: str, experiment: dict, out: Path):
     id_file = out / TRACKED_RUN.format(kind=kind)
     earlier = id_file.read_text().strip() if id_file.is_file() else None
     tags, name = tags_from(args, kind, experiment), f"{kind} {args.run_id} seed{args.seed}"
-    if evaluated_on(out):  # the run tested on another split's tasks (a column's evaluate_on)
-        tags["evaluated_on"] = evaluated_on(out)
-        name += f" on {evaluated_on(out)}"
+    other_split = evaluated_on(out)
+    if other_split:  # the run tested on another split's tasks (a column's evaluate_on)
+        tags["evaluated_on"] = other_split
+        name += f" on {other_split}"
     try:
         run = tracking.LiveRun(experiment=args.experiment, run_name=name,
                                params={**experiment, "seed": args.seed}, tags=tags,
@@ -197,14 +198,13 @@ def collect(spec: dict, scale: str, paths: list[str], filename: str, reader):
     """Per cell, per seed: ``reader(path)`` of the given run file of that cell's run and seed (its evaluation
     on another split for a column with ``evaluate_on``); a cell whose file is not among ``paths`` (the rule's
     declared inputs) is an error."""
-    from .artifacts import EVALUATION_FILES
     from .config import seeds_of, table_cells
 
     by_run = files_by_run(paths, filename)
     collected, runs = {}, set()
     for cell in table_cells(spec, scale):
         runs.add(cell.run)
-        evaluated_on = cell.evaluated_on if filename in EVALUATION_FILES else None
+        evaluated_on = cell.evaluated_on_for(filename)
         per_seed = {}
         for seed in seeds_of(spec, scale):
             if (cell.run, seed, evaluated_on) not in by_run:

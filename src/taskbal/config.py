@@ -109,11 +109,17 @@ class Cell:
     evaluated_on: str | None = None  # the split whose test tasks it is evaluated on, when not its own
     evaluation_data: dict | None = None  # that split's data section
 
+    def evaluated_on_for(self, name: str) -> str | None:
+        """The split a file of this cell is of: ``evaluated_on`` for eval.csv / eval.json, else the run's own."""
+        from .artifacts import EVALUATION_FILES
+
+        return self.evaluated_on if name in EVALUATION_FILES else None
+
     def file(self, scale: str, seed: int, name: str) -> str:
         """The cell's file of one seed: its run's, except eval.csv / eval.json of another split's tasks."""
-        from .artifacts import EVALUATION_FILES, run_file
+        from .artifacts import run_file
 
-        return run_file(scale, self.run, seed, name, self.evaluated_on if name in EVALUATION_FILES else None)
+        return run_file(scale, self.run, seed, name, self.evaluated_on_for(name))
 
 
 def evaluation_split(experiment: dict, column: dict) -> tuple[str | None, dict | None]:

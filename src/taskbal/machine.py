@@ -60,14 +60,9 @@ class PeakMemory:
         self.problem = None
 
     def can_measure(self) -> bool:
-        """Whether a number will come (CUDA, or a Linux /proc whose peak can be reset)."""
-        if self.device.type == "cuda":
-            return True
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            return False
-        return _status_kb("VmHWM") is not None
+        """Whether a number will come (CUDA, or a Linux /proc whose peak can be reset): ``start`` succeeds."""
+        self.start()
+        return self.problem is None
 
     def start(self) -> None:
         self.problem = None

@@ -88,13 +88,11 @@ def reset_seeds(seed: int, iteration: int, phase: int, count: int) -> np.ndarray
     return np.random.SeedSequence([seed, iteration, phase]).generate_state(count)
 
 
-def adapted_policies(params, pre, conf) -> tuple[list, list]:
-    """Per task: its advantages on the pre-update paths and its adapted parameters θ' (a function of θ)."""
-    advantages = [task_advantages(pre, t, conf["discount"], conf["normalize_advantages"])
-                  for t in range(pre.rewards.shape[0])]
-    adapted = [adapt(params, pre, t, advantages[t], conf["inner_lr"], create_graph=not conf["first_order"])
-               for t in range(pre.rewards.shape[0])]
-    return advantages, adapted
+def adapted_policies(params, pre, conf) -> list:
+    """Per task: its parameters θ' adapted on its pre-update paths (a function of θ unless first order)."""
+    return [adapt(params, pre, t, task_advantages(pre, t, conf["discount"], conf["normalize_advantages"]),
+                  conf["inner_lr"], create_graph=not conf["first_order"])
+            for t in range(pre.rewards.shape[0])]
 
 
 class Environments:
@@ -143,7 +141,7 @@ class MetaRLRun:
         count = len(ids) * rollouts
         pre = sample(envs, [self.params] * len(ids), rollouts, self.tasks.horizon,
                      reset_seeds(self.seed, iteration, 0, count), generator)
-        _, adapted = adapted_policies(self.params, pre, conf)
+        adapted = adapted_policies(self.params, pre, conf)
         post = sample(envs, [[p.detach() for p in theta] for theta in adapted], rollouts, self.tasks.horizon,
                       reset_seeds(self.seed, iteration, 1, count), generator)
         losses, grads = [], []
@@ -217,7 +215,7 @@ def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str =
     generator = torch.Generator().manual_seed(int(final["seed"]) + 10**6)
     pre = sample(envs.pointed(directions, rollouts), [params] * len(directions), rollouts, tasks.horizon,
                  reset_seeds(final["seed"], 10**9, 0, count), generator)
-    _, adapted = adapted_policies(params, pre, {**conf, "first_order": True})
+    adapted = adapted_policies(params, pre, {**conf, "first_order": True})
     post = sample(envs.envs, [[p.detach() for p in theta] for theta in adapted], rollouts, tasks.horizon,
                   reset_seeds(final["seed"], 10**9, 1, count), generator)
     envs.close()
