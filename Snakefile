@@ -17,6 +17,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/dataset_splits.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/train.smk"

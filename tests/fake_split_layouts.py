@@ -144,3 +144,27 @@ def qm9_raw(root: Path, molecules: int = 60, uncharacterized=(3, 17, 42)) -> Pat
     text += ["  ---", ""]
     (raw / "uncharacterized.txt").write_text("\n".join(text) + "\n")
     return root
+
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair Blond_Hair "
+    "Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male "
+    "Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
+    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace "
+    "Wearing_Necktie Young").split()
+
+
+def celeba_tree(root: Path, sizes=(12, 4, 4), side=(6, 5)) -> Path:
+    """CelebA's layout under ``root`` (= resources/celeba): the partition, the 40 attributes as ±1 and
+    aligned-face JPEGs (tiny) in ``celeba/img_align_celeba``."""
+    rng = np.random.default_rng(6)
+    folder = root / "celeba"
+    celeba_partition(folder, sizes)
+    names = [f"{i + 1:06d}.jpg" for i in range(sum(sizes))]
+    values = rng.choice([-1, 1], size=(len(names), len(CELEBA_ATTRIBUTES)))
+    lines = [str(len(names)), " ".join(CELEBA_ATTRIBUTES)]
+    lines += [f"{name} " + " ".join(f"{v:2d}" for v in row) for name, row in zip(names, values)]
+    (folder / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    for name in names:
+        _jpg(folder / "img_align_celeba" / name, rng, size=side)
+    return root

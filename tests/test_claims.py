@@ -122,6 +122,13 @@ def test_a_claim_of_no_difference_holds_within_its_margin():
     assert judge(similar, finals([0.50, 0.52], [0.40, 0.41]), level=0.1)["verdict"] == "does not hold"
 
 
+def test_a_claim_of_a_difference_needs_more_than_its_margin_either_way():
+    different = {**CLAIM, "relation": "different", "margin": 0.05}
+    assert judge(different, finals([0.50, 0.52], [0.40, 0.41]), level=0.1)["verdict"] == "holds"
+    assert judge(different, finals([0.40, 0.41], [0.50, 0.52]), level=0.1)["verdict"] == "holds"
+    assert judge(different, finals([0.50, 0.52], [0.48, 0.51]), level=0.1)["verdict"] == "does not hold"
+
+
 def test_a_claim_may_read_another_value_for_the_other_row():
     """A trend within one run: its value at the end of training against its value at the start."""
     run = {("A", "main"): {s: {"curve_end_w": end, "curve_start_w": start}

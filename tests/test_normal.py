@@ -167,3 +167,44 @@ def test_normal_rejects_bad_options(normal_setup):
         NORMAL(model, data, 0, position_gradient="adjoint", batch_size=16)
     with pytest.raises(ValueError, match="weighting.ode_steps"):
         HeavyBallODE(4, ode_steps=0)
+
+
+def test_exp_positions_step_follows_the_chain_rule(normal_setup):
+    """p_i = e^{v_i} (Table 5.4's "different form"): the manual step on v is −η d_{p_i} e^{v_i}, which on a fine
+    Euler grid matches finite differences of L_i in v."""
+    data = normal_setup
+    torch.manual_seed(1)
+    neck = NormalNeck(6, 2, init_position=[1.0, 1.5], position_form="exp", ode_steps=400)
+    model = MultiTaskNet(data.input_dim, [6], data.num_classes, neck).double()
+    for pairs in data.tensors.values():
+        pairs[:] = [(x.double(), y) for x, y in pairs]
+    batches = data.batch("train", 0, 0, 16, "train")
+    start = neck.positions.detach().clone()
+    torch.testing.assert_close(neck.effective_positions().detach(), torch.tensor([1.0, 1.5], dtype=F64))
+
+    def loss_at(task, v):
+        with torch.no_grad():
+            saved = neck.positions[task].item()
+            neck.positions[task] = v
+            value = float(task_loss(model(batches[task].x, task), batches[task].y))
+            neck.positions[task] = saved
+            return value
+
+    h = 1e-5
+    numeric = [(loss_at(i, float(start[i]) + h) - loss_at(i, float(start[i]) - h)) / (2 * h) for i in range(2)]
+    step = NORMAL(model, data, 0, position_lr=0.5, batch_size=16, optimizer="sgd", lr=1e-3)
+    stats = step.step(0)
+    moved = [(float(start[i]) - float(neck.positions[i])) / 0.5 for i in range(2)]
+    assert moved == pytest.approx(numeric, rel=1e-2, abs=1e-9)
+    assert stats["position_" + data.names[1]] == pytest.approx(math.exp(float(neck.positions[1])))
+
+
+def test_positions_per_task_and_their_checks():
+    assert torch.equal(NormalNeck(4, 3, init_position=[1.0, 1.25, 1.5]).positions.detach(),
+                       torch.tensor([1.0, 1.25, 1.5]))
+    with pytest.raises(ValueError, match="weighting.init_position"):
+        NormalNeck(4, 3, init_position=[1.0, 1.25])
+    with pytest.raises(ValueError, match="weighting.init_position"):
+        NormalNeck(4, 2, init_position=[1.0, -1.0], position_form="exp")
+    with pytest.raises(ValueError, match="weighting.position_form"):
+        NormalNeck(4, 2, position_form="softplus")

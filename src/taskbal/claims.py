@@ -25,7 +25,7 @@ table's ``significance_level``. A claim whose rows were not run is 'not run'.
 ``value: curve_end_<column>``, ``than_value: curve_start_<column>``; or one curve of a run against
 another of the same run). ``relation: similar`` with ``margin: m`` claims *no difference*: it holds when
 the two means differ by at most m (the paper gives no margin: the config says whose it is), and the
-paired test is reported beside it.
+paired test is reported beside it; ``relation: different`` claims a difference of more than m.
 
 Numbers a figure's text does state go under a row's ``paper:`` (column key → [value, CI]) as in
 tables; with ``figure: {paper_value: <eval.json key>}`` each is set against our mean over seeds of
@@ -65,8 +65,11 @@ def judge(claim: dict, finals: dict, level: float) -> dict:
         return result
     result.update(better_mean=float(better.mean()), than_mean=float(than.mean()),
                   better_ci=ci95(better), than_ci=ci95(than))
-    if claim.get("relation", "better") == "similar":
+    relation = claim.get("relation", "better")
+    if relation == "similar":
         holds = abs(better.mean() - than.mean()) <= claim["margin"]
+    elif relation == "different":
+        holds = abs(better.mean() - than.mean()) > claim["margin"]
     else:
         holds = better.mean() < than.mean() if lower else better.mean() > than.mean()
     result["verdict"] = "holds" if holds else "does not hold"

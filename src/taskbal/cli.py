@@ -276,6 +276,15 @@ def machines_of(summaries) -> dict[str, int]:
                         for summary in summaries))
 
 
+def weights_of(summaries) -> str | None:
+    """Which pretrained weights the runs' models started from (``train.json``'s ``pretrained_weights``, written
+    by runners that load any), with how many runs each; None when no run says."""
+    from collections import Counter
+
+    counts = Counter(summary["pretrained_weights"] for summary in summaries if "pretrained_weights" in summary)
+    return " | ".join(f"{what} ({n} run{'s' if n != 1 else ''})" for what, n in counts.items()) or None
+
+
 def cmd_table(args) -> None:
     import pandas as pd
 
@@ -302,6 +311,9 @@ def cmd_table(args) -> None:
     if machines:
         provenance["machines"] = " | ".join(f"{machine} ({count} run{'s' if count != 1 else ''})"
                                             for machine, count in machines.items())
+    weights = weights_of(summaries.values())
+    if weights:
+        provenance["weights"] = weights
     out = Path(args.out)
     if spec.get("kind", "table") == "table":
         from .tables import build_table, write_table
@@ -463,6 +475,17 @@ def cmd_data(args) -> None:
         print(f"{name}: {len(record['files'])} file(s) verified, source: {record['source']}{unverified}")
 
 
+def cmd_weights(args) -> None:
+    from .weights import WeightsMissing, fetch_weights
+
+    try:
+        path = fetch_weights(args.name, args.out_dir, args.local)
+    except (WeightsMissing, ValueError) as error:
+        print(f"taskbal weights fetch: {error}", file=sys.stderr)
+        sys.exit(3)
+    print(f"{args.name}: placed at {path}")
+
+
 def cmd_data_split(args) -> None:
     from .data.datasets import build_splits
 
@@ -583,6 +606,13 @@ def parser() -> argparse.ArgumentParser:
                             '\'{"protocol": "character", '
                             '"episodes": {"test": {"ways": 5, "shots": 1, "count": 600}}}\'')
     data_split.set_defaults(func=cmd_data_split)
+    weights = sub.add_parser("weights", help="place pretrained weights a run names (never downloads them)")
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True)
+    place = weights_sub.add_parser("fetch", help="copy a weights file from a local folder or PyTorch's hub cache")
+    place.add_argument("name", help="the file's name, e.g. resnet18-f37072fd.pth")
+    place.add_argument("--out-dir", default="resources/weights")
+    place.add_argument("--local", default=None, help="a folder holding the file (config weights_dir)")
+    place.set_defaults(func=cmd_weights)
     return root
 
 

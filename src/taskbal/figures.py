@@ -13,6 +13,11 @@ and p). Each column is one value of the setting (its ``x``), each panel one curv
 of the runs' eval.json / train.json (``figure.panels``), and each line the mean over seeds of that
 column's value at the end of training, with the Student-t 95 % CI over seeds as error bars.
 
+``task_curves``: one panel per column, one line per curve.csv column the column lists in ``curves``
+(thesis Fig. 5.2: every task's position p_i along training, one panel per dataset), each the mean over
+seeds with a band of ±1 sd, for the figure's first row that has runs in that column; the legend names
+each line by its curve column with the prefix they share removed.
+
 Every style is called ``plot(spec, curves, out_png, scale, finals)``: the cells' curves and their
 numbers (eval.json, train.json and the curve means, per seed), from the rule's declared inputs.
 
@@ -164,6 +169,44 @@ def plot_sweep(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]
                 out_png)
 
 
+def shared_prefix(names: list[str]) -> str:
+    """The longest prefix ending in '_' that every name has (``position_amazon``, ``position_dslr``: ``position_``)."""
+    prefix = names[0]
+    for name in names[1:]:
+        while not name.startswith(prefix):
+            prefix = prefix[:-1]
+    return prefix[:prefix.rfind("_") + 1] if len(names) > 1 else ""
+
+
+def plot_task_curves(spec: dict, curves: dict[tuple[str, str], dict[int, pd.DataFrame]], out_png: Path,
+                     scale: str, finals: dict | None = None) -> Path:
+    """Several curve columns of one run per panel: mean over seeds with a band of ±1 sd over seeds."""
+    columns = spec["columns"]
+    figure = Figure(figsize=(5.5 * len(columns), 4.6))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(columns), squeeze=False)[0]
+    for axis, column in zip(axes, columns):
+        names = column.get("curves") or []
+        if not names:
+            raise ValueError(f"figure style task_curves: column {column['key']!r} lists no `curves`")
+        row = next((row["label"] for row in spec["rows"] if curves.get((row["label"], column["key"]))), None)
+        if row is None:
+            continue
+        per_seed = curves[row, column["key"]]
+        prefix = shared_prefix(names)
+        for index, name in enumerate(names):
+            require_column(per_seed, name, f"row {row!r}, column {column['key']!r}")
+            iterations, mean, sd = seed_mean_and_sd(per_seed, name)
+            axis.plot(iterations, mean, label=name[len(prefix):], color=f"C{index % 10}", linewidth=1.4)
+            axis.fill_between(iterations, mean - sd, mean + sd, color=f"C{index % 10}", alpha=0.15, linewidth=0)
+        axis.set_title(f"{column['label']} ({row})")
+        axis.set_xlabel("training iteration")
+        axis.set_ylabel(spec.get("y_label", "value"))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    return save(figure, f"{spec['source']} — ours, scale {scale}", out_png)
+
+
 # Figure styles a figure config can name in ``figure: {style: ...}``: each draws one figure from
 # the curves of its cells, plot(spec, curves, out_png, scale).
 STYLES = {
@@ -172,4 +215,5 @@ STYLES = {
     "distance_to_pareto_set": plot_distance_to_pareto_set,  # thesis Figs. 4.1-4.4
     "toy_trajectories": plot_toy_trajectories,  # SIMOL Fig. 1
     "moblo_synthetic": plot_moblo_synthetic,  # thesis Fig. A.1
+    "task_curves": plot_task_curves,  # thesis Fig. 5.2: every task's position along training
 }

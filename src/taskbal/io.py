@@ -83,6 +83,13 @@ def sidecar_hash(meta: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def read_arrays(path: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
+    """A split file written by :func:`write_arrays`: (its verified sidecar, every array in memory)."""
+    meta = verified_sidecar(path, "split")
+    with np.load(path) as handle:
+        return meta, {key: handle[key] for key in handle.files}
+
+
 def verified_sidecar(path: Path | str, kind: str = "split") -> dict:
     """The sidecar of ``path`` once the file's SHA-256 matches the one recorded there; a missing or
     changed file is an error naming it (a stale split must never be read as the one recorded)."""

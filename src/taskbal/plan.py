@@ -168,18 +168,28 @@ def check_panel_columns(spec: dict) -> None:
 
 
 def check_row_references(spec: dict) -> None:
-    """A row's ``extrapolate.row`` and a column's ``relative_to`` name a row of the table that has runs."""
+    """A row's ``extrapolate.row`` and a column's ``relative_to`` and ``delta_p.base`` name a row of the table
+    that has runs; ``delta_p.tasks`` name the table's other columns."""
     run = [row["label"] for row in spec["rows"] if "not_run" not in row and "extrapolate" not in row]
     for index, row in enumerate(spec["rows"]):
         source = (row.get("extrapolate") or {}).get("row")
         if source is not None and source not in run:
             raise PlanError(f"rows[{index}] ({row.get('label')!r}).extrapolate.row: {source!r} is not a row with "
                             f"runs; those are {run}")
+    metric_keys = [column["key"] for column in spec["columns"] if not column.get("delta_p")]
     for column in spec["columns"]:
         reference = column.get("relative_to")
         if reference is not None and reference not in run:
             raise PlanError(f"columns ({column['key']!r}).relative_to: {reference!r} is not a row with runs; "
                             f"those are {run}")
+        delta = column.get("delta_p")
+        if delta is not None and delta["base"] not in run:
+            raise PlanError(f"columns ({column['key']!r}).delta_p.base: {delta['base']!r} is not a row with runs; "
+                            f"those are {run}")
+        wrong = [key for keys in (delta or {}).get("tasks", []) for key in keys if key not in metric_keys]
+        if wrong:
+            raise PlanError(f"columns ({column['key']!r}).delta_p.tasks: {wrong[0]!r} is not a metric column; "
+                            f"those are {metric_keys}")
 
 
 def add_run(plan: Plan, scale: str, run: str, experiment: dict, table: str, resources: dict | None,

@@ -120,10 +120,49 @@ def train_sample(per_seed: dict[int, dict], column: dict) -> dict[int, np.ndarra
     return {seed: np.array([float(summary[value])]) for seed, summary in per_seed.items()}
 
 
+def delta_p_samples(spec: dict, column: dict, cells: dict, trained: dict | None) -> dict[str, tuple]:
+    """Per row, each seed's Δp (thesis Eq. 3.33, LibMTL's ``count_improvement``), in percent:
+
+        Δp = 100 · (1/m) Σ_i (1/N_i) Σ_j (−1)^{s_ij} (M_ij − M_ij^base) / M_ij^base
+
+    over the tasks i of ``delta_p.tasks`` (each a list of column keys: the task's N_i metrics), with
+    s_ij = 1 where the metric's column ranks lower-is-better. M_ij is the seed's value of the column
+    (its mean over the column's eval rows) and M_ij^base the mean over seeds of row ``delta_p.base``'s
+    values, so the mean of the seeds' Δp is the Δp of the mean metrics, as the thesis computes it."""
+    rule = column["delta_p"]
+    by_key = {c["key"]: c for c in spec["columns"]}
+    metrics = [(i, by_key[key]) for i, keys in enumerate(rule["tasks"]) for key in keys]
+    per_column = {c["key"]: column_samples(spec, c, cells, trained) for _, c in metrics}
+    base = rule["base"]
+    if any(base not in samples for samples in per_column.values()):
+        return {}
+    base_mean = {key: float(np.mean([np.mean(v) for v in samples[base][0].values()]))
+                 for key, samples in per_column.items()}
+    out = {}
+    for row in spec["rows"]:
+        label = row["label"]
+        if any(label not in samples for samples in per_column.values()):
+            continue
+        seeds = sorted(set.intersection(*(set(samples[label][0]) for samples in per_column.values())))
+        values = {}
+        for seed in seeds:
+            per_task: dict[int, list[float]] = {}
+            for task, c in metrics:
+                ours, reference = float(np.mean(per_column[c["key"]][label][0][seed])), base_mean[c["key"]]
+                sign = -1.0 if c.get("lower_is_better", spec.get("lower_is_better", True)) else 1.0
+                per_task.setdefault(task, []).append(sign * (ours - reference) / reference)
+            values[seed] = np.array([100.0 * float(np.mean([np.mean(v) for v in per_task.values()]))])
+        out[label] = (values, None)
+    return out
+
+
 def column_samples(spec: dict, column: dict, cells: dict, trained: dict | None) -> dict[str, tuple]:
     """Per row label of one column, ``(values per seed, groups per seed or None)``: the row's runs; for a
     row that says ``extrapolate: {row, factor}``, that row's values times the factor; with the column's
-    ``relative_to: <row>``, every row's values divided by that row's, seed by seed."""
+    ``relative_to: <row>``, every row's values divided by that row's, seed by seed; with ``delta_p``, each
+    seed's Δp against a base row (:func:`delta_p_samples`)."""
+    if column.get("delta_p"):
+        return delta_p_samples(spec, column, cells, trained)
     samples = {}
     for row in spec["rows"]:
         key = (row["label"], column["key"])

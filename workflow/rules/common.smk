@@ -155,6 +155,12 @@ def split_sidecars(spec_name, scale):
     return [artifacts.split_sidecar(scale, split) for split in splits]
 
 
+def weights_of_run(scale, run):
+    """The pretrained weights file a run's model loads (a list: empty for other runs), made by rule weights."""
+    weights = (RUNS[scale, run].get("mtl") or {}).get("weights")
+    return [weights] if weights else []
+
+
 def selection_of_run(scale, run):
     """The grid selection a grid-searched run takes settings from (a list: empty for other runs)."""
     selection = PLAN.selection_of_run.get((scale, run))

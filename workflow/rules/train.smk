@@ -3,6 +3,7 @@ rule train:
     input:
         tasks=lambda w: artifacts.split_file(w.scale, SPLIT_OF_RUN[w.scale, w.run]),
         selection=lambda w: selection_of_run(w.scale, w.run),
+        weights=lambda w: weights_of_run(w.scale, w.run),
     output:
         final=f"{artifacts.RUN_DIR}/{artifacts.FINAL}",
         curve=f"{artifacts.RUN_DIR}/{artifacts.CURVE}",

@@ -16,6 +16,9 @@ FAMILIES: dict[str, str | ModuleType] = {
     "blackbox_moo": "taskbal.data.blackbox_moo",        # thesis Ch. 4: synthetic black-box problems
     "binary_mnist": "taskbal.data.binary_mnist",        # DA-MAML Figure 1: eight binary MNIST / Fashion-MNIST tasks
     "hyper_cleaning": "taskbal.data.hyper_cleaning",    # thesis Table 3.2: data hyper-cleaning
+    "image_domains": "taskbal.data.image_domains",      # thesis Tables 3.3, 5.1, 5.4: Office domains as tasks
+    "celeba_attributes": "taskbal.data.celeba_attributes",  # thesis Table 5.3: CelebA's 40 attributes as tasks
+    "celeba_completion": "taskbal.data.celeba_completion",  # Nash-GBML Table 3: CelebA image completion
     "fewshot_blobs": "taskbal.data.fewshot_blobs",      # generated N-way K-shot classification (tests, ProtoNet)
     "fewshot_images": "taskbal.data.fewshot_images",    # TOW, SIMOL, Nash-GBML: N-way K-shot on real image datasets
     "generated_images": "taskbal.data.generated_images",  # SIMOL Table 4: tasks of generated images, for timing

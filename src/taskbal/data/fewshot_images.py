@@ -55,6 +55,7 @@ from ..io import verified_sidecar, write_arrays
 from ..learners import TaskBatch
 from .checks import check_integer, data_settings
 from .episodes import episode_generator
+from .resources import dataset_inputs, dataset_split_file
 
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = ("dataset", "split_variant", "ways", "shots", "query", "train_tasks", "val_tasks", "test_tasks",
@@ -127,16 +128,11 @@ def check_monitor(monitor) -> None:
                              f"{list(MONITOR_CLASSES)} and split one of {list(SPLITS)}")
 
 
-def dataset_split_path(settings: dict) -> Path:
-    return Path(settings["dataset_splits"]) / settings["dataset"] / f"{settings['split_variant']}.json"
-
 
 def input_files(data: dict) -> list[str]:
-    """The dataset (its ``.verified`` record, written last by ``data_<name>``) and its split file."""
-    from .datasets import VERIFIED
-
+    """The dataset's record and split file (the split rule's inputs)."""
     settings = check_data(data)
-    return [str(Path(settings["resources"]) / settings["dataset"] / VERIFIED), str(dataset_split_path(settings))]
+    return dataset_inputs(settings, settings["dataset"])
 
 
 def class_groups(classes: list[str], rotations: int) -> np.ndarray:
@@ -284,7 +280,7 @@ def write_splits(path: Path | str, data: dict) -> dict:
     from .splitfile import read_split_file
 
     settings = check_data(data)
-    split_file = read_split_file(dataset_split_path(settings))
+    split_file = read_split_file(dataset_split_file(settings, settings["dataset"]))
     dataset, side = settings["dataset"], settings["image_size"] or DEFAULT_SIDE.get(settings["dataset"], 84)
     resource_dir = Path(settings["resources"]) / dataset
     record = read_record(settings["resources"], dataset)

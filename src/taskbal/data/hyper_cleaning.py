@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import verified_sidecar, write_arrays
+from ..io import read_arrays, write_arrays
 from . import idx
 from .checks import data_settings
 
@@ -130,9 +130,7 @@ class HyperCleaningTasks:
 
     def __init__(self, path: Path | str):
         path = Path(path)
-        self.meta = verified_sidecar(path, "split")
-        with np.load(path) as handle:
-            self.split_arrays = {key: handle[key] for key in handle.files}
+        self.meta, self.split_arrays = read_arrays(path)
         self.task_names = list(self.meta["datasets"])
         self.images = {}
         for name in self.task_names:

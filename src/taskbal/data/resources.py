@@ -45,3 +45,14 @@ def recorded_source(resource_dir: Path | str) -> str | None:
         return json.loads(path.read_text()).get("source") or None
     except ValueError as error:
         raise ValueError(f"{path}: not a valid dataset record ({error}); fetch the dataset again") from None
+
+
+def dataset_split_file(settings: dict, dataset: str) -> Path:
+    """A task family's dataset split file: ``<dataset_splits>/<dataset>/<split_variant>.json``."""
+    return Path(settings["dataset_splits"]) / dataset / f"{settings['split_variant']}.json"
+
+
+def dataset_inputs(settings: dict, dataset: str) -> list[str]:
+    """What a family's split rule reads of a dataset: its ``.verified`` record (written last by
+    ``data_<name>``) and its split file."""
+    return [str(Path(settings["resources"]) / dataset / VERIFIED), str(dataset_split_file(settings, dataset))]

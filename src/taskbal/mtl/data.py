@@ -7,16 +7,21 @@ The MTL family contract (what ``runners/mtl.py`` reads from ``data.family``'s ``
                                "val" is the UL data of the bi-level methods and the curves' split;
                                any other name (e.g. "val2", hyper-cleaning's second validation set
                                that selects the model) can be named by ``mtl.select_on``
-    arrays(split, task)        (x, y): inputs [n, ...] (float) and integer class labels [n]
+    arrays(split, task)        (x, y): inputs [n, ...] (float, or uint8 images the model scales) and
+                               integer class labels [n]
                                (numpy arrays or tensors); for hyper-cleaning the "train" labels are
                                the corrupted ones the per-sample weights must learn to discount
     num_classes(task)          optional: classes of the task (else max label + 1 over the splits)
+    shared_inputs              optional, True: every task reads the same inputs (CelebA's attributes,
+                               "single-input" MTL); arrays(split, task) returns the same x for every
+                               task, held once in memory, and a mini-batch is the same samples for all
     corrupted(task)            optional: bool [n_train], which training labels were corrupted
                                (hyper-cleaning diagnostics only; never used for training)
 
 Mini-batches: batch k of a task in a named ``stream`` (the single-level training stream, the LL
 and UL streams of a bi-level method) is slice k mod B of a permutation drawn from
-(seed, stream, task, epoch = k div B), B = batches per epoch — every sample is seen once per epoch,
+(seed, stream, task, epoch = k div B) (with shared inputs, the same permutation for every task),
+B = batches per epoch — every sample is seen once per epoch,
 and the batch depends only on (seed, iteration), so a resumed run sees the same data.
 """
 from __future__ import annotations
@@ -41,6 +46,12 @@ def _tensor(array, dtype) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array).to(dtype)
 
 
+def _inputs(array) -> torch.Tensor:
+    """Inputs as float32; uint8 images stay uint8 (4x smaller in memory; the model scales them)."""
+    tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    return tensor if tensor.dtype == torch.uint8 else tensor.to(torch.float32)
+
+
 class MultiTaskData:
     """All splits of a multi-task family as tensors on one device."""
 
@@ -56,12 +67,15 @@ class MultiTaskData:
         if missing:
             raise ValueError(f"data.family: the MTL runner needs split {missing[0]!r}; "
                              f"the family has {list(tasks.splits)}")
+        self.shared_inputs = bool(getattr(tasks, "shared_inputs", False))
         self.tensors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for split in tasks.splits:
-            pairs = []
+            pairs, inputs = [], {}  # the same array for several tasks becomes one tensor
             for name in self.names:
                 x, y = tasks.arrays(split, name)
-                pairs.append((_tensor(x, torch.float32).to(self.device), _tensor(y, torch.int64).to(self.device)))
+                if id(x) not in inputs:
+                    inputs[id(x)] = (x, _inputs(x).to(self.device))
+                pairs.append((inputs[id(x)][1], _tensor(y, torch.int64).to(self.device)))
             self.tensors[split] = pairs
         self.num_classes = [self._classes(i) for i in range(len(self.names))]
         self.input_dim = int(np.prod(self.tensors["train"][0][0].shape[1:]))
@@ -89,7 +103,7 @@ class MultiTaskData:
         """Mini-batch ``iteration`` of every task (batch_size <= 0 or >= the split size: the whole split)."""
         if stream not in STREAMS:
             raise ValueError(f"stream: unknown {stream!r}; known: {list(STREAMS)}")
-        out = []
+        out, selected = [], {}
         for task in range(self.num_tasks):
             n = self.size(split, task)
             if batch_size <= 0 or batch_size >= n:
@@ -97,9 +111,11 @@ class MultiTaskData:
                 continue
             per_epoch = n // batch_size
             epoch, position = divmod(iteration, per_epoch)
-            key = [seed, zlib.crc32(f"{stream}/{split}".encode()), task, epoch]
+            key = [seed, zlib.crc32(f"{stream}/{split}".encode()), 0 if self.shared_inputs else task, epoch]
             order = np.random.default_rng(key).permutation(n)[position * batch_size:(position + 1) * batch_size]
             indices = torch.as_tensor(order, device=self.device)
             x, y = self.tensors[split][task]
-            out.append(TaskBatch(x[indices], y[indices], indices))
+            if id(x) not in selected:  # shared inputs: one gather serves every task
+                selected[id(x)] = x[indices]
+            out.append(TaskBatch(selected[id(x)], y[indices], indices))
         return out

@@ -1,38 +1,158 @@
 """The multi-task network: a shared encoder, an optional shared neck, one head per task.
 
-Hard parameter sharing (HPS, thesis Ch. 2): inputs are flattened, the encoder is an MLP
-Linear → ReLU per entry of ``hidden`` (the thesis' hyper-cleaning model is [512, 256]: "Linear(784→512)
-+ReLU → Linear(512→256)+ReLU"), and each task has a Linear head on the last hidden layer. NORMAL
-(Ch. 5) inserts its time-aware neural ODE as the ``neck`` between encoder and heads; the neck sees the
-task index, because each task reads the ODE at its own position.
+Hard parameter sharing (HPS, thesis Ch. 2): one encoder for every task and a Linear head per task
+(``head_hidden`` puts Linear → ReLU layers before it).
+Two encoders (``mtl.encoder``):
+
+* ``mlp``: inputs are flattened, then Linear → ReLU per entry of ``hidden`` (the thesis' hyper-cleaning
+  model is [512, 256]: "Linear(784→512)+ReLU → Linear(512→256)+ReLU").
+* ``resnet18``: torchvision's ResNet-18 up to its global average pooling (512 features), then per entry
+  of ``hidden`` Linear → BatchNorm1d → ReLU → Dropout(0.5), the block LibMTL's Office encoder adds
+  (``hidden: [512]``; ``[]`` reads the pooled features directly). uint8 images [n, 3, H, W] are scaled
+  to [0, 1] and normalised with ImageNet's channel statistics inside the model, so the data can stay
+  uint8 in memory. ``weights`` is a torchvision ResNet-18 state-dict file (ImageNet-pretrained, the
+  thesis' backbone), or None for a random initialisation.
+
+``sharing: none`` is single-task learning (STL, the thesis' Δp reference): every task gets its own
+copy of the encoder, so nothing is shared and each copy only ever sees its own task's gradient.
+
+NORMAL (Ch. 5) inserts its time-aware neural ODE as the ``neck`` between encoder and heads; the neck
+sees the task index, because each task reads the ODE at its own position.
 
 Parameter groups the loop needs: ``shared_parameters`` (encoder + the neck's shared part: the ones
-whose per-task gradients are combined by a weighting), ``head_parameters(i)``, and the neck's
-task-specific parameters (NORMAL's positions), which have their own update rule.
+whose per-task gradients are combined by a weighting), ``head_parameters(i)`` (task i's head, and under
+STL its encoder), and the neck's task-specific parameters (NORMAL's positions), which have their own
+update rule.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
 
+ENCODERS = ("mlp", "resnet18")
+SHARING = ("hard", "none")
+RESNET18_FEATURES = 512  # ResNet-18's globally pooled features
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageInput(nn.Module):
+    """uint8 images → floats in [0, 1] → normalised with ImageNet's channel mean and std."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        return (x - self.mean) / self.std
+
+
+def mlp_encoder(input_dim: int, hidden: list[int]) -> tuple[nn.Module, int]:
+    if not hidden or any((not isinstance(h, int)) or h < 1 for h in hidden):
+        raise ValueError(f"mtl.hidden: expected a non-empty list of positive integers, got {hidden!r}")
+    layers, width = [nn.Flatten()], input_dim
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers), width
+
+
+def load_resnet_weights(resnet: nn.Module, path: Path | str) -> None:
+    """A torchvision ResNet state dict into ``resnet`` (whose ``fc`` the heads replace: the file's is dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mtl.weights: {path} does not exist (run `snakemake {path}` to place it)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    try:
+        missing, unexpected = resnet.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a parameter of another shape
+        raise ValueError(f"mtl.weights: {path} is not a ResNet-18 state dict ({str(error).splitlines()[-1].strip()})") \
+            from None
+    if missing or unexpected:
+        raise ValueError(f"mtl.weights: {path} is not a ResNet-18 state dict "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def resnet18_encoder(hidden: list[int], weights: Path | str | None) -> tuple[nn.Module, int]:
+    from torchvision.models import resnet18
+
+    if any((not isinstance(h, int)) or h < 1 for h in hidden):
+        raise ValueError(f"mtl.hidden: expected a list of positive integers, got {hidden!r}")
+    resnet = resnet18(weights=None)
+    resnet.fc = nn.Identity()
+    if weights is not None:
+        load_resnet_weights(resnet, weights)
+    layers, width = [ImageInput(), resnet], RESNET18_FEATURES
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ReLU(), nn.Dropout(0.5)]
+        width = size
+    return nn.Sequential(*layers), width
+
+
+def encoder_width(encoder: str, input_dim: int, hidden: list[int]) -> int:
+    """The width of the features an encoder gives (its last hidden layer, else ResNet-18's 512)."""
+    if hidden:
+        return int(hidden[-1])
+    return RESNET18_FEATURES if encoder == "resnet18" else input_dim
+
+
+def build_encoder(encoder: str, input_dim: int, hidden: list[int], weights) -> tuple[nn.Module, int]:
+    if encoder == "mlp":
+        if weights is not None:
+            raise ValueError("mtl.weights: only the resnet18 encoder loads pretrained weights")
+        return mlp_encoder(input_dim, hidden)
+    if encoder == "resnet18":
+        return resnet18_encoder(hidden, weights)
+    raise ValueError(f"mtl.encoder: unknown {encoder!r}; known: {list(ENCODERS)}")
+
+
+def head(width: int, hidden: list[int], classes: int) -> nn.Module:
+    """A task's head: Linear, or Linear → ReLU per entry of ``hidden`` then Linear (thesis Table 5.4's
+    "task-specific layers" ablation)."""
+    if any((not isinstance(h, int)) or h < 1 for h in hidden):
+        raise ValueError(f"mtl.head_hidden: expected a list of positive integers, got {hidden!r}")
+    layers = []
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, classes)) if layers else nn.Linear(width, classes)
+
 
 class MultiTaskNet(nn.Module):
-    def __init__(self, input_dim: int, hidden: list[int], num_classes: list[int], neck: nn.Module | None = None):
+    def __init__(self, input_dim: int, hidden: list[int], num_classes: list[int], neck: nn.Module | None = None, *,
+                 encoder: str = "mlp", sharing: str = "hard", weights: Path | str | None = None,
+                 head_hidden: list[int] | None = None):
         super().__init__()
-        if not hidden or any((not isinstance(h, int)) or h < 1 for h in hidden):
-            raise ValueError(f"mtl.hidden: expected a non-empty list of positive integers, got {hidden!r}")
-        layers, width = [nn.Flatten()], input_dim
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        self.encoder = nn.Sequential(*layers)
+        if sharing not in SHARING:
+            raise ValueError(f"mtl.sharing: unknown {sharing!r}; known: {list(SHARING)}")
+        if sharing == "none" and neck is not None:
+            raise ValueError("mtl.sharing: 'none' (single-task learning) has no shared neck; NORMAL needs 'hard'")
+        self.sharing = sharing
+        if sharing == "hard":
+            self.encoder, width = build_encoder(encoder, input_dim, hidden, weights)
+        else:
+            built = [build_encoder(encoder, input_dim, hidden, weights) for _ in num_classes]
+            self.encoders = nn.ModuleList(module for module, _ in built)
+            width = built[0][1]
         self.neck = neck
-        self.heads = nn.ModuleList(nn.Linear(width, classes) for classes in num_classes)
+        self.heads = nn.ModuleList(head(width, list(head_hidden or []), classes) for classes in num_classes)
         self.feature_dim = width
+
+    def encode(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self.encoder(x) if self.sharing == "hard" else self.encoders[task](x)
 
     def forward(self, x: torch.Tensor, task: int, return_state: bool = False):
         """Logits of ``task``; with ``return_state`` also the neck's output z and its time derivative."""
-        features = self.encoder(x)
+        return self.from_features(self.encode(x, task), task, return_state)
+
+    def from_features(self, features: torch.Tensor, task: int, return_state: bool = False):
+        """The neck and head of ``task`` on encoder features (one encoder pass can serve every task)."""
         z, velocity = (features, None) if self.neck is None else self.neck(features, task)
         logits = self.heads[task](z)
         return (logits, z, velocity) if return_state else logits
@@ -46,10 +166,11 @@ class MultiTaskNet(nn.Module):
     def shared_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         skip = self.task_specific_names()
         return [(name, p) for name, p in self.named_parameters()
-                if not name.startswith("heads.") and name not in skip]
+                if not name.startswith(("heads.", "encoders.")) and name not in skip]
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [p for _, p in self.shared_named_parameters()]
 
     def head_parameters(self, task: int) -> list[nn.Parameter]:
-        return list(self.heads[task].parameters())
+        own = list(self.encoders[task].parameters()) if self.sharing == "none" else []
+        return own + list(self.heads[task].parameters())

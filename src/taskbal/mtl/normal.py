@@ -19,7 +19,10 @@ gradients go through the weighting registry (``combiner``, default ``mean`` = th
 Options (the thesis leaves all of these open):
   * ``ode_steps`` 10: fixed-step explicit Euler (the thesis' solver) with h = p_i / ode_steps, so a
     negative p_i integrates backwards and no positivity constraint is needed.
-  * ``init_position`` 1.0 (the ablation's constant), ``position_lr`` η = 1e-3, SGD.
+  * ``init_position`` 1.0 (the ablation's constant), or one position per task (Table 5.4's "constant
+    but different" positions); ``position_lr`` η = 1e-3, SGD.
+  * ``position_form``: 'linear' (p_i is the parameter, the thesis) or 'exp' (p_i = e^{v_i} with v_i the
+    parameter, Table 5.4's "different form" ablation; the manual gradient is d_{p_i} · e^{v_i}).
   * ``xi`` 0.0 (a tuned hyper-parameter in the thesis), ``damping_init`` ω = 0 (γ = 0.5).
   * ``time_input`` false: g sees z only; true concatenates t to its input ("time-aware").
   * ``position_gradient``: 'manual' (Eq. 5.11, default) or 'autograd' (exact derivative of the
@@ -38,7 +41,9 @@ from torch import nn
 from .weighted import WeightedMTL
 
 POSITION_GRADIENTS = ("manual", "autograd")
-NECK_OPTIONS = ("ode_steps", "init_position", "xi", "damping_init", "time_input", "order", "ode_hidden")
+NECK_OPTIONS = ("ode_steps", "init_position", "position_form", "xi", "damping_init", "time_input", "order",
+                "ode_hidden")
+POSITION_FORMS = ("linear", "exp")
 NORMAL_OPTIONS = ("combiner", "combiner_options", "position_lr", "position_gradient", "learn_positions")
 
 
@@ -85,19 +90,40 @@ class HeavyBallODE(nn.Module):
         return z, -q
 
 
-class NormalNeck(nn.Module):
-    """The shared ODE block plus one learnable position per task."""
+def initial_positions(init_position, num_tasks: int) -> torch.Tensor:
+    values = init_position if isinstance(init_position, (list, tuple)) else [init_position] * num_tasks
+    if len(values) != num_tasks or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"weighting.init_position: a number or one number per task ({num_tasks}), got "
+                         f"{init_position!r}")
+    return torch.tensor([float(v) for v in values])
 
-    def __init__(self, dim: int, num_tasks: int, *, init_position: float = 1.0, **ode_options):
+
+class NormalNeck(nn.Module):
+    """The shared ODE block plus one learnable position per task (stored as p, or as v with p = e^v)."""
+
+    def __init__(self, dim: int, num_tasks: int, *, init_position: float | list = 1.0, position_form: str = "linear",
+                 **ode_options):
         super().__init__()
+        if position_form not in POSITION_FORMS:
+            raise ValueError(f"weighting.position_form: unknown {position_form!r}; known: {list(POSITION_FORMS)}")
         self.ode = HeavyBallODE(dim, **ode_options)
-        self.positions = nn.Parameter(torch.full((num_tasks,), float(init_position)))
+        self.position_form = position_form
+        start = initial_positions(init_position, num_tasks)
+        if position_form == "exp":
+            if not bool((start > 0).all()):
+                raise ValueError(f"weighting.init_position: p = e^v needs positive positions, got {init_position!r}")
+            start = torch.log(start)
+        self.positions = nn.Parameter(start)
 
     def task_specific_parameter_names(self) -> list[str]:
         return ["positions"]
 
+    def effective_positions(self) -> torch.Tensor:
+        """p_i, whatever the parameterisation."""
+        return torch.exp(self.positions) if self.position_form == "exp" else self.positions
+
     def forward(self, features: torch.Tensor, task: int):
-        return self.ode(features, self.positions[task])
+        return self.ode(features, self.effective_positions()[task])
 
 
 def split_options(options: dict) -> tuple[dict, dict]:
@@ -137,7 +163,10 @@ class NORMAL(WeightedMTL):
                 rows.append(torch.sum(grads[0] * velocity))
             else:
                 rows.append(grads[0][task])
-        return torch.stack(rows).detach()
+        gradients = torch.stack(rows).detach()
+        if self.position_gradient == "manual" and self.model.neck.position_form == "exp":
+            gradients = gradients * torch.exp(self.model.neck.positions.detach())  # dL/dv = dL/dp · e^v
+        return gradients
 
     def after_combine(self, extras: list, iteration: int) -> dict[str, float]:
         gradients = self.position_gradients(extras)
@@ -146,7 +175,8 @@ class NORMAL(WeightedMTL):
             positions.grad = gradients.to(positions.dtype).clone()
             self.position_optimizer.step()
             positions.grad = None
-        stats = {f"position_{name}": float(p) for name, p in zip(self.data.names, self.model.neck.positions.detach())}
+        positions = self.model.neck.effective_positions().detach()
+        stats = {f"position_{name}": float(p) for name, p in zip(self.data.names, positions)}
         stats["damping"] = float(torch.sigmoid(self.model.neck.ode.damping_logit.detach()))
         return stats
 

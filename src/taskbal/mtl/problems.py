@@ -59,12 +59,10 @@ class NetworkProblem(MOBLOProblem):
         return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
 
     def parameters_of(self, omega: torch.Tensor) -> dict[str, torch.Tensor]:
-        params, offset = {}, 0
-        for name, shape in zip(self.names, self.shapes):
-            size = int(torch.Size(shape).numel())
-            params[name] = omega[offset:offset + size].view(shape)
-            offset += size
-        return params
+        # torch.split, not one slice per parameter: a slice's backward writes a zero tensor the size of
+        # ω for every parameter (quadratic in the layer count), split's backward concatenates once.
+        sizes = [int(torch.Size(shape).numel()) for shape in self.shapes]
+        return {name: piece.view(shape) for name, shape, piece in zip(self.names, self.shapes, omega.split(sizes))}
 
     def logits(self, omega: torch.Tensor, x: torch.Tensor, task: int) -> torch.Tensor:
         return torch.func.functional_call(self.model, self.parameters_of(omega), (x, task))

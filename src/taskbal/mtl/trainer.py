@@ -17,7 +17,13 @@ and the outputs.
 
 Experiment section ``mtl`` (defaults in brackets):
     iterations        training (or UL) iterations                                  [required]
-    hidden            encoder widths, Linear+ReLU each                             [[512, 256]]
+    encoder           mlp | resnet18 (mtl/model.py)                               [mlp]
+    hidden            mlp: widths of its Linear+ReLU layers; resnet18: widths of the
+                      Linear+BN+ReLU+Dropout block after the pooled features       [[512, 256]]
+    weights           resnet18: a torchvision state-dict file (ImageNet-pretrained;
+                      the train rule asks rule `weights` for it), null: random init [null]
+    sharing           hard (one shared encoder) | none (STL: an encoder per task)    [hard]
+    head_hidden       widths of Linear+ReLU layers in every head before its Linear [[]]
     batch_size        per-task mini-batch (single-level and the LL of bi-level)    [100]
     optimizer, lr, weight_decay   single-level optimiser (adam | sgd)              [adam, 1e-3, 0]
     scale             mean | sum: the direction of the mean or the summed loss      [mean]
@@ -48,14 +54,15 @@ from ..options import section_settings
 from ..weighting import REGISTRY as WEIGHTINGS
 from .data import MultiTaskData
 from .forum import FORUM
-from .model import MultiTaskNet
+from .model import ENCODERS, SHARING, MultiTaskNet, encoder_width
 from .moml import MOML, check_combiner
 from .normal import NECK_OPTIONS, NORMAL, NORMAL_OPTIONS, NormalNeck, split_options
 from .problems import LOWER_BATCHES, PROBLEMS, HyperCleaning
 from .weighted import WeightedMTL, task_loss
 
 BILEVEL = {"moml": MOML, "forum": FORUM}
-DEFAULTS = {"hidden": [512, 256], "batch_size": 100, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
+DEFAULTS = {"encoder": "mlp", "hidden": [512, 256], "weights": None, "sharing": "hard", "head_hidden": [],
+            "batch_size": 100, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
             "scale": "mean", "heads": "weighted", "curve_every": 50, "curve_split": "val", "select_on": None,
             "bilevel": "hyper_cleaning", "upper_split": "val", "upper_batch_size": 100, "alpha_init": 0.0,
             "lower_batches": "iteration", "eval_split": "test"}
@@ -74,6 +81,13 @@ def settings(experiment: dict) -> dict:
         raise ValueError(f"mtl.weight_decay: must be >= 0, got {conf['weight_decay']}")
     if conf["bilevel"] not in PROBLEMS:
         raise ValueError(f"mtl.bilevel: unknown {conf['bilevel']!r}; known: {sorted(PROBLEMS)}")
+    if conf["encoder"] not in ENCODERS:
+        raise ValueError(f"mtl.encoder: unknown {conf['encoder']!r}; known: {list(ENCODERS)}")
+    if conf["sharing"] not in SHARING:
+        raise ValueError(f"mtl.sharing: unknown {conf['sharing']!r}; known: {list(SHARING)}")
+    if conf["weights"] is not None and (conf["encoder"] != "resnet18" or not isinstance(conf["weights"], str)):
+        raise ValueError(f"mtl.weights: a file of ImageNet weights for the resnet18 encoder, or null; got "
+                         f"{conf['weights']!r} with encoder {conf['encoder']!r}")
     if conf["lower_batches"] not in LOWER_BATCHES:
         raise ValueError(f"mtl.lower_batches: unknown {conf['lower_batches']!r}; known: {list(LOWER_BATCHES)}")
     return conf
@@ -118,9 +132,10 @@ def build_model(conf: dict, data: MultiTaskData, name: str, options: dict) -> Mu
     neck = None
     if name == "normal":
         neck_options, _ = split_options(options)
-        width = conf["hidden"][-1]
+        width = encoder_width(conf["encoder"], data.input_dim, list(conf["hidden"]))
         neck = NormalNeck(width, data.num_tasks, **neck_options)
-    return MultiTaskNet(data.input_dim, list(conf["hidden"]), data.num_classes, neck)
+    return MultiTaskNet(data.input_dim, list(conf["hidden"]), data.num_classes, neck, encoder=conf["encoder"],
+                        sharing=conf["sharing"], weights=conf["weights"], head_hidden=conf["head_hidden"])
 
 
 # --------------------------------------------------------------------------- metrics
@@ -136,17 +151,36 @@ def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def task_metrics(model: MultiTaskNet, data: MultiTaskData, split: str, chunk: int = 4096) -> list[dict]:
-    """Per task: accuracy and macro-F1 in percent (as the thesis reports them) and the mean loss."""
-    rows = []
-    for task, name in enumerate(data.names):
-        batch = data.split(split, task)
-        logits = torch.cat([model(batch.x[i:i + chunk], task) for i in range(0, batch.x.shape[0], chunk)])
+def task_logits(model: MultiTaskNet, data: MultiTaskData, split: str, chunk: int) -> list[torch.Tensor]:
+    """Every task's logits on its whole split, ``chunk`` inputs at a time; tasks that share their inputs
+    (and the encoder) take one encoder pass per chunk."""
+    if data.shared_inputs and model.sharing == "hard":
+        x = data.split(split, 0).x
+        per_chunk = []
+        for i in range(0, x.shape[0], chunk):
+            features = model.encode(x[i:i + chunk], 0)
+            per_chunk.append([model.from_features(features, task) for task in range(data.num_tasks)])
+        return [torch.cat([logits[task] for logits in per_chunk]) for task in range(data.num_tasks)]
+    out = []
+    for task in range(data.num_tasks):
+        x = data.split(split, task).x
+        out.append(torch.cat([model(x[i:i + chunk], task) for i in range(0, x.shape[0], chunk)]))
+    return out
+
+
+@torch.no_grad()
+def task_metrics(model: MultiTaskNet, data: MultiTaskData, split: str, chunk: int = 256) -> list[dict]:
+    """Per task: accuracy and macro-F1 in percent (as the thesis reports them) and the mean loss, with the
+    model in evaluation mode (BatchNorm's running statistics, no dropout) and put back as it was."""
+    rows, training = [], model.training
+    model.eval()
+    for task, (name, logits) in enumerate(zip(data.names, task_logits(model, data, split, chunk))):
+        labels = data.split(split, task).y
         predictions = logits.argmax(1)
-        labels = batch.y.cpu().numpy()
-        rows.append({"task": name, "accuracy": 100.0 * float((predictions == batch.y).float().mean()),
-                     "f1": 100.0 * macro_f1(labels, predictions.cpu().numpy()),
-                     "loss": float(task_loss(logits, batch.y))})
+        rows.append({"task": name, "accuracy": 100.0 * float((predictions == labels).float().mean()),
+                     "f1": 100.0 * macro_f1(labels.cpu().numpy(), predictions.cpu().numpy()),
+                     "loss": float(task_loss(logits, labels))})
+    model.train(training)
     return rows
 
 
@@ -282,7 +316,11 @@ class Trainer:
         return {"model": model_state, "last_model": self.model.state_dict(), "selected_iteration": selected, **extra}
 
     def summary(self, rows: list[dict]) -> dict:
+        weights = self.conf["weights"]
+        pretrained = {} if self.conf["encoder"] == "mlp" else {
+            "pretrained_weights": weights or "none: random initialisation, not the pretrained ImageNet weights"}
         return {"selected_iteration": self.selected()[1], "num_params": sum(p.numel() for p in self.model.parameters()),
+                **pretrained,
                 **{f"final_{k}": v for k, v in rows[-1].items()
                    if k != "iteration" and isinstance(v, float) and math.isfinite(v)}}
 

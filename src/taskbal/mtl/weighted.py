@@ -13,9 +13,10 @@ thesis' EW, Eq. 2.1) or s = m (``scale: sum``: the gradient of Σ L_i, LibMTL's 
 ``heads: weighted`` and a linear weighting the whole update is the gradient of Σ_i w_i L_i;
 ``heads: unit`` is LibMTL's convention (heads always get their own unweighted gradient).
 
-Per-task gradients are taken one task at a time (each task has its own input batch, the
-"multi-input" setting of the thesis' hyper-cleaning and Office experiments), one backward pass
-each. ``losses_at`` evaluates the same batches at other shared parameters (for weightings that
+Per-task gradients are taken one task at a time, one backward pass each: each task with its own
+input batch (the "multi-input" setting of the thesis' hyper-cleaning and Office experiments), or,
+when the tasks share their inputs (CelebA's attributes), through one encoder pass that every task's
+backward pass reuses. ``losses_at`` evaluates the same batches at other shared parameters (for weightings that
 probe the losses, e.g. the improvement function). Weightings that need the gradients after the
 step (``needs_gradients_after_step``) get them on the same batches, as in taskbal.train.
 """
@@ -37,6 +38,13 @@ OPTIMIZERS = ("adam", "sgd")
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
+
+
+def flat(tensors: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """The tensors as one flat vector (empty under STL, where no parameter is shared)."""
+    if not tensors:
+        return like.new_zeros(0)
+    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 class WeightedMTL:
@@ -78,22 +86,28 @@ class WeightedMTL:
     def task_terms(self, batches: list[TaskBatch]):
         """(losses [m], shared gradients [m, d], head gradients per task, extras per task)."""
         losses, shared_rows, head_grads, extras = [], [], [], []
+        one_pass = self.data.shared_inputs and self.model.sharing == "hard"
+        features = self.model.encode(batches[0].x, 0) if one_pass else None
         for task, batch in enumerate(batches):
-            logits, z, velocity = self.model(batch.x, task, return_state=True)
+            if one_pass:  # single-input MTL: one encoder pass, each task's gradient through it
+                logits, z, velocity = self.model.from_features(features, task, return_state=True)
+            else:
+                logits, z, velocity = self.model(batch.x, task, return_state=True)
             loss = task_loss(logits, batch.y)
             head = self.model.head_parameters(task)
             extra = self.extra_grad_inputs(task, z)
-            grads = torch.autograd.grad(loss, [*self.shared, *head, *extra], allow_unused=True)
+            grads = torch.autograd.grad(loss, [*self.shared, *head, *extra], allow_unused=True,
+                                        retain_graph=one_pass and task < len(batches) - 1)
             grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, [*self.shared, *head, *extra])]
             n_shared, n_head = len(self.shared), len(head)
-            shared_rows.append(torch.cat([g.reshape(-1) for g in grads[:n_shared]]))
+            shared_rows.append(flat(grads[:n_shared], loss))
             head_grads.append(grads[n_shared:n_shared + n_head])
             extras.append((grads[n_shared + n_head:], z.detach(), None if velocity is None else velocity.detach()))
             losses.append(loss.detach())
         return torch.stack(losses), torch.stack(shared_rows).detach(), head_grads, extras
 
     def flat_shared(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in self.shared])
+        return flat([p.detach() for p in self.shared], next(self.model.parameters()))
 
     def losses_at(self, batches: list[TaskBatch], flat: torch.Tensor) -> torch.Tensor:
         params, offset = {}, 0
