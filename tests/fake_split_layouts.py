@@ -168,3 +168,51 @@ def celeba_tree(root: Path, sizes=(12, 4, 4), side=(6, 5)) -> Path:
     for name in names:
         _jpg(folder / "img_align_celeba" / name, rng, size=side)
     return root
+
+
+def nyuv2_scenes(root: Path, train: int = 4, test: int = 3, shape=(16, 24)) -> Path:
+    """MTAN / LibMTL's NYUv2 layout under ``root`` (= resources/nyuv2/nyuv2) with values of the real kinds:
+    images in [0, 1], labels −1 … 12, depths ≥ 0 (0: none), unit normals (0: none)."""
+    rng = np.random.default_rng(7)
+    for folder, n in (("train", train), ("val", test)):
+        for i in range(n):
+            normal = rng.standard_normal((*shape, 3))
+            normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+            hole = rng.random(shape) < 0.1
+            normal[hole] = 0.0
+            depth = rng.uniform(0.5, 5.0, (*shape, 1))
+            depth[hole] = 0.0
+            for modality, array in (("image", rng.random((*shape, 3))), ("label", rng.integers(-1, 13, shape)),
+                                    ("depth", depth), ("normal", normal)):
+                path = root / folder / modality / f"{i}.npy"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, np.asarray(array, dtype=np.float32))
+    return root
+
+
+QM9_SMILES = ("C", "N", "O", "CC", "CO", "C=O", "CN", "C#N", "CC#C", "OCC=O", "c1ccoc1", "CC(C)O")
+
+
+def qm9_molecules(root: Path, uncharacterized=(2,), smiles=QM9_SMILES) -> Path:
+    """QM9's raw files under ``root`` (= resources/qm9) as PyTorch Geometric reads them: small molecules
+    embedded in 3D by RDKit (gdb9.sdf), 19 random targets per molecule (gdb9.sdf.csv) and the
+    uncharacterized list in its file's layout (9 header lines, 2 trailing)."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(8)
+    writer = Chem.SDWriter(str(raw / "gdb9.sdf"))
+    for i, text in enumerate(smiles, start=1):
+        molecule = Chem.AddHs(Chem.MolFromSmiles(text))
+        AllChem.EmbedMolecule(molecule, randomSeed=i)
+        molecule.SetProp("_Name", f"gdb_{i}")
+        writer.write(molecule)
+    writer.close()
+    header = "mol_id,A,B,C,mu,alpha,homo,lumo,gap,r2,zpve,u0,u298,h298,g298,cv,u0_atom,u298_atom,h298_atom,g298_atom"
+    rows = [f"gdb_{i}," + ",".join(f"{v:.5f}" for v in rng.normal(size=19)) for i in range(1, len(smiles) + 1)]
+    (raw / "gdb9.sdf.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    lines = ["Uncharacterized molecules (fake)"] + [""] * 8 + [f"{i:7d}  C{i}  0.1  0.2" for i in uncharacterized]
+    (raw / "uncharacterized.txt").write_text("\n".join(lines + ["  ---", ""]))
+    return root

@@ -146,7 +146,9 @@ def test_celeba_attributes_are_tasks_on_the_same_images(celeba_split, tmp_path):
 def test_one_encoder_pass_gives_each_tasks_own_gradients(celeba_split):
     """With shared inputs the step encodes a batch once and back-propagates every task's loss through
     that pass; the per-task losses and gradients equal one full forward and backward pass per task."""
-    path, _ = celeba_split
+    _, settings = celeba_split
+    path = Path(settings["resources"]).parent / "four.npz"
+    celeba_attributes.write_splits(path, {**settings, "attributes": ["Smiling", "Male", "Bald", "Young"]})
     data = MultiTaskData(celeba_attributes.Tasks(path))
     torch.manual_seed(0)
     model = MultiTaskNet(0, [], data.num_classes, encoder="resnet18")  # no dropout: the same function per pass
@@ -284,11 +286,12 @@ def test_table5_4_extra_layers_match_normals_extra_parameters(column, tasks, cla
 
 @pytest.mark.parametrize("scale", ["paper", "quick", "tiny"])
 def test_figure5_2_draws_the_tables_normal_runs(scale):
-    """Panels (a), (b) are Table 5.1's NORMAL runs and (d) Table 5.3's, at every scale."""
+    """Panels (a), (b) are Table 5.1's NORMAL runs, (c) Table 5.2's and (d) Table 5.3's, at every scale."""
     figure = {c.column: c.run for c in table_cells(load_table("thesis_figure5_2"), scale)}
-    office = {c.run for c in table_cells(load_table("thesis_table5_1"), scale) if c.row == "NORMAL"}
-    celeba = {c.run for c in table_cells(load_table("thesis_table5_3"), scale) if c.row == "NORMAL"}
-    assert {figure["office31"], figure["office_home"]} == office and {figure["celeba"]} == celeba
+    normal = {name: {c.run for c in table_cells(load_table(name), scale) if c.row == "NORMAL"}
+              for name in ("thesis_table5_1", "thesis_table5_2", "thesis_table5_3")}
+    assert {figure["office31"], figure["office_home"]} == normal["thesis_table5_1"]
+    assert {figure["nyuv2"]} == normal["thesis_table5_2"] and {figure["celeba"]} == normal["thesis_table5_3"]
 
 
 # ----------------------------------------------------------------------------------------- weights
@@ -317,16 +320,18 @@ def test_weights_come_from_a_local_folder_or_the_hub_cache_checked_by_their_name
 
 # ----------------------------------------------------------------------------------------- tiny build
 WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
-TARGETS = ["thesis_table3_3", "thesis_table5_1", "thesis_table5_3", "thesis_table5_4", "thesis_figure5_2"]
+TARGETS = ["thesis_table3_3", "thesis_table3_4", "thesis_table5_1", "thesis_table5_2", "thesis_table5_3",
+           "thesis_table5_4", "thesis_figure5_2"]
 
 
 @pytest.mark.slow
 def test_tiny_office_tables_and_figure(repo, tool_env, tmp_path):
-    """The image MTL targets built from nothing on generated Office-31, Office-Home and CelebA layouts, one seed."""
+    """The image MTL targets built from nothing on generated Office-31, Office-Home, CelebA and NYUv2 layouts, one
+    seed."""
     for name in WORKFLOW_FILES:
         source = repo / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    for table in ("thesis_table3_3", "thesis_table5_3"):
+    for table in ("thesis_table3_3", "thesis_table3_4", "thesis_table5_2", "thesis_table5_3"):
         base = tmp_path / f"config/tables/{table}.yaml"
         spec = yaml.safe_load(base.read_text())
         spec["seeds"] = [0]
@@ -334,7 +339,9 @@ def test_tiny_office_tables_and_figure(repo, tool_env, tmp_path):
     office31_resources(tmp_path / "resources")
     office_home_resources(tmp_path / "resources")
     fake.celeba_tree(tmp_path / "resources/celeba")
-    (tmp_path / "resources/celeba/.verified").write_text(json.dumps({"source": "generated for a test"}))
+    fake.nyuv2_scenes(tmp_path / "resources/nyuv2/nyuv2")
+    for dataset in ("celeba", "nyuv2"):
+        (tmp_path / f"resources/{dataset}/.verified").write_text(json.dumps({"source": "generated for a test"}))
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     command = ["snakemake", "--cores", "2", "--quiet", "--config", "scale=tiny", f"tables=[{','.join(TARGETS)}]"]
     result = subprocess.run(command, cwd=tmp_path, env=tool_env, capture_output=True, text=True)
@@ -359,4 +366,10 @@ def test_tiny_office_tables_and_figure(repo, tool_env, tmp_path):
     assert 0 <= celeba.loc[("NORMAL", "avg"), "ours_mean"] <= 100 and celeba.loc[("NORMAL", "avg"), "n"] == 40
     mgda = next((tmp_path / "results/runs/tiny").glob("celeba_attributes-mgda-*/seed0/eval.csv"))
     assert len(pd.read_csv(mgda)) == 40
+    nyuv2 = pd.read_csv(tmp_path / "results/tables/tiny/thesis_table3_4.csv").set_index(["row", "column"])
+    assert nyuv2.loc[("STL", "delta_p"), "ours_mean"] == pytest.approx(0.0, abs=1e-9)
+    assert 0 <= nyuv2.loc[("FORUM", "miou"), "ours_mean"] <= 100 and nyuv2.loc[("EW", "abs_err"), "ours_mean"] > 0
+    normal = pd.read_csv(tmp_path / "results/tables/tiny/thesis_table5_2.csv").set_index(["row", "column"])
+    assert normal.loc[("EW", "delta"), "ours_mean"] == pytest.approx(0.0, abs=1e-9)
+    assert 0 <= normal.loc[("NORMAL", "within_30"), "ours_mean"] <= 1
     assert (tmp_path / "results/figures/tiny/thesis_figure5_2.png").stat().st_size > 10_000

@@ -47,6 +47,30 @@ EXPERIMENTS = {
                 direction_locomotion.write_splits),
 }
 
+def office_split(path, data):
+    """A split of generated Office-31 images (the prompt-tuning runner's data)."""
+    import json as json_module
+    from pathlib import Path
+
+    from fake_split_layouts import office_tree
+    from taskbal.data import image_domains
+    from taskbal.data.datasets import build_splits
+
+    root = Path(path).parent / "office"
+    office_tree(root / "office31/office-31", {"amazon": "amazon/images", "dslr": "dslr/images",
+                                              "webcam": "webcam/images"}, per_class=5)
+    (root / "office31/.verified").write_text(json_module.dumps({"source": "generated for a test"}))
+    build_splits("office31", root / "office31", root / "splits/office31/libmtl.json")
+    return image_domains.write_splits(path, {**data, "resources": str(root), "dataset_splits": str(root / "splits")})
+
+
+TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+EXPERIMENTS["prompt_tuning"] = (
+    {"runner": "prompt_tuning", "data": {"family": "image_domains", "dataset": "office31", "image_size": 32},
+     "clip": {"dim": 8, "batch_size": 4, "architecture": TINY_CLIP}, "weighting": {"name": "asmg", "step_size": 0.5},
+     "problem": {"population": 4, "iterations": 16, "curve_every": 3}}, office_split)
+
 # Runs `taskbal train`, killing the process with SIGKILL as soon as its second checkpoint is on disk.
 KILL_AFTER_SECOND_CHECKPOINT = """
 import os, signal, sys

@@ -27,8 +27,8 @@ def test_papers_errors_name_the_file_and_the_experiment(repo, tmp_path, change, 
     import yaml
 
     papers = yaml.safe_load((repo / "config/papers.yaml").read_text())
-    pending = next(e for paper in papers["papers"] for e in paper["experiments"] if "not_yet" in e)  # not a target
-    pending.pop("not_yet")
+    pending = next(e for paper in papers["papers"] for e in paper["experiments"] if "no_run" in e)  # not a target
+    pending.pop("no_run")
     change(pending)
     path = tmp_path / "papers.yaml"
     path.write_text(yaml.safe_dump(papers))

@@ -156,9 +156,11 @@ def split_sidecars(spec_name, scale):
 
 
 def weights_of_run(scale, run):
-    """The pretrained weights file a run's model loads (a list: empty for other runs), made by rule weights."""
-    weights = (RUNS[scale, run].get("mtl") or {}).get("weights")
-    return [weights] if weights else []
+    """The pretrained weights file a run's model loads (`mtl.weights`, `clip.weights`; a list: empty for other
+    runs), made by rule weights."""
+    run_settings = RUNS[scale, run]
+    weights = [(run_settings.get(section) or {}).get("weights") for section in ("mtl", "clip")]
+    return [path for path in weights if path]
 
 
 def selection_of_run(scale, run):

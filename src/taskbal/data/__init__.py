@@ -19,6 +19,8 @@ FAMILIES: dict[str, str | ModuleType] = {
     "image_domains": "taskbal.data.image_domains",      # thesis Tables 3.3, 5.1, 5.4: Office domains as tasks
     "celeba_attributes": "taskbal.data.celeba_attributes",  # thesis Table 5.3: CelebA's 40 attributes as tasks
     "celeba_completion": "taskbal.data.celeba_completion",  # Nash-GBML Table 3: CelebA image completion
+    "nyuv2_tasks": "taskbal.data.nyuv2_tasks",          # thesis Tables 3.4, 5.2: NYUv2's three dense tasks
+    "qm9_tasks": "taskbal.data.qm9_tasks",              # thesis Table 3.5: QM9's 11 properties as tasks
     "fewshot_blobs": "taskbal.data.fewshot_blobs",      # generated N-way K-shot classification (tests, ProtoNet)
     "fewshot_images": "taskbal.data.fewshot_images",    # TOW, SIMOL, Nash-GBML: N-way K-shot on real image datasets
     "generated_images": "taskbal.data.generated_images",  # SIMOL Table 4: tasks of generated images, for timing

@@ -12,6 +12,9 @@ The MTL family contract (what ``runners/mtl.py`` reads from ``data.family``'s ``
                                (numpy arrays or tensors); for hyper-cleaning the "train" labels are
                                the corrupted ones the per-sample weights must learn to discount
     num_classes(task)          optional: classes of the task (else max label + 1 over the splits)
+    objective(task)            optional: {kind, classes or scale} of taskbal/mtl/objectives.py
+                               (default: classification); dense kinds have maps as targets (float targets stay
+                               float32, integer ones become int64)
     shared_inputs              optional, True: every task reads the same inputs (CelebA's attributes,
                                "single-input" MTL); arrays(split, task) returns the same x for every
                                task, held once in memory, and a mini-batch is the same samples for all
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .objectives import Objective, objective
+
 STREAMS = ("train", "lower", "upper")
 
 
@@ -44,6 +49,12 @@ class TaskBatch:
 
 def _tensor(array, dtype) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array).to(dtype)
+
+
+def _targets(array) -> torch.Tensor:
+    """Integer targets (labels) as int64, real ones (depths, normals) as float32."""
+    tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    return tensor.to(torch.float32 if tensor.is_floating_point() else torch.int64)
 
 
 def _inputs(array) -> torch.Tensor:
@@ -75,10 +86,16 @@ class MultiTaskData:
                 x, y = tasks.arrays(split, name)
                 if id(x) not in inputs:
                     inputs[id(x)] = (x, _inputs(x).to(self.device))
-                pairs.append((inputs[id(x)][1], _tensor(y, torch.int64).to(self.device)))
+                pairs.append((inputs[id(x)][1], _targets(y).to(self.device)))
             self.tensors[split] = pairs
-        self.num_classes = [self._classes(i) for i in range(len(self.names))]
+        self.objectives = [self._objective(i) for i in range(len(self.names))]
+        self.num_classes = [o.outputs for o in self.objectives]  # the heads' outputs: classes, or channels
         self.input_dim = int(np.prod(self.tensors["train"][0][0].shape[1:]))
+
+    def _objective(self, task: int) -> Objective:
+        if hasattr(self.source, "objective"):
+            return objective(**self.source.objective(self.names[task]))
+        return objective("classification", self._classes(task))
 
     def _classes(self, task: int) -> int:
         if hasattr(self.source, "num_classes"):

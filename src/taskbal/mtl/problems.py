@@ -32,7 +32,6 @@ import torch
 from .bilevel import MOBLOProblem, StepBatches
 from .data import MultiTaskData
 from .model import MultiTaskNet
-from .weighted import task_loss
 
 LOWER_BATCHES = ("iteration", "step")
 
@@ -77,7 +76,7 @@ class NetworkProblem(MOBLOProblem):
         return self.data.batch(self.upper_split, iteration, self.seed, self.upper_batch_size, "upper")
 
     def upper_objectives(self, alpha, omega, batch=None):
-        return torch.stack([task_loss(self.logits(omega, b.x, i), b.y) for i, b in enumerate(batch)])
+        return torch.stack([self.data.objectives[i].loss(self.logits(omega, b.x, i), b.y) for i, b in enumerate(batch)])
 
 
 class HyperCleaning(NetworkProblem):
@@ -109,7 +108,8 @@ class TaskWeighting(NetworkProblem):
 
     def lower_objective(self, alpha, omega, batch=None):
         weights = torch.softmax(alpha, 0)
-        return sum(weights[i] * task_loss(self.logits(omega, b.x, i), b.y) for i, b in enumerate(batch))
+        return sum(weights[i] * self.data.objectives[i].loss(self.logits(omega, b.x, i), b.y)
+                   for i, b in enumerate(batch))
 
 
 PROBLEMS = {"hyper_cleaning": HyperCleaning, "task_weighting": TaskWeighting}

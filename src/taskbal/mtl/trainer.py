@@ -24,13 +24,17 @@ Experiment section ``mtl`` (defaults in brackets):
                       the train rule asks rule `weights` for it), null: random init [null]
     sharing           hard (one shared encoder) | none (STL: an encoder per task)    [hard]
     head_hidden       widths of Linear+ReLU layers in every head before its Linear [[]]
+    input_norm        imagenet | none: the ResNet encoders' input normalisation       [imagenet]
     batch_size        per-task mini-batch (single-level and the LL of bi-level)    [100]
     optimizer, lr, weight_decay   single-level optimiser (adam | sgd)              [adam, 1e-3, 0]
+    lr_decay_every, lr_decay      single-level: lr times lr_decay every that many iterations
+                                  (StepLR; 0: constant)                             [0, 0.5]
     scale             mean | sum: the direction of the mean or the summed loss      [mean]
     heads             weighted | unit: head i's gradient scaled by w_i or not        [weighted]
     curve_every       iterations between curve rows                               [50]
-    curve_split       split evaluated at every curve row (null: none)              [val]
-    select_on         split whose mean accuracy picks the reported model (null: last) [null]
+    curve_split       split evaluated at every curve row (null or false: none)     [val]
+    select_on         split whose mean accuracy (classification) or mean normalised MAE
+                      (regression) picks the reported model (null: last)          [null]
     bilevel           hyper_cleaning | task_weighting (moml / forum only)          [hyper_cleaning]
     upper_split       UL data of bi-level methods                                  [val]
     upper_batch_size  per-task UL mini-batch (<= 0: the whole split)               [100]
@@ -57,11 +61,13 @@ from .forum import FORUM
 from .model import ENCODERS, SHARING, MultiTaskNet, encoder_width
 from .moml import MOML, check_combiner
 from .normal import NECK_OPTIONS, NORMAL, NORMAL_OPTIONS, NormalNeck, split_options
+from .objectives import macro_f1  # noqa: F401 (where the metric lived before the objectives)
 from .problems import LOWER_BATCHES, PROBLEMS, HyperCleaning
-from .weighted import WeightedMTL, task_loss
+from .weighted import WeightedMTL
 
 BILEVEL = {"moml": MOML, "forum": FORUM}
 DEFAULTS = {"encoder": "mlp", "hidden": [512, 256], "weights": None, "sharing": "hard", "head_hidden": [],
+            "input_norm": "imagenet", "lr_decay_every": 0, "lr_decay": 0.5,
             "batch_size": 100, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
             "scale": "mean", "heads": "weighted", "curve_every": 50, "curve_split": "val", "select_on": None,
             "bilevel": "hyper_cleaning", "upper_split": "val", "upper_batch_size": 100, "alpha_init": 0.0,
@@ -81,12 +87,14 @@ def settings(experiment: dict) -> dict:
         raise ValueError(f"mtl.weight_decay: must be >= 0, got {conf['weight_decay']}")
     if conf["bilevel"] not in PROBLEMS:
         raise ValueError(f"mtl.bilevel: unknown {conf['bilevel']!r}; known: {sorted(PROBLEMS)}")
+    if conf["curve_split"] is False:  # `false`: no split along training (a null in a table's `set` removes the key)
+        conf["curve_split"] = None
     if conf["encoder"] not in ENCODERS:
         raise ValueError(f"mtl.encoder: unknown {conf['encoder']!r}; known: {list(ENCODERS)}")
     if conf["sharing"] not in SHARING:
         raise ValueError(f"mtl.sharing: unknown {conf['sharing']!r}; known: {list(SHARING)}")
-    if conf["weights"] is not None and (conf["encoder"] != "resnet18" or not isinstance(conf["weights"], str)):
-        raise ValueError(f"mtl.weights: a file of ImageNet weights for the resnet18 encoder, or null; got "
+    if conf["weights"] is not None and (conf["encoder"] == "mlp" or not isinstance(conf["weights"], str)):
+        raise ValueError(f"mtl.weights: a file of ImageNet weights for a ResNet encoder, or null; got "
                          f"{conf['weights']!r} with encoder {conf['encoder']!r}")
     if conf["lower_batches"] not in LOWER_BATCHES:
         raise ValueError(f"mtl.lower_batches: unknown {conf['lower_batches']!r}; known: {list(LOWER_BATCHES)}")
@@ -135,53 +143,43 @@ def build_model(conf: dict, data: MultiTaskData, name: str, options: dict) -> Mu
         width = encoder_width(conf["encoder"], data.input_dim, list(conf["hidden"]))
         neck = NormalNeck(width, data.num_tasks, **neck_options)
     return MultiTaskNet(data.input_dim, list(conf["hidden"]), data.num_classes, neck, encoder=conf["encoder"],
-                        sharing=conf["sharing"], weights=conf["weights"], head_hidden=conf["head_hidden"])
+                        sharing=conf["sharing"], weights=conf["weights"], head_hidden=conf["head_hidden"],
+                        input_norm=conf["input_norm"])
 
 
 # --------------------------------------------------------------------------- metrics
-def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Mean over the classes present in labels or predictions of 2TP / (2TP + FP + FN)."""
-    scores = []
-    for c in np.union1d(labels, predictions):
-        tp = np.sum((predictions == c) & (labels == c))
-        fp = np.sum((predictions == c) & (labels != c))
-        fn = np.sum((predictions != c) & (labels == c))
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
-
-
-@torch.no_grad()
-def task_logits(model: MultiTaskNet, data: MultiTaskData, split: str, chunk: int) -> list[torch.Tensor]:
-    """Every task's logits on its whole split, ``chunk`` inputs at a time; tasks that share their inputs
-    (and the encoder) take one encoder pass per chunk."""
-    if data.shared_inputs and model.sharing == "hard":
-        x = data.split(split, 0).x
-        per_chunk = []
-        for i in range(0, x.shape[0], chunk):
-            features = model.encode(x[i:i + chunk], 0)
-            per_chunk.append([model.from_features(features, task) for task in range(data.num_tasks)])
-        return [torch.cat([logits[task] for logits in per_chunk]) for task in range(data.num_tasks)]
-    out = []
-    for task in range(data.num_tasks):
-        x = data.split(split, task).x
-        out.append(torch.cat([model(x[i:i + chunk], task) for i in range(0, x.shape[0], chunk)]))
-    return out
+def outputs_in_chunks(model: MultiTaskNet, data: MultiTaskData, split: str, chunk: int):
+    """Per chunk of ``split``: every task's (outputs, targets); tasks that share their inputs (and the
+    encoder) take one encoder pass per chunk."""
+    one_pass = data.shared_inputs and model.sharing == "hard"
+    size = data.size(split, 0)
+    if not one_pass:
+        for task in range(data.num_tasks):
+            x, y = data.tensors[split][task]
+            for i in range(0, data.size(split, task), chunk):
+                yield [(task, model(x[i:i + chunk], task), y[i:i + chunk])]
+        return
+    x = data.tensors[split][0][0]
+    for i in range(0, size, chunk):
+        features = model.encode(x[i:i + chunk], 0)
+        yield [(task, model.from_features(features, task, size=x.shape[-2:]), data.tensors[split][task][1][i:i + chunk])
+               for task in range(data.num_tasks)]
 
 
 @torch.no_grad()
 def task_metrics(model: MultiTaskNet, data: MultiTaskData, split: str, chunk: int = 256) -> list[dict]:
-    """Per task: accuracy and macro-F1 in percent (as the thesis reports them) and the mean loss, with the
-    model in evaluation mode (BatchNorm's running statistics, no dropout) and put back as it was."""
-    rows, training = [], model.training
+    """Per task its objective's metrics over the whole split (classification: accuracy and macro-F1 in
+    percent, as the thesis reports them; every task: its mean loss), with the model in evaluation mode
+    (BatchNorm's running statistics, no dropout) and put back as it was."""
+    training = model.training
     model.eval()
-    for task, (name, logits) in enumerate(zip(data.names, task_logits(model, data, split, chunk))):
-        labels = data.split(split, task).y
-        predictions = logits.argmax(1)
-        rows.append({"task": name, "accuracy": 100.0 * float((predictions == labels).float().mean()),
-                     "f1": 100.0 * macro_f1(labels.cpu().numpy(), predictions.cpu().numpy()),
-                     "loss": float(task_loss(logits, labels))})
+    states = [objective.start() for objective in data.objectives]
+    for outputs in outputs_in_chunks(model, data, split, chunk):
+        for task, output, target in outputs:
+            data.objectives[task].accumulate(states[task], output, target)
     model.train(training)
-    return rows
+    return [{"task": name, **objective.result(state)}
+            for name, objective, state in zip(data.names, data.objectives, states)]
 
 
 # --------------------------------------------------------------------------- bi-level adapter
@@ -228,7 +226,8 @@ class BilevelStep:
 
 def build_step(experiment: dict, conf: dict, model: MultiTaskNet, data: MultiTaskData, seed: int):
     name, options = method_and_options(experiment)
-    loop_options = {key: conf[key] for key in ("batch_size", "optimizer", "lr", "weight_decay", "scale", "heads")}
+    loop_options = {key: conf[key] for key in ("batch_size", "optimizer", "lr", "weight_decay", "scale", "heads",
+                                               "lr_decay_every", "lr_decay")}
     if name in BILEVEL:
         steps = options.get("lower_steps", inspect.signature(BILEVEL[name]).parameters["lower_steps"].default)
         problem_options = {"batch_size": conf["batch_size"], "upper_batch_size": conf["upper_batch_size"],
@@ -255,6 +254,11 @@ class Trainer:
         self.iterations, self.curve_every = self.conf["iterations"], self.conf["curve_every"]
         tasks = family_module(experiment["data"]["family"]).Tasks(split_path)
         self.data = MultiTaskData(tasks, device)
+        kinds = {o.kind for o in self.data.objectives}
+        if self.conf["select_on"] is not None and kinds not in ({"classification"}, {"regression"}):
+            raise ValueError("mtl.select_on: the model is selected by the mean accuracy of classification tasks or "
+                             "the mean normalised MAE of regression tasks; this family's tasks are "
+                             f"{[o.kind for o in self.data.objectives]} (select_on: null)")
         for key in ("curve_split", "select_on", "eval_split"):
             split = self.conf[key]
             if split is not None and not self.data.has_split(split):
@@ -273,9 +277,12 @@ class Trainer:
         for split in dict.fromkeys(s for s in (self.conf["curve_split"], self.conf["select_on"]) if s):
             rows = task_metrics(self.model, self.data, split)
             for row in rows:
-                values[f"{split}_accuracy_{row['task']}"] = row["accuracy"]
-                values[f"{split}_loss_{row['task']}"] = row["loss"]
-            values[f"{split}_mean_accuracy"] = float(np.mean([row["accuracy"] for row in rows]))
+                values.update({f"{split}_{key}_{row['task']}": value for key, value in row.items()
+                               if key not in ("task", "f1")})
+            if all("accuracy" in row for row in rows):
+                values[f"{split}_mean_accuracy"] = float(np.mean([row["accuracy"] for row in rows]))
+            if all("normalised_mae" in row for row in rows):
+                values[f"{split}_mean_normalised_mae"] = float(np.mean([row["normalised_mae"] for row in rows]))
         return values
 
     def curve_row(self, iteration: int, window: list[dict]) -> dict:
@@ -285,13 +292,14 @@ class Trainer:
         row.update(self.evaluations())
         select_on = self.conf["select_on"]
         if select_on is not None:
-            score = row[f"{select_on}_mean_accuracy"]
+            score = row[f"{select_on}_mean_accuracy"] if f"{select_on}_mean_accuracy" in row \
+                else -row[f"{select_on}_mean_normalised_mae"]  # higher is better
             if self.best is None or score > self.best["score"]:
                 self.best = {"iteration": iteration, "score": score, "model": copy.deepcopy(self.model.state_dict())}
         return row
 
     def progress_line(self, row: dict) -> str:
-        return " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.endswith("mean_accuracy"))
+        return " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.endswith(("mean_accuracy", "mean_normalised_mae")))
 
     # -- resume state and outputs -----------------------------------------------------------------
     def state_dict(self) -> dict:

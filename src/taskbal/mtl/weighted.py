@@ -3,7 +3,7 @@
 Thesis Ch. 2 (Eq. 2.1–2.3): the shared parameters θ receive a combination of the per-task
 gradients ∇_θ L_i; each head φ_i receives its own task's gradient. Per iteration:
 
-    L_i = mean cross-entropy of task i's mini-batch                       (per-task losses [m])
+    L_i = task i's loss on its mini-batch (its objective's: cross-entropy, or a dense loss) [m]
     g_i = ∇_θ L_i                                                          (per-task gradients [m, d])
     (d, w) = weighting.combine(L, g)          the SAME registry and code as meta-learning
     θ.grad = s·d,    φ_i.grad = s·w_i ∇_{φ_i} L_i   (heads: weighted)   or   ∇_{φ_i} L_i   (heads: unit)
@@ -37,6 +37,7 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A classification task's loss (every task's loss is its objective's: taskbal/mtl/objectives.py)."""
     return F.cross_entropy(logits, labels)
 
 
@@ -55,13 +56,19 @@ class WeightedMTL:
 
     def __init__(self, model: MultiTaskNet, data: MultiTaskData, seed: int, weighting: str,
                  weighting_options: dict | None, *, batch_size: int, optimizer: str = "adam", lr: float = 1e-3,
-                 weight_decay: float = 0.0, scale: str = "mean", heads: str = "weighted"):
+                 weight_decay: float = 0.0, scale: str = "mean", heads: str = "weighted", lr_decay_every: int = 0,
+                 lr_decay: float = 0.5):
         if scale not in SCALES:
             raise ValueError(f"mtl.scale: unknown {scale!r}; known: {list(SCALES)}")
         if heads not in HEADS:
             raise ValueError(f"mtl.heads: unknown {heads!r}; known: {list(HEADS)}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"mtl.optimizer: unknown {optimizer!r}; known: {list(OPTIMIZERS)}")
+        if not isinstance(lr_decay_every, int) or lr_decay_every < 0:
+            raise ValueError(f"mtl.lr_decay_every: an integer >= 0 (0: never), got {lr_decay_every!r}")
+        if not 0 < lr_decay <= 1:
+            raise ValueError(f"mtl.lr_decay: a factor in (0, 1], got {lr_decay!r}")
+        self.lr, self.lr_decay_every, self.lr_decay = lr, lr_decay_every, lr_decay
         self.model, self.data, self.seed = model, data, seed
         self.batch_size, self.scale, self.heads = batch_size, scale, heads
         self.shared_named = model.shared_named_parameters()
@@ -90,10 +97,11 @@ class WeightedMTL:
         features = self.model.encode(batches[0].x, 0) if one_pass else None
         for task, batch in enumerate(batches):
             if one_pass:  # single-input MTL: one encoder pass, each task's gradient through it
-                logits, z, velocity = self.model.from_features(features, task, return_state=True)
+                logits, z, velocity = self.model.from_features(features, task, return_state=True,
+                                                               size=batch.x.shape[-2:])
             else:
                 logits, z, velocity = self.model(batch.x, task, return_state=True)
-            loss = task_loss(logits, batch.y)
+            loss = self.data.objectives[task].loss(logits, batch.y)
             head = self.model.head_parameters(task)
             extra = self.extra_grad_inputs(task, z)
             grads = torch.autograd.grad(loss, [*self.shared, *head, *extra], allow_unused=True,
@@ -115,8 +123,8 @@ class WeightedMTL:
             params[name] = flat[offset:offset + p.numel()].view_as(p)
             offset += p.numel()
         with torch.no_grad():
-            return torch.stack([task_loss(torch.func.functional_call(self.model, params, (b.x, i)), b.y)
-                                for i, b in enumerate(batches)])
+            return torch.stack([objective.loss(torch.func.functional_call(self.model, params, (b.x, i)), b.y)
+                                for i, (objective, b) in enumerate(zip(self.data.objectives, batches))])
 
     def task_gradients(self, batches, iteration: int):
         losses, grads, head_grads, extras = self.task_terms(batches)
@@ -142,7 +150,14 @@ class WeightedMTL:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def learning_rate(self, iteration: int) -> float:
+        """The step schedule (StepLR by iterations): lr · decay^(iteration // every); a function of the
+        iteration, so a resumed run continues it."""
+        return self.lr * self.lr_decay ** (iteration // self.lr_decay_every) if self.lr_decay_every else self.lr
+
     def step(self, iteration: int) -> dict[str, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(iteration)
         batches = self.data.batch("train", iteration, self.seed, self.batch_size, "train")
         tasks, head_grads, extras = self.task_gradients(batches, iteration)
         combined = self.weighting.combine(tasks.only(self.weighting.reads))

@@ -28,6 +28,7 @@ RUNNERS: dict[str, str] = {
     "moblo_synthetic": "taskbal.runners.moblo_synthetic",
     "mtl": "taskbal.runners.mtl",
     "meta_rl": "taskbal.runners.meta_rl",
+    "prompt_tuning": "taskbal.runners.prompt_tuning",
 }
 
 

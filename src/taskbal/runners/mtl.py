@@ -8,9 +8,11 @@ thesis' MoCo baseline is ``moml`` with ``combiner: moco``).
 
 train → out_dir/final.pt (the selected model), curve.csv (per-task training losses, weights, method
 statistics, per-task accuracy/loss on ``mtl.curve_split``), train.json; resumes from resume.pt.
-evaluate → eval.csv, one row per task of ``mtl.eval_split`` (default test) with columns task,
-accuracy (%), f1 (macro-F1, %), loss; eval.json (numbers only, MLflow logs them as metrics) with
-mean_accuracy, mean_f1, mean_loss, the per-task values as accuracy_<task> / f1_<task> / loss_<task>,
+evaluate → eval.csv, one row per task of ``mtl.eval_split`` (default test) with its objective's
+metrics (taskbal/mtl/objectives.py: classification accuracy (%), f1 (macro-F1, %); segmentation miou,
+pixel_accuracy; depth abs_err, rel_err; normals angle_mean, angle_median, within_11_25, within_22_5,
+within_30) and loss (a task's row leaves the others' metrics empty); eval.json (numbers only, MLflow logs
+them as metrics) with mean_<metric> over the tasks that have it, the per-task values as <metric>_<task>,
 and the selected iteration.
 """
 from __future__ import annotations
@@ -44,9 +46,10 @@ def evaluate(final_path: Path, split_path: Path, out_dir: Path, *, device: str =
     out_dir = Path(out_dir)
     with atomic_path(out_dir / EVAL_FILE) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
+    metrics = list(dict.fromkeys(key for row in rows for key in row if key != "task"))
     summary = {"selected_iteration": int(final["selected_iteration"]),
-               **{f"mean_{key}": float(np.mean([row[key] for row in rows])) for key in ("accuracy", "f1", "loss")}}
+               **{f"mean_{key}": float(np.mean([row[key] for row in rows if key in row])) for key in metrics}}
     for row in rows:
-        summary.update({f"{key}_{row['task']}": row[key] for key in ("accuracy", "f1", "loss")})
+        summary.update({f"{key}_{row['task']}": row[key] for key in metrics if key in row})
     write_json(out_dir / EVAL_SUMMARY_FILE, summary)
     return summary
