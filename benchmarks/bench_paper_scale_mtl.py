@@ -135,7 +135,7 @@ def clip_hours(experiment: dict, cache: dict) -> float:
     from taskbal.blackbox.prompt_tuning import load_clip
 
     key = experiment["data"]["dataset"]
-    names, classes = family_of(experiment)[0], family_of(experiment)[1]
+    classes = family_of(experiment)[1]
     if key not in cache:
         import open_clip
 
