@@ -20,7 +20,7 @@ from taskbal.mtl.data import MultiTaskData  # noqa: E402
 from taskbal.mtl.model import MultiTaskNet, dilate  # noqa: E402
 from taskbal.mtl.normal import NORMAL, NormalNeck  # noqa: E402
 from taskbal.mtl.objectives import objective  # noqa: E402
-from taskbal.mtl.trainer import task_metrics  # noqa: E402
+from taskbal.mtl.trainer import LearningRates, task_metrics  # noqa: E402
 from taskbal.mtl.weighted import WeightedMTL  # noqa: E402
 
 
@@ -145,8 +145,11 @@ def test_a_step_on_dense_tasks_and_their_evaluation(nyuv2, method):
     if method == "normal":
         step = NORMAL(model, data, 0, position_lr=0.5, batch_size=2)
     else:
-        step = WeightedMTL(model, data, 0, "mean", {}, batch_size=2, lr_decay_every=1, lr_decay=0.5)
+        step = WeightedMTL(model, data, 0, "mean", {}, batch_size=2)
+    rates = LearningRates([step.optimizer], {"lr_decay_every": 1, "lr_decay": 0.5, "lr_plateau": None})
+    rates.before_step(0)
     stats = step.step(0)
+    rates.before_step(1)
     step.step(1)
     assert all(math.isfinite(stats[f"train_loss_{name}"]) for name in data.names)
     if method == "normal":
@@ -165,3 +168,42 @@ def test_dense_encoders_refuse_vector_settings():
         MultiTaskNet(0, [], [13], encoder="resnet18_dilated", head_hidden=[8])
     with pytest.raises(ValueError, match="mtl.input_norm"):
         MultiTaskNet(0, [], [13], encoder="resnet18_dilated", input_norm="cifar")
+
+
+def test_the_plateau_schedule_lowers_the_rate_and_resumes():
+    """lr_plateau: ReduceLROnPlateau on the selection score at every curve point; its state travels with the
+    run's, so a resumed run lowers the rate where an uninterrupted one does."""
+    def rates():
+        optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        return optimizer, LearningRates([optimizer], {"lr_decay_every": 0, "lr_decay": 0.5,
+                                                      "lr_plateau": {"factor": 0.7, "patience": 1, "min_lr": 5e-4}})
+    optimizer, schedule = rates()
+    for loss in (1.0, 0.9, 0.95):  # an improvement, then one bad point: within patience
+        schedule.after_curve_point(loss)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    saved = schedule.state_dict()
+    resumed_optimizer, resumed = rates()
+    resumed.load_state_dict(saved)
+    for opt, sched in ((optimizer, schedule), (resumed_optimizer, resumed)):
+        sched.after_curve_point(0.95)  # the second bad point: times 0.7
+        assert opt.param_groups[0]["lr"] == pytest.approx(7e-4)
+        for _ in range(4):
+            sched.after_curve_point(0.95)
+        assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)  # min_lr
+
+
+def test_schedule_settings_name_the_field():
+    from taskbal.mtl.trainer import settings
+
+    base = {"runner": "mtl", "data": {}, "mtl": {"iterations": 10, "select_on": "val"}}
+    plateau = {"factor": 0.7, "patience": 5, "min_lr": 1e-5}
+    with pytest.raises(ValueError, match="mtl.lr_plateau: one learning-rate schedule"):
+        settings({**base, "mtl": {**base["mtl"], "lr_plateau": plateau, "lr_decay_every": 100}})
+    with pytest.raises(ValueError, match="mtl.lr_plateau: follows the selection score"):
+        settings({**base, "mtl": {"iterations": 10, "lr_plateau": plateau}})
+    with pytest.raises(ValueError, match="mtl.lr_plateau"):
+        settings({**base, "mtl": {**base["mtl"], "lr_plateau": {"factor": 0.7}}})
+    with pytest.raises(ValueError, match="mtl.lr_decay_every"):
+        settings({**base, "mtl": {**base["mtl"], "lr_decay_every": -1}})
+    with pytest.raises(ValueError, match="mtl.lr_decay"):
+        settings({**base, "mtl": {**base["mtl"], "lr_decay": 1.5}})

@@ -27,8 +27,13 @@ Experiment section ``mtl`` (defaults in brackets):
     input_norm        imagenet | none: the ResNet encoders' input normalisation       [imagenet]
     batch_size        per-task mini-batch (single-level and the LL of bi-level)    [100]
     optimizer, lr, weight_decay   single-level optimiser (adam | sgd)              [adam, 1e-3, 0]
-    lr_decay_every, lr_decay      single-level: lr times lr_decay every that many iterations
-                                  (StepLR; 0: constant)                             [0, 0.5]
+    lr_decay_every, lr_decay      the network's learning rate times lr_decay every that many
+                                  iterations (StepLR; 0: constant)                  [0, 0.5]
+    lr_plateau        {factor, patience, min_lr}: the network's learning rate times factor when the
+                      selection score on select_on has not improved for patience curve
+                      points (ReduceLROnPlateau); null: none                        [null]
+                      (both schedules act on the optimisers of the network's parameters:
+                      the single-level step's, FORUM's ω optimiser; MOML's ω has none)
     scale             mean | sum: the direction of the mean or the summed loss      [mean]
     heads             weighted | unit: head i's gradient scaled by w_i or not        [weighted]
     curve_every       iterations between curve rows                               [50]
@@ -67,7 +72,7 @@ from .weighted import WeightedMTL
 
 BILEVEL = {"moml": MOML, "forum": FORUM}
 DEFAULTS = {"encoder": "mlp", "hidden": [512, 256], "weights": None, "sharing": "hard", "head_hidden": [],
-            "input_norm": "imagenet", "lr_decay_every": 0, "lr_decay": 0.5,
+            "input_norm": "imagenet", "lr_decay_every": 0, "lr_decay": 0.5, "lr_plateau": None,
             "batch_size": 100, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
             "scale": "mean", "heads": "weighted", "curve_every": 50, "curve_split": "val", "select_on": None,
             "bilevel": "hyper_cleaning", "upper_split": "val", "upper_batch_size": 100, "alpha_init": 0.0,
@@ -87,6 +92,19 @@ def settings(experiment: dict) -> dict:
         raise ValueError(f"mtl.weight_decay: must be >= 0, got {conf['weight_decay']}")
     if conf["bilevel"] not in PROBLEMS:
         raise ValueError(f"mtl.bilevel: unknown {conf['bilevel']!r}; known: {sorted(PROBLEMS)}")
+    every = conf["lr_decay_every"]
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise ValueError(f"mtl.lr_decay_every: an integer >= 0 (0: never), got {conf['lr_decay_every']!r}")
+    if not 0 < conf["lr_decay"] <= 1:
+        raise ValueError(f"mtl.lr_decay: a factor in (0, 1], got {conf['lr_decay']!r}")
+    plateau = conf["lr_plateau"]
+    if plateau is not None:
+        if not isinstance(plateau, dict) or set(plateau) != {"factor", "patience", "min_lr"}:
+            raise ValueError(f"mtl.lr_plateau: {{factor, patience, min_lr}} or null, got {plateau!r}")
+        if conf["lr_decay_every"]:
+            raise ValueError("mtl.lr_plateau: one learning-rate schedule at a time (mtl.lr_decay_every is set)")
+        if conf["select_on"] is None:
+            raise ValueError("mtl.lr_plateau: follows the selection score, so it needs mtl.select_on")
     if conf["curve_split"] is False:  # `false`: no split along training (a null in a table's `set` removes the key)
         conf["curve_split"] = None
     if conf["encoder"] not in ENCODERS:
@@ -226,8 +244,7 @@ class BilevelStep:
 
 def build_step(experiment: dict, conf: dict, model: MultiTaskNet, data: MultiTaskData, seed: int):
     name, options = method_and_options(experiment)
-    loop_options = {key: conf[key] for key in ("batch_size", "optimizer", "lr", "weight_decay", "scale", "heads",
-                                               "lr_decay_every", "lr_decay")}
+    loop_options = {key: conf[key] for key in ("batch_size", "optimizer", "lr", "weight_decay", "scale", "heads")}
     if name in BILEVEL:
         steps = options.get("lower_steps", inspect.signature(BILEVEL[name]).parameters["lower_steps"].default)
         problem_options = {"batch_size": conf["batch_size"], "upper_batch_size": conf["upper_batch_size"],
@@ -242,6 +259,49 @@ def build_step(experiment: dict, conf: dict, model: MultiTaskNet, data: MultiTas
         _, training = split_options(options)
         return NORMAL(model, data, seed, **training, **loop_options)
     return WeightedMTL(model, data, seed, name, options, **loop_options)
+
+
+# --------------------------------------------------------------------------- learning-rate schedules
+def network_optimizers(step_object) -> list[torch.optim.Optimizer]:
+    """The optimisers of the network's parameters: a single-level step's, FORUM's ω optimiser (MOML's ω moves
+    only through its lower-level steps: it has none)."""
+    if isinstance(step_object, BilevelStep):
+        optimizer = getattr(step_object.method, "omega_optimizer", None)
+        return [optimizer] if optimizer is not None else []
+    return [step_object.optimizer]
+
+
+class LearningRates:
+    """``mtl.lr_decay_every`` (StepLR by iterations, a function of the iteration, so a resumed run continues
+    it) or ``mtl.lr_plateau`` (ReduceLROnPlateau on the selection score, checked at every curve point; its
+    state is part of the run's state) on the network's optimisers."""
+
+    def __init__(self, optimizers: list, conf: dict):
+        self.optimizers = optimizers
+        self.base = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers]
+        self.every, self.decay = conf["lr_decay_every"], conf["lr_decay"]
+        plateau = conf["lr_plateau"]
+        self.plateaus = [torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=plateau["factor"], patience=plateau["patience"], min_lr=plateau["min_lr"])
+            for optimizer in optimizers] if plateau else []
+
+    def before_step(self, iteration: int) -> None:
+        if not self.every:
+            return
+        for optimizer, base in zip(self.optimizers, self.base):
+            for group, lr in zip(optimizer.param_groups, base):
+                group["lr"] = lr * self.decay ** (iteration // self.every)
+
+    def after_curve_point(self, loss: float) -> None:
+        for plateau in self.plateaus:
+            plateau.step(loss)
+
+    def state_dict(self) -> dict:
+        return {"plateaus": [plateau.state_dict() for plateau in self.plateaus]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for plateau, saved in zip(self.plateaus, state["plateaus"]):
+            plateau.load_state_dict(saved)
 
 
 # --------------------------------------------------------------------------- the trainable
@@ -266,9 +326,11 @@ class Trainer:
         name, options = method_and_options(experiment)
         self.model = build_model(self.conf, self.data, name, options).to(device)
         self.step_object = build_step(experiment, self.conf, self.model, self.data, seed)
+        self.rates = LearningRates(network_optimizers(self.step_object), self.conf)
         self.best: dict | None = None  # {"iteration", "score", "model"}
 
     def step(self, iteration: int) -> dict:
+        self.rates.before_step(iteration)
         return self.step_object.step(iteration)
 
     # -- curve and selection ----------------------------------------------------------------------
@@ -294,6 +356,7 @@ class Trainer:
         if select_on is not None:
             score = row[f"{select_on}_mean_accuracy"] if f"{select_on}_mean_accuracy" in row \
                 else -row[f"{select_on}_mean_normalised_mae"]  # higher is better
+            self.rates.after_curve_point(-score)
             if self.best is None or score > self.best["score"]:
                 self.best = {"iteration": iteration, "score": score, "model": copy.deepcopy(self.model.state_dict())}
         return row
@@ -303,11 +366,13 @@ class Trainer:
 
     # -- resume state and outputs -----------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "step": self.step_object.state_dict(), "best": self.best}
+        return {"model": self.model.state_dict(), "step": self.step_object.state_dict(), "best": self.best,
+                "rates": self.rates.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.step_object.load_state_dict(state["step"])
+        self.rates.load_state_dict(state["rates"])
         self.best = state["best"]
 
     def selected(self) -> tuple[dict, int]:

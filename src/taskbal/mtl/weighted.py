@@ -56,19 +56,13 @@ class WeightedMTL:
 
     def __init__(self, model: MultiTaskNet, data: MultiTaskData, seed: int, weighting: str,
                  weighting_options: dict | None, *, batch_size: int, optimizer: str = "adam", lr: float = 1e-3,
-                 weight_decay: float = 0.0, scale: str = "mean", heads: str = "weighted", lr_decay_every: int = 0,
-                 lr_decay: float = 0.5):
+                 weight_decay: float = 0.0, scale: str = "mean", heads: str = "weighted"):
         if scale not in SCALES:
             raise ValueError(f"mtl.scale: unknown {scale!r}; known: {list(SCALES)}")
         if heads not in HEADS:
             raise ValueError(f"mtl.heads: unknown {heads!r}; known: {list(HEADS)}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"mtl.optimizer: unknown {optimizer!r}; known: {list(OPTIMIZERS)}")
-        if not isinstance(lr_decay_every, int) or lr_decay_every < 0:
-            raise ValueError(f"mtl.lr_decay_every: an integer >= 0 (0: never), got {lr_decay_every!r}")
-        if not 0 < lr_decay <= 1:
-            raise ValueError(f"mtl.lr_decay: a factor in (0, 1], got {lr_decay!r}")
-        self.lr, self.lr_decay_every, self.lr_decay = lr, lr_decay_every, lr_decay
         self.model, self.data, self.seed = model, data, seed
         self.batch_size, self.scale, self.heads = batch_size, scale, heads
         self.shared_named = model.shared_named_parameters()
@@ -150,14 +144,7 @@ class WeightedMTL:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def learning_rate(self, iteration: int) -> float:
-        """The step schedule (StepLR by iterations): lr · decay^(iteration // every); a function of the
-        iteration, so a resumed run continues it."""
-        return self.lr * self.lr_decay ** (iteration // self.lr_decay_every) if self.lr_decay_every else self.lr
-
     def step(self, iteration: int) -> dict[str, float]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(iteration)
         batches = self.data.batch("train", iteration, self.seed, self.batch_size, "train")
         tasks, head_grads, extras = self.task_gradients(batches, iteration)
         combined = self.weighting.combine(tasks.only(self.weighting.reads))
