@@ -5,14 +5,16 @@ No GPU and no dataset are needed: every distinct training run of a table at pape
 real shapes on random inputs held in memory (Office and CelebA images, NYUv2 scenes, QM9 molecules of 18
 atoms, QM9's mean), and the floating-point operations of one training step are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (forward and backward, every task's backward pass, the
-bi-level methods' lower-level steps). A step is counted on ``--count-batch`` samples per task and scaled
-linearly to the run's batch; the evaluations along training (the curve split at every curve point) and the
-final test pass are counted as forward passes. CLIP prompt tuning counts one text-encoder pass over the
-classes' prompts per population member and iteration, and the image encoder once per image.
+bi-level methods' lower-level steps; NORMAL's neck by hand). A step is counted on ``--count-batch``
+samples per task and scaled linearly to the run's batch; the evaluations along training (the curve
+split at every curve point) and the final test pass are counted as forward passes. CLIP prompt tuning
+counts one text-encoder pass over the classes' prompts per population member and iteration, and the
+image encoder once per image. Grid searches add their points' runs at the cost of the run they select for.
 
-GPU-hours = FLOPs / the throughput of ``bench_paper_scale.py``'s anchor (TOW's MAML on mini-ImageNet with
-the 4-layer CNN, 5.03 V100-hours for 100,000 meta-updates: about 0.42 TFLOP/s achieved). A ResNet keeps a
-GPU much busier than that small CNN, so these are upper estimates of the order, not quotes.
+GPU-hours = FLOPs / a sustained throughput, at two: 0.42 TFLOP/s, what ``bench_paper_scale.py``'s anchor
+achieved (TOW's MAML with the 4-layer CNN, 5.03 V100-hours for 100,000 meta-updates), an upper estimate
+for these networks, which keep a GPU much busier; and 10 TFLOP/s, near the float32 peak of a V100 or an
+RTX 3090 (the thesis' GPU), a lower one. Estimates of the order, not quotes.
 
     python benchmarks/bench_paper_scale_mtl.py [--tables thesis_table3_3,...] [--count-batch 2]
 """
@@ -31,6 +33,7 @@ from taskbal.config import load_table, seeds_of, table_cells
 TABLES = ("thesis_table3_3", "thesis_table3_4", "thesis_table3_5", "thesis_table4_1", "thesis_table5_1",
           "thesis_table5_2", "thesis_table5_3", "thesis_table5_4")
 ANCHOR_TFLOPS = 0.42  # bench_paper_scale.py's anchor: FLOPs per V100-second achieved by TOW's MAML run
+PEAK_TFLOPS = 10.0  # about a V100's or an RTX 3090's float32 peak: the lower estimate
 # Per family: (task names, outputs per task, input shape, shared inputs, kind, inputs evaluated (validation,
 # test: every domain's together where each domain is a task), all inputs).
 OFFICE31 = (["amazon", "dslr", "webcam"], 31, (3, 224, 224), False, "classification", (822, 822), 4110)
@@ -90,11 +93,37 @@ def family_of(experiment: dict) -> tuple:
     return {"celeba_attributes": CELEBA, "nyuv2_tasks": NYUV2, "qm9_tasks": QM9}[data["family"]]
 
 
+def neck_flops(experiment: dict, samples: int, family: tuple) -> float:
+    """NORMAL's ODE neck, forward and backward, per training step (counted by hand: PyTorch's FLOP counter's
+    module tracker fails on it): u once and g per Euler step, two FC layers each (4 · width · hidden FLOPs
+    per position), for every task, at every feature-map position of a dense encoder, backward twice the
+    forward."""
+    from taskbal.mtl.model import encoder_width
+
+    options = experiment["weighting"]
+    width = encoder_width(experiment["mtl"]["encoder"], 0, list(experiment["mtl"].get("hidden") or []))
+    hidden = options.get("ode_hidden") or width
+    positions = 1
+    if family[2] is not None and experiment["mtl"]["encoder"].endswith("_dilated"):
+        positions = -(-family[2][1] // 8) * -(-family[2][2] // 8)  # output stride 8
+    steps = 1 if options.get("order") == 1 else options.get("ode_steps", 10) + 1
+    return 3.0 * steps * 4 * width * hidden * positions * samples * len(family[0])
+
+
 def mtl_flops(experiment: dict, count: int) -> tuple[float, float]:
-    """(FLOPs of one training step at the run's batch, forward FLOPs of one evaluated sample)."""
+    """(FLOPs of one training step at the run's batch, forward FLOPs of one evaluated sample). NORMAL is
+    counted as EW plus its neck (:func:`neck_flops`)."""
     from taskbal.mtl.data import MultiTaskData
     from taskbal.mtl.trainer import build_model, build_step, method_and_options, settings
 
+    if experiment["weighting"]["name"] == "normal":
+        as_ew = copy.deepcopy(experiment)
+        as_ew["weighting"] = {"name": "mean"}
+        step, per_sample = mtl_flops(as_ew, count)
+        family = family_of(experiment)
+        batch = experiment["mtl"]["batch_size"]
+        neck = neck_flops(experiment, batch if family[3] else batch * len(family[0]), family)
+        return step + neck, per_sample + neck / batch / 3
     shaped = copy.deepcopy(experiment)
     conf = settings(shaped)
     batch = conf["batch_size"]
@@ -160,8 +189,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cache: dict = {}
-    print(f"throughput assumed: {ANCHOR_TFLOPS} TFLOP/s (bench_paper_scale.py's anchor, a V100)")
-    print(f"{'table':16s} {'runs':>5s} {'train+eval jobs':>16s} {'GPU-hours':>10s}  per run (h)")
+    print(f"GPU-hours at {ANCHOR_TFLOPS} TFLOP/s (bench_paper_scale.py's anchor: upper) and at {PEAK_TFLOPS} "
+          "TFLOP/s (lower)")
+    print(f"{'table':16s} {'runs':>5s} {'train+eval jobs':>16s} {'GPU-hours':>18s}  per run (h, upper)")
     for name in args.tables.split(","):
         spec = load_table(name)
         seeds = len(seeds_of(spec, "paper"))
@@ -178,7 +208,8 @@ def main() -> None:
         hours = sum(per_run.values()) * seeds + sum(searched.values())
         runs = len(per_run) * seeds
         search_runs = f" + {len(searched)} grid searches" if searched else ""
-        print(f"{name:16s} {runs:5d} {2 * runs:16d} {hours:10.1f}  "
+        lower = hours * ANCHOR_TFLOPS / PEAK_TFLOPS
+        print(f"{name:16s} {runs:5d} {2 * runs:16d} {hours:9.0f} / {lower:6.0f}  "
               f"{min(per_run.values()):.2f}-{max(per_run.values()):.2f}{search_runs}", flush=True)
 
 

@@ -67,7 +67,7 @@ def check_report(work: Path, scale: str, tables: list[str], figure: str, not_bui
         assert image.evaluate("e => e.complete && e.naturalWidth") == png_width(png)
         assert image.bounding_box()["width"] > 300
         # What was not built, and why; the scale, seeds, commit and machine behind the numbers.
-        assert "Not a target yet: CelebA" in text  # e.g. Nash-GBML's Table 3 (config/papers.yaml)
+        assert "Not a target yet" not in text  # every experiment of config/papers.yaml is a target
         assert f"A target, not built in this report: snakemake --config scale={scale} -- {not_built}" in text
         assert "Nothing to run:" in text  # e.g. Nash-GBML's complexity table
         assert f"scale description: {scale}:" in text and "seeds: 0" in text

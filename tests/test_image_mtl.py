@@ -373,3 +373,40 @@ def test_tiny_office_tables_and_figure(repo, tool_env, tmp_path):
     assert normal.loc[("EW", "delta"), "ours_mean"] == pytest.approx(0.0, abs=1e-9)
     assert 0 <= normal.loc[("NORMAL", "within_30"), "ours_mean"] <= 1
     assert (tmp_path / "results/figures/tiny/thesis_figure5_2.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("shared, method", [(False, "mean"), (True, "mean"), (True, "normal_manual"),
+                                            (True, "normal_autograd"), (False, "stl")])
+def test_equal_weighting_takes_one_backward_pass_with_the_same_step(blobs, shared, method):
+    """EW's step from one backward pass of the summed loss equals the step from every task's own gradients
+    (the weighting's mean of them): the shared gradient, each head's, and NORMAL's position gradients."""
+    from taskbal.mtl.normal import NORMAL
+
+    blobs.shared_inputs = shared
+    if shared:  # the same inputs for every task, as a single-input family has them
+        for split, pairs in blobs.tensors.items():
+            x = pairs[0][0]
+            blobs.tensors[split] = [(x, y[:len(x)]) for _, y in pairs]
+
+    def build():
+        torch.manual_seed(5)
+        neck = NormalNeck(8, 3, ode_steps=4) if method.startswith("normal") else None
+        model = MultiTaskNet(blobs.input_dim, [8], blobs.num_classes, neck, sharing="none" if method == "stl" else "hard")
+        if neck is not None:
+            gradient = method.split("_")[1]
+            return model, NORMAL(model, blobs, 0, position_lr=0.3, position_gradient=gradient, batch_size=16,
+                                 optimizer="sgd", lr=0.1, scale="sum", heads="unit")
+        return model, WeightedMTL(model, blobs, 0, "mean", {}, batch_size=16, optimizer="sgd", lr=0.1, scale="sum",
+                                  heads="unit")
+
+    fast_model, fast = build()
+    slow_model, slow = build()
+    slow.summed_terms = None  # not used: the reference takes the per-task path below
+    batches = blobs.batch("train", 0, 0, 16, "train")
+    tasks, head_grads, extras = slow.task_gradients(batches, 0)
+    combined = slow.weighting.combine(tasks.only(slow.weighting.reads))
+    slow.after_combine(extras, 0)
+    slow.apply(combined, head_grads)
+    fast.step(0)
+    for (name, ours), (_, reference) in zip(fast_model.named_parameters(), slow_model.named_parameters()):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6, msg=name)

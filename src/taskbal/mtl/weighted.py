@@ -13,7 +13,9 @@ thesis' EW, Eq. 2.1) or s = m (``scale: sum``: the gradient of Σ L_i, LibMTL's 
 ``heads: weighted`` and a linear weighting the whole update is the gradient of Σ_i w_i L_i;
 ``heads: unit`` is LibMTL's convention (heads always get their own unweighted gradient).
 
-Per-task gradients are taken one task at a time, one backward pass each: each task with its own
+EW (``mean``) needs only the mean of the shared gradients: its step takes one backward pass of the summed
+loss (``summed_terms``). Every other weighting gets per-task gradients, one task at a time, one backward
+pass each: each task with its own
 input batch (the "multi-input" setting of the thesis' hyper-cleaning and Office experiments), or,
 when the tasks share their inputs (CelebA's attributes), through one encoder pass that every task's
 backward pass reuses. ``losses_at`` evaluates the same batches at other shared parameters (for weightings that
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from ..loop import step_generator
 from ..weighting import build_weighting
 from ..weighting.base import Combined, TaskGradients
+from ..weighting.mean import Mean
 from .data import MultiTaskData, TaskBatch
 from .model import MultiTaskNet
 
@@ -84,29 +87,64 @@ class WeightedMTL:
         return {}
 
     # -- one step ---------------------------------------------------------------------------------
-    def task_terms(self, batches: list[TaskBatch]):
-        """(losses [m], shared gradients [m, d], head gradients per task, extras per task)."""
-        losses, shared_rows, head_grads, extras = [], [], [], []
+    def forward(self, batches: list[TaskBatch]) -> list[tuple]:
+        """Per task (loss, z, velocity, its head's and extra gradient inputs); tasks that share their inputs
+        take one encoder pass."""
         one_pass = self.data.shared_inputs and self.model.sharing == "hard"
         features = self.model.encode(batches[0].x, 0) if one_pass else None
+        out = []
         for task, batch in enumerate(batches):
-            if one_pass:  # single-input MTL: one encoder pass, each task's gradient through it
+            if one_pass:
                 logits, z, velocity = self.model.from_features(features, task, return_state=True,
                                                                size=batch.x.shape[-2:])
             else:
                 logits, z, velocity = self.model(batch.x, task, return_state=True)
             loss = self.data.objectives[task].loss(logits, batch.y)
-            head = self.model.head_parameters(task)
-            extra = self.extra_grad_inputs(task, z)
-            grads = torch.autograd.grad(loss, [*self.shared, *head, *extra], allow_unused=True,
-                                        retain_graph=one_pass and task < len(batches) - 1)
-            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, [*self.shared, *head, *extra])]
+            out.append((loss, z, velocity, self.model.head_parameters(task), self.extra_grad_inputs(task, z)))
+        return out
+
+    def task_terms(self, batches: list[TaskBatch]):
+        """(losses [m], shared gradients [m, d], head gradients per task, extras per task): one backward pass
+        per task (through the one encoder pass of shared inputs)."""
+        losses, shared_rows, head_grads, extras = [], [], [], []
+        passes = self.forward(batches)
+        for task, (loss, z, velocity, head, extra) in enumerate(passes):
+            inputs = [*self.shared, *head, *extra]
+            grads = torch.autograd.grad(loss, inputs, allow_unused=True, retain_graph=task < len(passes) - 1)
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, inputs)]
             n_shared, n_head = len(self.shared), len(head)
             shared_rows.append(flat(grads[:n_shared], loss))
             head_grads.append(grads[n_shared:n_shared + n_head])
             extras.append((grads[n_shared + n_head:], z.detach(), None if velocity is None else velocity.detach()))
             losses.append(loss.detach())
         return torch.stack(losses), torch.stack(shared_rows).detach(), head_grads, extras
+
+    def summed_terms(self, batches: list[TaskBatch]):
+        """EW's step needs no task's own shared gradient, only their mean: one backward pass of Σ_i L_i gives
+        Σ_i ∇_θ L_i, each head's (and each task's extra input's: z_i, p_i) own task's gradient, since nothing
+        else depends on them. (losses [m], mean shared gradient [d], head gradients, extras)."""
+        passes = self.forward(batches)
+        inputs, where = list(self.shared), []
+        for _, _, _, head, extra in passes:
+            spans = []
+            for group in (head, extra):
+                spans.append([])
+                for tensor in group:
+                    found = next((i for i, known in enumerate(inputs) if known is tensor), None)
+                    if found is None:
+                        inputs.append(tensor)
+                        found = len(inputs) - 1
+                    spans[-1].append(found)
+            where.append(spans)
+        total = torch.stack([loss for loss, *_ in passes]).sum()
+        grads = torch.autograd.grad(total, inputs, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, inputs)]
+        head_grads = [[grads[i] for i in head] for head, _ in where]
+        extras = [([grads[i] for i in extra], z.detach(), None if velocity is None else velocity.detach())
+                  for (_, extra), (_, z, velocity, _, _) in zip(where, passes)]
+        losses = torch.stack([loss.detach() for loss, *_ in passes])
+        mean = flat(grads[:len(self.shared)], total).detach() / len(passes)
+        return losses, mean, head_grads, extras
 
     def flat_shared(self) -> torch.Tensor:
         return flat([p.detach() for p in self.shared], next(self.model.parameters()))
@@ -146,11 +184,17 @@ class WeightedMTL:
 
     def step(self, iteration: int) -> dict[str, float]:
         batches = self.data.batch("train", iteration, self.seed, self.batch_size, "train")
-        tasks, head_grads, extras = self.task_gradients(batches, iteration)
-        combined = self.weighting.combine(tasks.only(self.weighting.reads))
+        if type(self.weighting) is Mean:  # EW: the mean direction from one backward pass (summed_terms)
+            losses, direction, head_grads, extras = self.summed_terms(batches)
+            m = len(batches)
+            combined = Combined(direction=direction, weights=torch.full((m,), 1.0 / m, dtype=direction.dtype))
+        else:
+            tasks, head_grads, extras = self.task_gradients(batches, iteration)
+            combined = self.weighting.combine(tasks.only(self.weighting.reads))
+            losses = tasks.losses
         extra_stats = self.after_combine(extras, iteration)
         self.apply(combined, head_grads)
-        stats = {f"train_loss_{name}": float(v) for name, v in zip(self.data.names, tasks.losses)}
+        stats = {f"train_loss_{name}": float(v) for name, v in zip(self.data.names, losses)}
         stats.update({f"weight_{name}": float(w) for name, w in zip(self.data.names, combined.weights)})
         stats.update({key: float(value) for key, value in combined.stats.items()})
         stats.update(extra_stats)
