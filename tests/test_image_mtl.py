@@ -391,7 +391,8 @@ def test_equal_weighting_takes_one_backward_pass_with_the_same_step(blobs, share
     def build():
         torch.manual_seed(5)
         neck = NormalNeck(8, 3, ode_steps=4) if method.startswith("normal") else None
-        model = MultiTaskNet(blobs.input_dim, [8], blobs.num_classes, neck, sharing="none" if method == "stl" else "hard")
+        sharing = "none" if method == "stl" else "hard"
+        model = MultiTaskNet(blobs.input_dim, [8], blobs.num_classes, neck, sharing=sharing)
         if neck is not None:
             gradient = method.split("_")[1]
             return model, NORMAL(model, blobs, 0, position_lr=0.3, position_gradient=gradient, batch_size=16,
