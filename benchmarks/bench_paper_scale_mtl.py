@@ -44,6 +44,9 @@ NYUV2 = (["segmentation", "depth", "normal"], None, (3, 288, 384), True, "dense"
 QM9 = ([f"target_{i}" for i in range(11)], 1, None, True, "regression", (10000, 10000), 130831)
 
 
+DENSE_DOWNSCALE = 1  # NYUv2's scenes counted at 1/k of their height and width, FLOPs times k² (--dense-downscale)
+
+
 class ShapeTasks:
     """Random inputs of a family's real shapes, ``count`` per split (the MTL family contract)."""
 
@@ -51,6 +54,8 @@ class ShapeTasks:
 
     def __init__(self, family: tuple, count: int):
         names, classes, shape, shared, kind, _, _ = family
+        if kind == "dense":
+            shape = (shape[0], shape[1] // DENSE_DOWNSCALE, shape[2] // DENSE_DOWNSCALE)
         self.task_names, self.shared_inputs, self.kind, self.classes = names, shared, kind, classes
         rng = np.random.default_rng(0)
         if shape is None:  # QM9: molecules of 18 atoms (QM9's mean), random bonds
@@ -143,7 +148,8 @@ def mtl_flops(experiment: dict, count: int) -> tuple[float, float]:
         features = model.encode(x, 0)
         for task in range(data.num_tasks if data.shared_inputs else 1):
             model.from_features(features, task, size=x.shape[-2:])
-    return step_flops, counter.get_total_flops() / count
+    area = DENSE_DOWNSCALE ** 2 if family_of(experiment)[4] == "dense" else 1  # a convolution's FLOPs ∝ pixels
+    return step_flops * area, counter.get_total_flops() / count * area
 
 
 def mtl_hours(experiment: dict, count: int, cache: dict) -> float:
@@ -186,7 +192,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--count-batch", type=int, default=2)
+    parser.add_argument("--dense-downscale", type=int, default=1,
+                        help="count NYUv2's scenes at 1/k of their height and width and the FLOPs times k² (faster)")
     args = parser.parse_args()
+    global DENSE_DOWNSCALE
+    DENSE_DOWNSCALE = args.dense_downscale
     torch.set_num_threads(1)
     cache: dict = {}
     print(f"GPU-hours at {ANCHOR_TFLOPS} TFLOP/s (bench_paper_scale.py's anchor: upper) and at {PEAK_TFLOPS} "
