@@ -35,7 +35,7 @@ from ..io import read_arrays, write_arrays
 from ..learners import TaskBatch
 from .checks import check_integer, data_settings
 from .episodes import episode_generator
-from .resources import dataset_inputs, dataset_split_file
+from .resources import data_source, dataset_inputs, dataset_split_file
 
 SPLITS = ("train", "val", "test")
 DATASET = "celeba"
@@ -103,9 +103,8 @@ def write_splits(path: Path | str, data: dict) -> dict:
             "dataset_split_sha256": split_file["sha256"], "image_size": side, "shots": shots,
             "query": settings["query"], "seed": settings["split_seed"], "counts": counts,
             "sizes": {split: settings[f"{split}_tasks"] for split in SPLITS},
-            "data_source": {DATASET: f"{split_file.get('protocol', '')}"
-                            + (f", the first {counts['train']} training images" if settings["max_train_images"] else "")
-                            + f"; source: {record.get('source', 'unknown')}"}}
+            "data_source": {DATASET: data_source(split_file, record, settings["max_train_images"] and
+                                                 f"the first {counts['train']} training images")}}
     return write_arrays(path, arrays, meta)
 
 

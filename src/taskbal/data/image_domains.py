@@ -25,7 +25,7 @@ import numpy as np
 
 from ..io import read_arrays, write_arrays
 from .checks import check_integer, data_settings
-from .resources import dataset_inputs, dataset_split_file
+from .resources import data_source, dataset_inputs, dataset_split_file
 
 SPLITS = ("train", "val", "test")
 DATASETS_WITH_DOMAINS = ("office31", "office_home")
@@ -107,7 +107,7 @@ def write_splits(path: Path | str, data: dict) -> dict:
             "dataset_split_sha256": split_file["sha256"], "exact_split": bool(split_file.get("exact")),
             "deviation": split_file.get("deviation"), "image_size": side, "domains": settings["domains"],
             "classes": classes, "counts": counts,
-            "data_source": {dataset: f"{split_file.get('protocol', '')}; source: {record.get('source', 'unknown')}"}}
+            "data_source": {dataset: data_source(split_file, record)}}
     return write_arrays(path, arrays, meta)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..io import read_arrays, write_arrays
 from .checks import check_integer, data_settings
-from .resources import dataset_inputs, dataset_split_file
+from .resources import data_source, dataset_inputs, dataset_split_file
 
 SPLITS = ("train", "test")
 DATASET = "nyuv2"
@@ -78,10 +78,8 @@ def write_splits(path: Path | str, data: dict) -> dict:
     meta = {"family": "nyuv2_tasks", "dataset": DATASET, "split_variant": settings["split_variant"],
             "dataset_split_sha256": split_file["sha256"], "counts": counts, "max_images": settings["max_images"],
             "image_shape": list(arrays["train_image"].shape[1:]),
-            "data_source": {DATASET: f"{split_file.get('protocol', '')}"
-                            + (f", the first {settings['max_images']} scenes of each split"
-                               if settings["max_images"] else "")
-                            + f"; source: {record.get('source', 'unknown')}"}}
+            "data_source": {DATASET: data_source(split_file, record, settings["max_images"] and
+                                                 f"the first {settings['max_images']} scenes of each split")}}
     return write_arrays(path, arrays, meta)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..io import read_arrays, write_arrays
 from .checks import check_integer, data_settings
-from .resources import dataset_inputs, dataset_split_file
+from .resources import data_source, dataset_inputs, dataset_split_file
 
 SPLITS = ("train", "val", "test")
 DATASET = "qm9"
@@ -107,10 +107,8 @@ def write_splits(path: Path | str, data: dict) -> dict:
             "dataset_split_sha256": split_file["sha256"], "targets": list(TARGETS), "mean": mean.tolist(),
             "std": std.tolist(), "counts": {split: len(indices) for split, indices in chosen.items()},
             "max_molecules": settings["max_molecules"],
-            "data_source": {DATASET: f"{split_file.get('protocol', '')}"
-                            + (f", the first {settings['max_molecules']} molecules of each split"
-                               if settings["max_molecules"] else "")
-                            + f"; source: {record.get('source', 'unknown')}"}}
+            "data_source": {DATASET: data_source(split_file, record, settings["max_molecules"] and
+                                                 f"the first {settings['max_molecules']} molecules of each split")}}
     return write_arrays(path, arrays, meta)
 
 

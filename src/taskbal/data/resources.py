@@ -56,3 +56,11 @@ def dataset_inputs(settings: dict, dataset: str) -> list[str]:
     """What a family's split rule reads of a dataset: its ``.verified`` record (written last by
     ``data_<name>``) and its split file."""
     return [str(Path(settings["resources"]) / dataset / VERIFIED), str(dataset_split_file(settings, dataset))]
+
+
+def data_source(split_file: dict, record: dict, subset: str | None = None) -> str:
+    """What a family's split file says about its data (its ``data_source`` entry): the dataset split's
+    protocol, the part of it kept (``subset``, e.g. "the first 100 scenes of each split") and where the
+    dataset came from (its ``.verified`` record)."""
+    kept = f", {subset}" if subset else ""
+    return f"{split_file.get('protocol', '')}{kept}; source: {record.get('source', 'unknown')}"
