@@ -41,11 +41,9 @@ def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
 
 
 class Objective:
-    """One task's loss and metrics. ``dense``: the head predicts a map the size of the input."""
+    """One task's loss and metrics."""
 
     kind = ""
-    dense = False
-    lower_is_better: tuple[str, ...] = ("loss",)
 
     def __init__(self, outputs: int):
         self.outputs = int(outputs)
@@ -87,7 +85,6 @@ class Classification(Objective):
 
 class Segmentation(Objective):
     kind = "segmentation"
-    dense = True
 
     def loss(self, output, target):
         return F.cross_entropy(output, target, ignore_index=IGNORE)
@@ -112,8 +109,6 @@ class Segmentation(Objective):
 
 class Depth(Objective):
     kind = "depth"
-    dense = True
-    lower_is_better = ("loss", "abs_err", "rel_err")
 
     @staticmethod
     def valid(target):
@@ -141,8 +136,6 @@ class Depth(Objective):
 
 class Normals(Objective):
     kind = "normals"
-    dense = True
-    lower_is_better = ("loss", "angle_mean", "angle_median")
 
     @staticmethod
     def valid(target):
@@ -172,7 +165,6 @@ class Regression(Objective):
     ``scale`` (QM9: the target's standard deviation, times 1,000 for meV)."""
 
     kind = "regression"
-    lower_is_better = ("loss", "mae", "normalised_mae")
 
     def __init__(self, outputs: int = 1, scale: float = 1.0):
         super().__init__(outputs)
