@@ -13,7 +13,7 @@ from taskbal.data.download import ChecksumError, FileSpec, verify_spec
 from taskbal.io import write_arrays
 from taskbal.plan import PlanError, load_plan
 from taskbal.tracking import check_reachable
-from test_workflow import copy_workflow, snakemake
+from workspaces import copy_workflow, snakemake
 
 
 def plan_after_edit(repo, tmp_path, name: str, old: str, new: str):

@@ -3,8 +3,6 @@ images, fresh support pixels for a face seen again, fixed evaluation tasks, and 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_split_layouts as fake  # noqa: E402
 from taskbal.data import celeba_completion  # noqa: E402
 from taskbal.data.datasets import build_splits  # noqa: E402
 from taskbal.data.split_building import decode_image  # noqa: E402
+from workspaces import build_tiny, edit_table, mark_generated, tiny_workspace  # noqa: E402
 
 
 @pytest.fixture
@@ -73,24 +71,13 @@ def test_bad_settings_name_the_field(completion):
         celeba_completion.write_splits(Path(data["resources"]) / "x.npz", {**data, "test_tasks": 50})
 
 
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
-
-
 @pytest.mark.slow
 def test_tiny_nash_table3(repo, tool_env, tmp_path):
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    config = tmp_path / "config/tables/nash_table3.yaml"
-    spec = yaml.safe_load(config.read_text())
-    spec["rows"] = [row for row in spec["rows"] if row["label"] in ("MAML", "MAML + p_R(0.0001, 1)", "CAVIA")]
-    config.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    tiny_workspace(repo, tmp_path)
+    edit_table(tmp_path, "nash_table3", rows=["MAML", "MAML + p_R(0.0001, 1)", "CAVIA"])
     fake.celeba_tree(tmp_path / "resources/celeba")
-    (tmp_path / "resources/celeba/.verified").write_text(json.dumps({"source": "generated for a test"}))
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    command = ["snakemake", "--cores", "2", "--quiet", "--config", "scale=tiny", "--", "nash_table3"]
-    result = subprocess.run(command, cwd=tmp_path, env=tool_env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    mark_generated(tmp_path / "resources/celeba")
+    build_tiny(tmp_path, tool_env, "nash_table3")
     table = pd.read_csv(tmp_path / "results/tables/tiny/nash_table3.csv").set_index(["row", "column"])
     for row in ("MAML", "MAML + p_R(0.0001, 1)", "CAVIA"):
         assert table.loc[(row, "mean"), "n"] == 4 and table.loc[(row, "worst"), "ours_mean"] >= \

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import small_experiment
 from taskbal import divergence
+from taskbal.config import load_table, table_cells
 from taskbal.data import sinusoid
 from taskbal.loop import fit
 from taskbal.tables import build_table, to_markdown
@@ -69,6 +70,23 @@ def test_a_curve_without_the_metric_is_not_checked():
     verdict = divergence.detect([{"iteration": 0}, {"iteration": 5, "loss_a": 1.0}], RULE)
     assert not verdict.checked and not verdict.diverged
     assert verdict.summary() == {"divergence": "not checked: the curve has no train_loss"}
+
+
+@pytest.mark.parametrize("table", ["nash_table2", "nash_table5", "nash_table6", "nash_figure2", "nash_figure6"])
+def test_the_nash_sinusoid_runs_are_judged_on_their_validation_tasks_not_their_skewed_training_loss(table):
+    # TR-MAML's shape at medium scale: its mean training loss climbs as p moves to the high-amplitude bins
+    # while the validation MSE (tasks drawn like the test tasks) falls. Only the training-loss rule calls it
+    # divergence; a blow-up of the validation MSE is still caught.
+    rows = [{"iteration": 0, "val_mse": 4.37}] + [
+        {"iteration": 2000 * (i + 1), "train_loss": train, "val_mse": val}
+        for i, (train, val) in enumerate([(0.72, 2.97), (0.99, 2.67), (1.51, 2.41), (2.13, 2.00), (2.33, 1.47)])]
+    assert divergence.detect(rows, RULE).diverged
+    for cell in table_cells(load_table(table), "medium"):
+        rule = divergence.rule_of(cell.experiment)
+        assert rule["metric"] == "val_mse", cell
+        assert not divergence.detect(rows, rule).diverged
+        blown_up = rows[:3] + [{**row, "val_mse": row["val_mse"] * 1e6} for row in rows[3:]]
+        assert divergence.detect(blown_up, rule).iteration == 6000
 
 
 @pytest.mark.parametrize("section, field", [

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_split_layouts as fake  # noqa: E402
@@ -31,6 +28,7 @@ from taskbal.mtl.normal import NormalNeck, split_options  # noqa: E402
 from taskbal.mtl.weighted import WeightedMTL, task_loss  # noqa: E402
 from taskbal.tables import build_table  # noqa: E402
 from taskbal.weights import WeightsMissing, fetch_weights  # noqa: E402
+from workspaces import build_tiny, edit_table, mark_generated, tiny_workspace  # noqa: E402
 
 OFFICE31 = {"amazon": "amazon/images", "dslr": "dslr/images", "webcam": "webcam/images"}
 OFFICE_HOME = {d: d for d in ("Art", "Clipart", "Product", "Real_World")}
@@ -319,7 +317,6 @@ def test_weights_come_from_a_local_folder_or_the_hub_cache_checked_by_their_name
 
 
 # ----------------------------------------------------------------------------------------- tiny build
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
 TARGETS = ["thesis_table3_3", "thesis_table3_4", "thesis_table5_1", "thesis_table5_2", "thesis_table5_3",
            "thesis_table5_4", "thesis_figure5_2"]
 
@@ -328,24 +325,16 @@ TARGETS = ["thesis_table3_3", "thesis_table3_4", "thesis_table5_1", "thesis_tabl
 def test_tiny_office_tables_and_figure(repo, tool_env, tmp_path):
     """The image MTL targets built from nothing on generated Office-31, Office-Home, CelebA and NYUv2 layouts, one
     seed."""
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    tiny_workspace(repo, tmp_path)
     for table in ("thesis_table3_3", "thesis_table3_4", "thesis_table5_2", "thesis_table5_3"):
-        base = tmp_path / f"config/tables/{table}.yaml"
-        spec = yaml.safe_load(base.read_text())
-        spec["seeds"] = [0]
-        base.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+        edit_table(tmp_path, table, seeds=[0])
     office31_resources(tmp_path / "resources")
     office_home_resources(tmp_path / "resources")
     fake.celeba_tree(tmp_path / "resources/celeba")
     fake.nyuv2_scenes(tmp_path / "resources/nyuv2/nyuv2")
     for dataset in ("celeba", "nyuv2"):
-        (tmp_path / f"resources/{dataset}/.verified").write_text(json.dumps({"source": "generated for a test"}))
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    command = ["snakemake", "--cores", "2", "--quiet", "--config", "scale=tiny", f"tables=[{','.join(TARGETS)}]"]
-    result = subprocess.run(command, cwd=tmp_path, env=tool_env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        mark_generated(tmp_path / f"resources/{dataset}")
+    build_tiny(tmp_path, tool_env, config=(f"tables=[{','.join(TARGETS)}]",))
     table = pd.read_csv(tmp_path / "results/tables/tiny/thesis_table3_3.csv").set_index(["row", "column"])
     assert table.loc[("STL", "delta_p"), "ours_mean"] == pytest.approx(0.0, abs=1e-9)
     for row in ("EW", "MGDA", "MOML", "MoCo", "FORUM"):

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from fake_datasets import fake_idx_family, gz, idx_bytes, write_payloads
 from taskbal.data import binary_mnist, hyper_cleaning, idx
+from workspaces import build_tiny, edit_table, mark_generated, tiny_workspace
 
 
 def make_dataset(directory, seed, n_train=2000, n_test=2000):
@@ -262,35 +261,21 @@ def test_hyper_cleaning_without_official_test_split(resources, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- tiny tables
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
-
-
-def tiny_workspace(repo, tmp_path, seeds=None, table=None):
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+def mnist_workspace(repo, tmp_path, seeds=None, table=None):
+    """The workflow with generated MNIST and Fashion-MNIST files in place of the downloads."""
+    tiny_workspace(repo, tmp_path)
     if seeds is not None:
-        path = tmp_path / f"config/tables/{table}.yaml"
-        spec = yaml.safe_load(path.read_text())
-        spec["seeds"] = seeds
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        edit_table(tmp_path, table, seeds=seeds)
     for name, seed in (("mnist", 0), ("fashion_mnist", 1)):
         make_dataset(tmp_path / "resources" / name, seed)
-        (tmp_path / "resources" / name / ".verified").write_text(json.dumps({"source": "generated for a test"}))
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+        mark_generated(tmp_path / "resources" / name)
     return tmp_path
-
-
-def run_target(work, target, env):
-    result = subprocess.run(["snakemake", "--cores", "2", "--quiet", "--config", "scale=tiny", "--", target],
-                            cwd=work, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.slow
 def test_tiny_damaml_figure1(repo, tool_env, tmp_path):
-    work = tiny_workspace(repo, tmp_path, seeds=[0], table="damaml_figure1")
-    run_target(work, "damaml_figure1", tool_env)
+    work = mnist_workspace(repo, tmp_path, seeds=[0], table="damaml_figure1")
+    build_tiny(work, tool_env, "damaml_figure1")
     page = (work / "results/figures/tiny/damaml_figure1.md").read_text()
     assert (work / "results/figures/tiny/damaml_figure1.png").stat().st_size > 0
     assert "DA-MAML clearly outperforms MAML" in page and "worst-task accuracy (final)" in page
@@ -307,8 +292,8 @@ def test_tiny_damaml_figure1(repo, tool_env, tmp_path):
 
 @pytest.mark.slow
 def test_tiny_thesis_table3_2(repo, tool_env, tmp_path):
-    work = tiny_workspace(repo, tmp_path, seeds=[0], table="thesis_table3_2")
-    run_target(work, "thesis_table3_2", tool_env)
+    work = mnist_workspace(repo, tmp_path, seeds=[0], table="thesis_table3_2")
+    build_tiny(work, tool_env, "thesis_table3_2")
     table = pd.read_csv(work / "results/tables/tiny/thesis_table3_2.csv")
     assert set(table["row"]) == {"MOML", "MoCo", "FORUM"} and len(table) == 12
     assert table["ours_mean"].between(0, 100).all() and (table["n_seeds"] == 1).all()
@@ -321,7 +306,7 @@ def test_tiny_thesis_table3_2(repo, tool_env, tmp_path):
 def check_tiny_thesis_figure3_1(work, env):
     """Figure 3.1 on the same data: time and memory per UL iteration of MOML, MoCo and FORUM at T = 8 and with one
     more 512-wide layer, each run's train.json numbers drawn and judged."""
-    run_target(work, "thesis_figure3_1", env)
+    build_tiny(work, env, "thesis_figure3_1")
     record = json.loads((work / "results/figures/tiny/thesis_figure3_1.json").read_text())
     runs = record["provenance"]["runs"].split(", ")
     assert len(runs) == 6  # 3 methods x (T = 8, p1)

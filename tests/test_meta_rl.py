@@ -134,7 +134,7 @@ def test_tiny_scale_builds_simol_figure3(repo, tool_env, tmp_path):
 
     import pandas as pd
 
-    from test_workflow import copy_workflow, snakemake
+    from workspaces import copy_workflow, snakemake
 
     work = copy_workflow(repo, tmp_path)
     subprocess.run(["git", "init", "-q", str(work)], check=True)

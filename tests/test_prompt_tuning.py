@@ -3,8 +3,6 @@ encoder, the objectives against CLIP's forward pass, the random projection's sca
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_split_layouts as fake  # noqa: E402
@@ -21,6 +18,7 @@ from taskbal.blackbox.prompt_tuning import PromptTuning  # noqa: E402
 from taskbal.config import load_table  # noqa: E402
 from taskbal.data import image_domains  # noqa: E402
 from taskbal.data.datasets import build_splits  # noqa: E402
+from workspaces import build_tiny, edit_table, mark_generated, tiny_workspace  # noqa: E402
 
 OFFICE31 = {"amazon": "amazon/images", "dslr": "dslr/images", "webcam": "webcam/images"}
 
@@ -89,28 +87,16 @@ def test_the_projection_has_the_word_embeddings_scale_over_root_d(tuning):
     assert problem.projection.shape == (4 * problem.width, 64)
 
 
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
-
-
 @pytest.mark.slow
 def test_tiny_thesis_table4_1(repo, tool_env, tmp_path):
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    config = tmp_path / "config/tables/thesis_table4_1.yaml"
-    spec = yaml.safe_load(config.read_text())
-    spec["seeds"] = [0]
-    spec["rows"] = [row for row in spec["rows"] if row["label"] in ("Zero-shot", "ASMG, d = 256", "BES, d = 256")]
-    config.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    tiny_workspace(repo, tmp_path)
+    edit_table(tmp_path, "thesis_table4_1", seeds=[0], rows=["Zero-shot", "ASMG, d = 256", "BES, d = 256"])
     fake.office_tree(tmp_path / "resources/office31/office-31", OFFICE31, per_class=5)
     fake.office_tree(tmp_path / "resources/office_home/OfficeHomeDataset_10072016",
                      {d: d for d in ("Art", "Clipart", "Product", "Real_World")}, per_class=5)
     for dataset in ("office31", "office_home"):
-        (tmp_path / f"resources/{dataset}/.verified").write_text(json.dumps({"source": "generated for a test"}))
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    command = ["snakemake", "--cores", "2", "--quiet", "--config", "scale=tiny", "--", "thesis_table4_1"]
-    result = subprocess.run(command, cwd=tmp_path, env=tool_env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        mark_generated(tmp_path / f"resources/{dataset}")
+    build_tiny(tmp_path, tool_env, "thesis_table4_1")
     table = pd.read_csv(tmp_path / "results/tables/tiny/thesis_table4_1.csv").set_index(["row", "column"])
     for row in ("Zero-shot", "ASMG, d = 256", "BES, d = 256"):
         assert 0 <= table.loc[(row, "o31_avg"), "ours_mean"] <= 100 and table.loc[(row, "oh_avg"), "n"] == 4

@@ -4,8 +4,6 @@ targets' normalisation and MAE units, and a tiny build of the table."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_split_layouts as fake  # noqa: E402
@@ -22,6 +19,7 @@ from taskbal.data.datasets import build_splits  # noqa: E402
 from taskbal.mtl.data import MultiTaskData  # noqa: E402
 from taskbal.mtl.mpnn import MPNNEncoder, graph_batch  # noqa: E402
 from taskbal.mtl.objectives import objective  # noqa: E402
+from workspaces import build_tiny, edit_table, edit_yaml, mark_generated, tiny_workspace  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -113,28 +111,15 @@ def test_targets_are_normalised_on_training_and_maes_are_in_the_tables_units(qm9
     assert float(objective("regression", scale=2.0).loss(prediction, target)) == pytest.approx((0.25 + 1 + 1) / 3)
 
 
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
-
-
 @pytest.mark.slow
 def test_tiny_thesis_table3_5(repo, tool_env, tmp_path):
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    config = tmp_path / "config/tables/thesis_table3_5.yaml"
-    spec = yaml.safe_load(config.read_text())
-    spec["seeds"] = [0]
-    config.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
-    config = tmp_path / "config/config.yaml"
-    settings = yaml.safe_load(config.read_text())
-    settings["dataset_splits"] = {"qm9": {"nash_mtl": {"test_size": 3, "val_size": 3}}}
-    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    tiny_workspace(repo, tmp_path)
+    edit_table(tmp_path, "thesis_table3_5", seeds=[0])
+    edit_yaml(tmp_path / "config/config.yaml", lambda settings: settings.update(
+        dataset_splits={"qm9": {"nash_mtl": {"test_size": 3, "val_size": 3}}}))
     fake.qm9_molecules(tmp_path / "resources/qm9")
-    (tmp_path / "resources/qm9/.verified").write_text(json.dumps({"source": "generated for a test"}))
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    command = ["snakemake", "--cores", "2", "--quiet", "--config", "scale=tiny", "--", "thesis_table3_5"]
-    result = subprocess.run(command, cwd=tmp_path, env=tool_env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    mark_generated(tmp_path / "resources/qm9")
+    build_tiny(tmp_path, tool_env, "thesis_table3_5")
     table = pd.read_csv(tmp_path / "results/tables/tiny/thesis_table3_5.csv").set_index(["row", "column"])
     assert table.loc[("STL", "delta_p"), "ours_mean"] == pytest.approx(0.0, abs=1e-9)
     for row in ("EW", "MGDA", "MOML", "FORUM"):

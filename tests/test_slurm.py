@@ -21,7 +21,7 @@ import yaml
 from taskbal.artifacts import EVAL_SUMMARY, RESUME, TRAIN_SUMMARY, run_file
 from taskbal.plan import load_plan
 from test_tracking_server import running_server
-from test_workflow import copy_workflow, snakemake
+from workspaces import copy_workflow, snakemake
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 SCRIPT = Path(__file__).resolve().parents[1] / "tools/slurm_localhost.sh"

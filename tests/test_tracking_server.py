@@ -22,7 +22,7 @@ import torch
 from taskbal.artifacts import EVAL_SUMMARY, run_file
 from taskbal.plan import load_plan
 from taskbal.tracking import flatten
-from test_workflow import copy_workflow, snakemake
+from workspaces import copy_workflow, snakemake
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -12,25 +11,7 @@ import pytest
 import yaml
 
 from report_checks import CHROMIUM, check_report
-
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "environment.yml"]
-
-
-def copy_workflow(repo, target):
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, target / name)
-        else:
-            shutil.copy(source, target / name)
-    return target
-
-
-def snakemake(args, cwd, env, check=True):
-    result = subprocess.run(["snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{(result.stdout + result.stderr)}")
-    return result
+from workspaces import copy_workflow, snakemake
 
 
 def test_lint_is_clean(repo, tool_env):
