@@ -20,7 +20,12 @@ test tasks x query points, relative to paper (quick evaluates 100 + 2,450 tasks)
 MLflow, files: a few seconds per job) is not included. The table's cost per scale is the sum over rows
 of a run's cost times the scale's seeds, per reading and for both.
 
+With ``--compare-rows``, every run that takes its direction in one backward pass of the weighted loss (TR-MAML
++ a penalty: ``Run.weighted_in_one_pass``) is timed beside a twin that takes the Jacobian's k rows instead (the
+path before it), and their ratio is printed; the twins do not count in the totals.
+
     python benchmarks/bench_nash_rows.py [--iterations 200] [--rows 0,3,9] [--steps 3,1] [--repeats 3]
+                                         [--compare-rows]
 """
 from __future__ import annotations
 
@@ -73,11 +78,14 @@ def cpu_seconds(work) -> float:
 class Contender:
     """One (row, reading): its Run and its measured times."""
 
-    def __init__(self, spec: dict, row: dict, steps: int, column: dict, pool: dict, split: Path, warmup: int):
-        self.spec, self.label, self.steps = spec, row["label"], steps
+    def __init__(self, spec: dict, row: dict, steps: int, column: dict, pool: dict, split: Path, warmup: int,
+                 rows_path: bool = False):
+        self.spec, self.label, self.steps, self.rows_path = spec, row["label"], steps, rows_path
         self.overrides = [row.get("set"), column]  # what makes the cell at any scale
         self.experiment = resolve_experiment(spec, "paper", *self.overrides, pool)
         self.run = Run(self.experiment, 0, split, DEVICE)
+        if rows_path:
+            self.run.weighted_in_one_pass = lambda *args: (None, None)
         for _ in range(warmup):
             self.run.step()
         self.times: dict[str, list[float]] = {"step": [], "curve": [], "evaluation": []}
@@ -91,6 +99,9 @@ class Contender:
         self.times["curve"].append(cpu_seconds(self.run.evaluate_mean_mse))
         self.times["evaluation"].append(cpu_seconds(
             lambda: per_task_metrics(self.run.learner, self.run.tasks, "test", DEVICE)))
+
+    def takes_one_pass(self) -> bool:
+        return self.run.learner.couples_tasks and self.run.weighting.name in ("tr_maml", "damaml")
 
     def median(self, name: str) -> float:
         return statistics.median(self.times[name])
@@ -115,6 +126,8 @@ def main() -> None:
     parser.add_argument("--rows", help="comma-separated row indices (default: every row)")
     parser.add_argument("--steps", default="3,1", help="readings of the inner loop, by inner steps")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compare-rows", action="store_true",
+                        help="time each one-pass run beside a twin that takes the Jacobian's rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = load_table(TABLE)
@@ -135,6 +148,10 @@ def main() -> None:
         family_module(data["family"]).write_splits(split, data)
         contenders = [Contender(spec, row, steps, column, pool, split, args.warmup)
                       for row in rows for steps, column in columns.items()]
+        twins = [Contender(spec, row, steps, column, pool, split, args.warmup, rows_path=True)
+                 for row in rows for steps, column in columns.items()] if args.compare_rows else []
+        twins = [twin for twin in twins if twin.takes_one_pass()]
+        contenders += twins
         for _ in range(args.repeats):
             for contender in contenders:
                 contender.repeat(args.iterations)
@@ -146,11 +163,18 @@ def main() -> None:
     for contender in contenders:
         minutes = {scale: contender.minutes(scale) for scale in SCALES}
         for scale in SCALES:
-            totals[(scale, contender.steps)] += minutes[scale] * len(seeds_of(spec, scale))
-        print(f"{contender.label:28s} {contender.steps:5d} {1000 * contender.median('step'):7.2f} "
+            if not contender.rows_path:
+                totals[(scale, contender.steps)] += minutes[scale] * len(seeds_of(spec, scale))
+        label = contender.label + (" [rows]" if contender.rows_path else "")
+        print(f"{label:28s} {contender.steps:5d} {1000 * contender.median('step'):7.2f} "
               f"{contender.median('curve'):10.2f} {contender.median('evaluation'):7.2f}  "
               + " ".join(f"{minutes[scale]:10.1f}" for scale in SCALES))
     print("'min' = predicted CPU minutes of one run (training + its evaluation) at that scale, one thread.")
+    for twin in twins:
+        one_pass = next(c for c in contenders if (c.label, c.steps, c.rows_path) == (twin.label, twin.steps, False))
+        print(f"{twin.label}, {twin.steps} step(s): one weighted backward pass {1000 * one_pass.median('step'):.2f} "
+              f"ms/it against the Jacobian's rows {1000 * twin.median('step'):.2f} ms/it: "
+              f"{twin.median('step') / one_pass.median('step'):.1f}x faster")
 
     print(f"\nwhole table ({len(rows)} row(s)), predicted core-hours:")
     for scale in SCALES:

@@ -242,6 +242,32 @@ def test_train_end_to_end_and_resume_exactly(tmp_path, small_split, weighting):
         assert saved.numel() == 320 and saved.max() > 1 / 320  # p moved towards the high-loss tasks
 
 
+@pytest.mark.parametrize("weighting", [{"name": "tr_maml", "step_size": 0.01}, {"name": "damaml", "step_size": 0.001},
+                                       {"name": "damaml", "step_size": 0.001, "p_in_direction": False}])
+def test_with_a_nash_penalty_one_weighted_backward_pass_trains_as_the_jacobian_rows(tmp_path, small_split, weighting,
+                                                                                  monkeypatch):
+    from taskbal.learners import MAML
+    from taskbal.train import Run
+
+    experiment = small_experiment(weighting, iterations=6)
+    experiment["learner"]["penalty"] = {"name": "robust", "weight": 0.05, "r": 2, "game_size": 8}
+    one_pass_calls = []
+    weighted = MAML.weighted_meta_gradient
+    monkeypatch.setattr(MAML, "weighted_meta_gradient",
+                        lambda self, *args: one_pass_calls.append(1) or weighted(self, *args))
+    train(experiment, 0, small_split, tmp_path / "one_pass", progress=False)
+    assert len(one_pass_calls) == 6
+    monkeypatch.setattr(Run, "weighted_in_one_pass", lambda self, *args: (None, None))
+    train(experiment, 0, small_split, tmp_path / "rows", progress=False)
+    assert len(one_pass_calls) == 6
+    a, b = final_model(tmp_path / "one_pass"), final_model(tmp_path / "rows")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    p = [torch.load(tmp_path / run / FINAL_FILE, weights_only=False)["weighting"]["p"] for run in ("one_pass", "rows")]
+    torch.testing.assert_close(p[0], p[1], rtol=1e-6, atol=1e-9)
+    assert p[0].max() > 1 / 320  # p moved
+
+
 def test_zero_step_size_is_plain_maml(tmp_path, small_split):
     mean = train(small_experiment({"name": "mean"}), 0, small_split, tmp_path / "mean", progress=False)
     tr = train(small_experiment({"name": "tr_maml", "step_size": 0.0}), 0, small_split, tmp_path / "tr",

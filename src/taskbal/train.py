@@ -170,6 +170,24 @@ class Run:
                              losses_at=lambda flat: self.learner.adapted_query_losses(batch, flat),
                              task_ids=task_ids, num_pool_tasks=pool)
 
+    def weighted_in_one_pass(self, batch, iteration: int, indices: torch.Tensor):
+        """Where the learner couples the tasks and the weighting knows the weights before the gradients
+        (TR-MAML + a Nash penalty): the direction from one backward pass of the weighted loss, and the tasks
+        without rows; (None, None) otherwise."""
+        if not self.learner.couples_tasks or self.weighting.needs_gradients_after_step:
+            return None, None
+        task_ids, pool = self.pool_ids(indices)
+        tasks = TaskGradients(losses=None, grads=None, features=batch.features,
+                              params=self.learner.flat_meta_parameters(), iteration=iteration,
+                              generator=step_generator(self.seed, iteration), task_ids=task_ids, num_pool_tasks=pool)
+        reads = self.weighting.reads - {"grads"}
+        weights = self.weighting.weights_before_gradients(tasks.only(reads))
+        if weights is None:
+            return None, None
+        tasks.losses, direction = self.learner.weighted_meta_gradient(batch, weights)
+        weights = weights.to(direction)
+        return tasks, self.weighting.combine_weighted(tasks.only(reads), weights, direction)
+
     def upcoming_batches(self, iteration: int, n: int) -> list:
         """The training batches of iterations ``iteration`` … ``iteration + n − 1`` (cut at the last one)."""
         stop = min(iteration + n, self.iterations)
@@ -190,8 +208,10 @@ class Run:
     def step(self, iteration: int | None = None) -> dict:
         it = self.iteration if iteration is None else iteration
         indices, batch = self.training_batch(it)
-        tasks = self.task_gradients(batch, it, indices)
-        combined = self.weighting.combine(tasks.only(self.weighting.reads))
+        tasks, combined = self.weighted_in_one_pass(batch, it, indices)
+        if combined is None:
+            tasks = self.task_gradients(batch, it, indices)
+            combined = self.weighting.combine(tasks.only(self.weighting.reads))
         self.apply_direction(combined.direction)
         stats = dict(combined.stats)
         if self.weighting.needs_gradients_after_step:

@@ -409,13 +409,30 @@ class MAML:
 
     def _coupled_meta_gradients(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-task meta-gradients when the penalty couples the tasks: rows of the Jacobian dL/dθ."""
+        shared, losses = self._coupled_query_losses(batch)
+        rows = jacobian_rows(losses, list(shared.values()))
+        return losses.detach(), torch.cat([r.reshape(batch.num_tasks, -1) for r in rows], dim=1)
+
+    def _coupled_query_losses(self, batch: TaskBatch) -> tuple[Params, torch.Tensor]:
+        """One shared θ (a leaf) and the query losses [k] of the Nash game's adapted tasks, with the graph."""
         k = batch.num_tasks
         shared = {name: p.detach().requires_grad_() for name, p in self.meta_parameters().items()}
         copies = {name: p.expand(k, *p.shape) for name, p in shared.items()}
         outputs = self.query_outputs(copies, batch, create_graph=True, anchor=self.anchor_of(shared))
-        losses = self.loss_per_task(outputs, batch.query_y)
-        rows = jacobian_rows(losses, list(shared.values()))
-        return losses.detach(), torch.cat([r.reshape(k, -1) for r in rows], dim=1)
+        return shared, self.loss_per_task(outputs, batch.query_y)
+
+    def weighted_meta_gradient(self, batch: TaskBatch, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query losses [k] and Σ_i weights_i · dL_i/dθ [d] (both detached), for weights known before the
+        gradients (TR-MAML's p). Where the penalty couples the tasks, one backward pass of the weighted loss
+        instead of the Jacobian's k rows: the same direction by linearity, at about the cost of a MAML step.
+        Otherwise (or where a subclass has its own meta-gradient: Reptile) the weighted sum of the rows."""
+        if not (self.couples_tasks and self.descends_query_losses):
+            losses, grads = self.meta_gradients(batch)
+            return losses, weights.to(grads) @ grads
+        shared, losses = self._coupled_query_losses(batch)
+        grads = torch.autograd.grad((weights.to(losses) * losses).sum(), list(shared.values()), allow_unused=True,
+                                    materialize_grads=True)
+        return losses.detach(), torch.cat([g.reshape(-1) for g in grads])
 
     def anchor_of(self, meta: Params) -> Params:
         """The penalty's anchor from the (unbatched) meta-parameters: θ, the network weights."""

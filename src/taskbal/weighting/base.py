@@ -23,7 +23,8 @@ class TaskGradients:
     """Everything a weighting may look at for one meta-batch of k tasks.
 
     losses:    [k] post-adaptation query losses at the current meta-parameters (detached).
-    grads:     [k, d] per-task meta-gradients, flattened over all meta-parameters (detached).
+    grads:     [k, d] per-task meta-gradients, flattened over all meta-parameters (detached); None where the
+               loop took the weighted direction in one pass (``Weighting.weights_before_gradients``).
     features:  [k, f] a fixed-size description of each task (for SIMOL's re-weighting net).
     params:    [d] current meta-parameters, flattened (detached).
     iteration: outer iteration index, 0-based.
@@ -46,7 +47,7 @@ class TaskGradients:
 
     @property
     def num_tasks(self) -> int:
-        return self.grads.shape[0]
+        return self.features.shape[0]
 
     def only(self, fields: frozenset[str]) -> TaskView:
         return TaskView(self, fields)
@@ -67,7 +68,7 @@ class TaskView:
         if unknown:
             raise ValueError(f"reads: {unknown} are not fields of TaskGradients ({sorted(FIELDS)})")
         object.__setattr__(self, "_tasks", tasks)
-        object.__setattr__(self, "_fields", fields | ({"num_tasks"} if "grads" in fields else set()))
+        object.__setattr__(self, "_fields", fields | {"num_tasks"})
 
     def __getattr__(self, name: str):
         if name in self._fields:
@@ -123,6 +124,18 @@ class Weighting:
         self.seed = seed
 
     def combine(self, tasks: TaskGradients) -> Combined:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def weights_before_gradients(self, tasks: TaskGradients) -> torch.Tensor | None:
+        """[k] task weights when they depend on which tasks the batch holds, not on their losses or gradients
+        (TR-MAML's and DA-MAML's distribution p). Where the learner couples the tasks (Nash-GBML's penalties),
+        the loop then takes the weighted direction in one backward pass instead of the k rows, and calls
+        ``combine_weighted``. None (the default): ``combine`` needs the rows."""
+        return None
+
+    def combine_weighted(self, tasks: TaskGradients, weights: torch.Tensor,
+                         direction: torch.Tensor) -> Combined:  # pragma: no cover - interface
+        """``combine`` given ``direction`` = weights @ the rows; ``tasks`` has no ``grads``."""
         raise NotImplementedError
 
     def attach(self, planning: Planning) -> None:

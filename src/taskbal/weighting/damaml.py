@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from ..options import OptionError
-from .base import Combined, TaskGradients
+from .base import TaskGradients
 from .tr_maml import DistributionWeighting
 
 
@@ -47,10 +47,7 @@ class DAMAML(DistributionWeighting):
     def ascent_scale(self, tasks: TaskGradients) -> float:
         return tasks.num_pool_tasks / tasks.num_tasks  # m/(C·D) with D = 1
 
-    def combine(self, tasks: TaskGradients) -> Combined:
-        combined = super().combine(tasks)
-        if self.p_in_direction:
-            return combined
-        k, m = tasks.num_tasks, tasks.num_pool_tasks
-        weights = torch.full((k,), m / k, dtype=tasks.grads.dtype, device=tasks.grads.device)
-        return Combined(direction=weights @ tasks.grads, weights=weights, stats=combined.stats)
+    def weights_before_gradients(self, tasks: TaskGradients) -> torch.Tensor:
+        """(m/C)·p of the batch's pool ids, or m/C for every task without p in the direction (float64)."""
+        weights = super().weights_before_gradients(tasks)  # also creates p at the first batch
+        return weights if self.p_in_direction else torch.full_like(weights, tasks.num_pool_tasks / tasks.num_tasks)

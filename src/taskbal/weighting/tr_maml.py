@@ -84,13 +84,19 @@ class DistributionWeighting(Weighting):
     def ascent_scale(self, tasks: TaskGradients) -> float:
         return 1.0
 
-    def combine(self, tasks: TaskGradients) -> Combined:
+    def weights_before_gradients(self, tasks: TaskGradients) -> torch.Tensor:
+        """(m/C)·p of the batch's pool ids (float64)."""
         p = self.distribution(tasks)
-        m, k = p.numel(), tasks.num_tasks
-        ids = tasks.task_ids.to(torch.int64).cpu()
-        weights = ((m / k) * p[ids]).to(dtype=tasks.grads.dtype, device=tasks.grads.device)
-        direction = weights @ tasks.grads
-        gradient_p = pool_loss_sums(tasks, m, self.duplicates)
+        return (p.numel() / tasks.num_tasks) * p[tasks.task_ids.to(torch.int64).cpu()]
+
+    def combine(self, tasks: TaskGradients) -> Combined:
+        weights = self.weights_before_gradients(tasks).to(dtype=tasks.grads.dtype, device=tasks.grads.device)
+        return self.combine_weighted(tasks, weights, weights @ tasks.grads)
+
+    def combine_weighted(self, tasks: TaskGradients, weights: torch.Tensor, direction: torch.Tensor) -> Combined:
+        """The direction as it is, and p's ascent step on the batch's losses."""
+        p = self.distribution(tasks)
+        gradient_p = pool_loss_sums(tasks, p.numel(), self.duplicates)
         self.p = project_to_simplex(p + self.step_size * self.ascent_scale(tasks) * gradient_p)
         stats = {"p_max": float(self.p.max()), "p_min": float(self.p.min()),
                  "p_entropy": float(-(self.p * torch.log(self.p.clamp(min=1e-300))).sum())}
@@ -112,6 +118,9 @@ class TRMAML(DistributionWeighting):
         if variant not in ("distribution", "batch_max"):
             raise OptionError("variant", f"expected 'distribution' or 'batch_max', got {variant!r}")
         self.variant = variant
+
+    def weights_before_gradients(self, tasks: TaskGradients) -> torch.Tensor | None:
+        return super().weights_before_gradients(tasks) if self.variant == "distribution" else None
 
     def combine(self, tasks: TaskGradients) -> Combined:
         if self.variant == "distribution":
