@@ -255,8 +255,8 @@ def test_state_dict_round_trip_continues_exactly(loop, name):
 
 
 def test_a_weighting_sees_only_the_fields_it_declares(loop):
-    """The loops hand a weighting ``tasks.only(reads)``: the declared fields (and ``num_tasks`` with the
-    gradients), and an error naming any other field it reads."""
+    """The loops hand a weighting ``tasks.only(reads)``: the declared fields (and ``num_tasks``, the batch's
+    size), and an error naming any other field it reads."""
     view = loop.tasks(0).only(frozenset({"grads"}))
     assert view.num_tasks == META_BATCH and view.grads.shape[0] == META_BATCH
     with pytest.raises(AttributeError, match="losses"):

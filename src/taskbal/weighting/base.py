@@ -58,7 +58,7 @@ FIELDS = frozenset(("losses", "grads", "features", "params", "iteration", "gener
 
 
 class TaskView:
-    """The fields of a TaskGradients that a weighting declared in ``reads`` (``num_tasks`` with ``grads``);
+    """The fields of a TaskGradients that a weighting declared in ``reads`` (and ``num_tasks``, the batch size);
     reading any other is an error naming it, so ``reads`` is exactly what the method depends on."""
 
     __slots__ = ("_tasks", "_fields")
