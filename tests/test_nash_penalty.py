@@ -291,17 +291,24 @@ def test_adapted_needs_a_learner_that_evaluates_it_there():
 
 # -- through the MAML learner: exact per-task rows of the coupled game --------------------------
 
+def sinusoid_batch(seed: int):
+    """Four sinusoid tasks of 3 support and 3 query points (float64), drawn from ``seed``."""
+    from taskbal.learners import TaskBatch
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(4, 6, 1, generator=generator, dtype=DTYPE) * 10 - 5
+    amplitude = torch.rand(4, 1, 1, generator=generator, dtype=DTYPE) * 4 + 1
+    return TaskBatch(x[:, :3], amplitude * torch.sin(x[:, :3]), x[:, 3:], amplitude * torch.sin(x[:, 3:]),
+                     torch.zeros(4, 1, dtype=DTYPE))
+
+
 def test_maml_learner_with_penalty_matches_finite_differences():
-    from taskbal.learners import MAML, TaskBatch
+    from taskbal.learners import MAML
     from taskbal.models import MLP
 
     torch.manual_seed(0)
     model = MLP(1, [5], 1).double()
-    generator = torch.Generator().manual_seed(1)
-    x = torch.rand(4, 6, 1, generator=generator, dtype=DTYPE) * 10 - 5
-    amplitude = torch.rand(4, 1, 1, generator=generator, dtype=DTYPE) * 4 + 1
-    batch = TaskBatch(x[:, :3], amplitude * torch.sin(x[:, :3]), x[:, 3:], amplitude * torch.sin(x[:, 3:]),
-                      torch.zeros(4, 1, dtype=DTYPE))
+    batch = sinusoid_batch(1)
     learner = MAML(model, inner_steps=3, inner_lr=0.05,
                    penalty={"name": "robust", "weight": 0.05, "r": 1})
     losses, grads = learner.meta_gradients(batch)
@@ -321,14 +328,10 @@ def test_maml_learner_with_penalty_matches_finite_differences():
 def test_one_backward_pass_of_the_weighted_loss_is_the_weighted_sum_of_the_exact_rows(learner_name, penalty):
     """TR-MAML's weights are known before the gradients: the loop then asks for d(Σ_i w_i L_i)/dθ in one
     backward pass instead of the Jacobian's rows (checked above against finite differences)."""
-    from taskbal.learners import CAVIA, MAML, MetaSGD, TaskBatch
+    from taskbal.learners import CAVIA, MAML, MetaSGD
     from taskbal.models import MLP
 
-    generator = torch.Generator().manual_seed(3)
-    x = torch.rand(4, 6, 1, generator=generator, dtype=DTYPE) * 10 - 5
-    amplitude = torch.rand(4, 1, 1, generator=generator, dtype=DTYPE) * 4 + 1
-    batch = TaskBatch(x[:, :3], amplitude * torch.sin(x[:, :3]), x[:, 3:], amplitude * torch.sin(x[:, 3:]),
-                      torch.zeros(4, 1, dtype=DTYPE))
+    batch = sinusoid_batch(3)
     torch.manual_seed(0)
     options = dict(inner_steps=3, inner_lr=0.05, penalty=dict(penalty, game_size=4))
     learner = {"maml": lambda: MAML(MLP(1, [5], 1).double(), **options),
@@ -346,15 +349,11 @@ def test_one_backward_pass_of_the_weighted_loss_is_the_weighted_sum_of_the_exact
 def test_adapted_penalty_steps_after_the_plain_step_with_the_closed_form_pull():
     """``at: adapted`` with one inner step: φ = ψ − α ∂p_C/∂ψ_i at ψ = θ − α∇L (closed-form partial
     −(2wK/B)(θ − ψ̄)); the literal ``inner`` game leaves ψ unchanged with one step."""
-    from taskbal.learners import MAML, TaskBatch
+    from taskbal.learners import MAML
     from taskbal.models import MLP
 
     torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(3)
-    x = torch.rand(4, 6, 1, generator=generator, dtype=DTYPE) * 10 - 5
-    amplitude = torch.rand(4, 1, 1, generator=generator, dtype=DTYPE) * 4 + 1
-    batch = TaskBatch(x[:, :3], amplitude * torch.sin(x[:, :3]), x[:, 3:], amplitude * torch.sin(x[:, 3:]),
-                      torch.zeros(4, 1, dtype=DTYPE))
+    batch = sinusoid_batch(3)
     w, N, alpha = 0.5, 4, 0.1
     options = {"name": "centroid", "weight": w, "num_tasks_total": N, "inner_lr": alpha}
 
@@ -410,14 +409,10 @@ def test_per_copy_rows_sum_to_the_exact_total_with_a_penalty(penalty):
     """The table configs use ``penalty_gradients: per_copy`` for mean-weighted rows: its rows must sum
     to the jacobian rows' sum (the exact d(Σ_i L_i)/dθ), even though the anchor is then the mean of
     the per-task copies (rounding at step 0)."""
-    from taskbal.learners import MAML, TaskBatch
+    from taskbal.learners import MAML
     from taskbal.models import MLP
 
-    generator = torch.Generator().manual_seed(2)
-    x = torch.rand(4, 6, 1, generator=generator, dtype=DTYPE) * 10 - 5
-    amplitude = torch.rand(4, 1, 1, generator=generator, dtype=DTYPE) * 4 + 1
-    batch = TaskBatch(x[:, :3], amplitude * torch.sin(x[:, :3]), x[:, 3:], amplitude * torch.sin(x[:, 3:]),
-                      torch.zeros(4, 1, dtype=DTYPE))
+    batch = sinusoid_batch(2)
     torch.manual_seed(0)
     model = MLP(1, [5], 1).double()
     sums = {}
