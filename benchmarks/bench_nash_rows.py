@@ -80,14 +80,20 @@ class Contender:
 
     def __init__(self, spec: dict, row: dict, steps: int, column: dict, pool: dict, split: Path, warmup: int,
                  rows_path: bool = False):
-        self.spec, self.label, self.steps, self.rows_path = spec, row["label"], steps, rows_path
+        self.spec, self.row, self.column, self.steps, self.rows_path = spec, row, column, steps, rows_path
+        self.label = row["label"]
         self.overrides = [row.get("set"), column]  # what makes the cell at any scale
         self.experiment = resolve_experiment(spec, "paper", *self.overrides, pool)
         self.run = Run(self.experiment, 0, split, DEVICE)
         if rows_path:
             self.run.weighted_in_one_pass = lambda *args: (None, None)
+        one_pass_steps = []  # whether the loop took this run's direction in one weighted backward pass
+        weighted = self.run.learner.weighted_meta_gradient
+        self.run.learner.weighted_meta_gradient = lambda *args: one_pass_steps.append(1) or weighted(*args)
         for _ in range(warmup):
             self.run.step()
+        self.run.learner.weighted_meta_gradient = weighted
+        self.takes_one_pass = bool(one_pass_steps)
         self.times: dict[str, list[float]] = {"step": [], "curve": [], "evaluation": []}
 
     def repeat(self, iterations: int) -> None:
@@ -99,9 +105,6 @@ class Contender:
         self.times["curve"].append(cpu_seconds(self.run.evaluate_mean_mse))
         self.times["evaluation"].append(cpu_seconds(
             lambda: per_task_metrics(self.run.learner, self.run.tasks, "test", DEVICE)))
-
-    def takes_one_pass(self) -> bool:
-        return self.run.learner.couples_tasks and self.run.weighting.name in ("tr_maml", "damaml")
 
     def median(self, name: str) -> float:
         return statistics.median(self.times[name])
@@ -148,9 +151,9 @@ def main() -> None:
         family_module(data["family"]).write_splits(split, data)
         contenders = [Contender(spec, row, steps, column, pool, split, args.warmup)
                       for row in rows for steps, column in columns.items()]
-        twins = [Contender(spec, row, steps, column, pool, split, args.warmup, rows_path=True)
-                 for row in rows for steps, column in columns.items()] if args.compare_rows else []
-        twins = [twin for twin in twins if twin.takes_one_pass()]
+        twins = [Contender(spec, one_pass.row, one_pass.steps, one_pass.column, pool, split, args.warmup,
+                           rows_path=True)
+                 for one_pass in contenders if args.compare_rows and one_pass.takes_one_pass]
         contenders += twins
         for _ in range(args.repeats):
             for contender in contenders:
