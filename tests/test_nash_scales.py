@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from taskbal.config import load_table, seeds_of, table_cells
+from taskbal.config import load_table, seeds_of, table_cells, without_inert_penalty
 from taskbal.plan import PlanError, load_plan
 
 TABLES = ("nash_table2", "nash_table5", "nash_table6")
@@ -47,7 +47,65 @@ def test_the_one_step_columns_are_a_second_reading_of_the_three_step_columns(nam
     for cell in table_cells(spec, "tiny"):
         runs.setdefault((cell.row, cell.column in READING), set()).add(cell.run)
     assert all(len(shared) == 1 for shared in runs.values())
-    assert len(set().union(*runs.values())) == 2 * len(spec["rows"])
+    assert len({run for (_, one_step), shared in runs.items() if not one_step for run in shared}) == len(spec["rows"])
+    assert len({run for (_, one_step), shared in runs.items() if one_step for run in shared}) == len(plain_rows(spec))
+
+
+def plain_rows(spec: dict) -> list[dict]:
+    return [row for row in spec["rows"] if not (row.get("set") or {}).get("learner", {}).get("penalty")]
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_a_penalty_inert_with_one_inner_step_shares_the_plain_run(name):
+    """With one inner step the literal game's penalty is exactly zero (nash_penalty, ``at: inner``): a
+    penalised row's 1-step cells are the run of the plain row of its learner and weighting, while
+    its 3-step cells are its own run."""
+    spec = load_table(name)
+    cells = table_cells(spec, "tiny")
+    plain_labels = {row["label"] for row in plain_rows(spec)}
+    plain_run = {(c.experiment["learner"]["name"], c.experiment["weighting"]["name"]): c.run
+                 for c in cells if c.row in plain_labels and c.column == "mean_1step"}
+    three_step = {c.row: c for c in cells if c.column == "mean"}
+    for cell in cells:
+        if cell.column not in READING:
+            assert cell.as_written is None
+            continue
+        learner = cell.experiment["learner"]
+        assert learner["penalty"] is None and "penalty_gradients" not in learner
+        assert cell.run == plain_run[learner["name"], cell.experiment["weighting"]["name"]], cell.row
+        if cell.row in plain_labels:
+            assert cell.as_written is None
+        else:
+            assert cell.as_written["learner"]["penalty"] == three_step[cell.row].experiment["learner"]["penalty"]
+            assert cell.run != three_step[cell.row].run
+
+
+def test_only_a_penalty_that_cannot_act_is_dropped():
+    penalty = {"name": "robust", "weight": 0.01, "r": 1}
+    learner = {"name": "maml", "inner_steps": 1, "penalty": penalty, "penalty_gradients": "per_copy"}
+    experiment = {"data": {"family": "skewed_sinusoid"}, "learner": learner, "weighting": {"name": "mean"}}
+    assert without_inert_penalty(experiment)["learner"] == {"name": "maml", "inner_steps": 1, "penalty": None}
+    assert experiment["learner"]["penalty"] == penalty  # the table's experiment is left as written
+    for acting in ({"inner_steps": 3}, {"inner_steps": 2}, {"penalty": {**penalty, "at": "adapted"}}):
+        kept = {**experiment, "learner": {**learner, **acting}}
+        assert without_inert_penalty(kept) is kept
+    default_steps = {**experiment, "learner": {k: v for k, v in learner.items() if k != "inner_steps"}}
+    assert without_inert_penalty(default_steps) is default_steps  # only an explicit step count is read
+
+
+def test_a_penalty_written_only_in_a_one_step_cell_is_still_checked_before_anything_runs(repo, tmp_path):
+    tables = tmp_path / "tables"
+    shutil.copytree(repo / "config/tables", tables)
+    shutil.copytree(repo / "config/grids", tmp_path / "grids")
+    path = tables / "nash_table2.yaml"
+    text = path.read_text()
+    row = '  - label: "MAML + p_C(0.1)"\n'
+    assert row in text
+    path.write_text(text.replace(row, row + "    set_in_columns: {mean_1step: {learner: {penalty: {weight: -1}}}}\n", 1))
+    with pytest.raises(PlanError) as caught:
+        load_plan(tables, repo / "workflow/schemas", [], cache_dir=tmp_path / "cache")
+    message = str(caught.value)
+    assert "nash_table2.yaml" in message and "mean_1step" in message and "learner.penalty.weight" in message
 
 
 def test_an_unknown_scale_name_is_refused(repo, tmp_path):
@@ -68,7 +126,7 @@ def test_every_nash_table_plans_at_the_medium_scale(repo, tmp_path):
     plan = load_plan(repo / "config/tables", repo / "workflow/schemas", [], cache_dir=tmp_path / "cache")
     for name in TABLES:
         runs = {run for (scale, run), tables in plan.tables_of_run.items() if scale == "medium" and name in tables}
-        assert len(runs) == 2 * len(plan.tables[name]["rows"]), name
+        assert len(runs) == len(plan.tables[name]["rows"]) + len(plain_rows(plan.tables[name])), name
     assert "medium" in plan.scales
 
 

@@ -92,6 +92,23 @@ def split_id(experiment: dict) -> str:
     return f"{data['family']}{shots_part(data)}-{stable_hash(data)}"
 
 
+def without_inert_penalty(experiment: dict) -> dict:
+    """``experiment`` without a Nash penalty that cannot change its run, so that the penalised and the plain
+    configuration are one run. Played at the inner steps (``at: inner``, Nash-GBML's Algorithm 2), the game
+    starts with every task at the same point, where the penalty, its partials and their derivatives with
+    respect to θ are exactly zero (taskbal.learners.nash_penalty): with at most one inner step (set in the
+    experiment) the penalised run is the plain run, and training it twice would only differ by the rounding
+    of another code path. The table still shows the cell; its run is the plain one."""
+    learner = experiment.get("learner")
+    penalty = learner.get("penalty") if isinstance(learner, dict) else None
+    steps = learner.get("inner_steps") if isinstance(learner, dict) else None
+    if not isinstance(penalty, dict) or penalty.get("at", "inner") != "inner" \
+            or type(steps) is not int or steps > 1:
+        return experiment
+    plain = {key: value for key, value in learner.items() if key != "penalty_gradients"}
+    return {**experiment, "learner": {**plain, "penalty": None}}  # as a plain row writes it (``penalty: null``)
+
+
 def run_id(experiment: dict) -> str:
     data, weighting = experiment["data"], experiment["weighting"]
     return f"{data['family']}-{weighting['name']}{shots_part(data)}-{stable_hash(experiment)}"
@@ -108,6 +125,7 @@ class Cell:
     selection: str | None = None  # the grid selection that chooses some of its settings (taskbal.grid)
     evaluated_on: str | None = None  # the split whose test tasks it is evaluated on, when not its own
     evaluation_data: dict | None = None  # that split's data section
+    as_written: dict | None = None  # the experiment before an inert setting was dropped (without_inert_penalty)
 
     def evaluated_on_for(self, name: str) -> str | None:
         """The split a file of this cell is of: ``evaluated_on`` for eval.csv / eval.json, else the run's own."""
@@ -177,9 +195,11 @@ def table_cells(spec: dict, scale: str) -> list[Cell]:
             if row.get("grid_search"):
                 experiment, selection = selected_by_grid(spec["grid_configs"][row["grid_search"]], experiment, scale)
             evaluated_on, evaluation_data = evaluation_split(experiment, column)
+            run_experiment = without_inert_penalty(experiment)
             cells.append(Cell(row["label"], column["key"], column.get("metric", "overall"),
-                              run_id(experiment), split_id(experiment), experiment, selection,
-                              evaluated_on, evaluation_data))
+                              run_id(run_experiment), split_id(run_experiment), run_experiment, selection,
+                              evaluated_on, evaluation_data,
+                              experiment if run_experiment is not experiment else None))
     return cells
 
 

@@ -302,10 +302,11 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
                 for cell in table_cells(spec, scale):
                     where = f"scale {scale!r}, row {cell.row!r}, column {cell.column!r}"
                     try:
-                        problem = schema_error(experiment_schema, without(cell.experiment, [MARKER]), "experiment")
+                        written = cell.as_written or cell.experiment  # checked as the user wrote it
+                        problem = schema_error(experiment_schema, without(written, [MARKER]), "experiment")
                         if problem:
                             raise PlanError(problem)
-                        check_cell(without(cell.experiment, [MARKER]), cell.run, cache)
+                        check_cell(without(written, [MARKER]), run_id(written), cache)
                         add_run(plan, scale, cell.run, cell.experiment, spec["name"], resources.get(scale),
                                 inputs_of_split(cell.experiment["data"], cell.split, cache))
                         if cell.evaluated_on is not None:

@@ -39,3 +39,11 @@ def check_experiment(experiment: dict) -> None:
     if all(key in values for key in INNER_OPTIONS[:4]):
         check_inner_options(*(values[key] for key in INNER_OPTIONS[:4]),
                             **{key: values[key] for key in INNER_OPTIONS[4:] if key in values})
+    penalty = experiment["learner"].get("penalty")
+    if penalty is not None:  # built as the learner will build it: its names and values
+        from ..learners.nash_penalty import build_penalty
+
+        if not isinstance(penalty, dict):
+            raise ValueError(f"learner.penalty: expected a mapping {{name: centroid|robust, weight: w, ...}}, "
+                             f"got {penalty!r}")
+        build_penalty(**penalty)
