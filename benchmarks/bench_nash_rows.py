@@ -18,7 +18,8 @@ Predicted CPU minutes of one run at each scale the table defines:
 with the curve point scaled by the scale's (val + test tasks) x query points and the evaluation by its
 test tasks x query points, relative to paper (quick evaluates 100 + 2,450 tasks). Job start-up (imports,
 MLflow, files: a few seconds per job) is not included. The table's cost per scale is the sum over rows
-of a run's cost times the scale's seeds, per reading and for both.
+of a run's cost times the scale's seeds, per reading and for both, each run once: a penalised row's 1-step cells
+are its plain row's run (the penalty cannot act, ``taskbal.config.without_inert_penalty``) and are not timed again.
 
 With ``--compare-rows``, every run that takes its direction in one backward pass of the weighted loss (TR-MAML
 + a penalty: ``Run.weighted_in_one_pass``) is timed beside a twin that takes the Jacobian's k rows instead (the
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from taskbal.config import load_table, resolve_experiment, seeds_of
+from taskbal.config import load_table, resolve_experiment, run_id, seeds_of, without_inert_penalty
 from taskbal.data import family_module
 from taskbal.evaluate import per_task_metrics
 from taskbal.machine import describe
@@ -60,6 +61,21 @@ def readings(spec: dict, wanted: list[int]) -> dict[int, dict]:
     if missing:
         raise SystemExit(f"--steps {missing}: no column of {TABLE} reads the inner loop so (columns: {sorted(found)})")
     return {steps: found[steps] for steps in wanted}
+
+
+def distinct_runs(spec: dict, rows: list[dict], columns: dict[int, dict]) -> list[tuple[dict, int, dict]]:
+    """(row, inner steps, column set) of each run the table trains, the first cell of each; the others are named."""
+    first: dict[str, str] = {}
+    cells = []
+    for row in rows:
+        for steps, column in columns.items():
+            run = run_id(without_inert_penalty(resolve_experiment(spec, "paper", row.get("set"), column)))
+            if run in first:
+                print(f"{row['label']}, {steps} step(s): the run of {first[run]} (a penalty that cannot act)")
+                continue
+            first[run] = f"{row['label']}, {steps} step(s)"
+            cells.append((row, steps, column))
+    return cells
 
 
 def evaluation_size(experiment: dict) -> tuple[float, float]:
@@ -83,7 +99,7 @@ class Contender:
         self.spec, self.row, self.column, self.steps, self.rows_path = spec, row, column, steps, rows_path
         self.label = row["label"]
         self.overrides = [row.get("set"), column]  # what makes the cell at any scale
-        self.experiment = resolve_experiment(spec, "paper", *self.overrides, pool)
+        self.experiment = without_inert_penalty(resolve_experiment(spec, "paper", *self.overrides, pool))
         self.run = Run(self.experiment, 0, split, DEVICE)
         if rows_path:
             self.run.weighted_in_one_pass = lambda *args: (None, None)
@@ -111,7 +127,7 @@ class Contender:
 
     def minutes(self, scale: str) -> float:
         """Predicted CPU minutes of one training + evaluation at ``scale``."""
-        experiment = resolve_experiment(self.spec, scale, *self.overrides)
+        experiment = without_inert_penalty(resolve_experiment(self.spec, scale, *self.overrides))
         iterations = experiment["outer"]["iterations"]
         points = 1 + math.ceil(iterations / experiment["evaluation"]["curve_every"])
         curve_size, test_size = evaluation_size(experiment)
@@ -150,7 +166,7 @@ def main() -> None:
         data = resolve_experiment(spec, "paper", pool)["data"]
         family_module(data["family"]).write_splits(split, data)
         contenders = [Contender(spec, row, steps, column, pool, split, args.warmup)
-                      for row in rows for steps, column in columns.items()]
+                      for row, steps, column in distinct_runs(spec, rows, columns)]
         twins = [Contender(spec, one_pass.row, one_pass.steps, one_pass.column, pool, split, args.warmup,
                            rows_path=True)
                  for one_pass in contenders if args.compare_rows and one_pass.takes_one_pass]
@@ -179,7 +195,7 @@ def main() -> None:
               f"ms/it against the Jacobian's rows {1000 * twin.median('step'):.2f} ms/it: "
               f"{twin.median('step') / one_pass.median('step'):.1f}x faster")
 
-    print(f"\nwhole table ({len(rows)} row(s)), predicted core-hours:")
+    print(f"\nwhole table ({len(rows)} row(s), {len(contenders) - len(twins)} runs a seed), predicted core-hours:")
     for scale in SCALES:
         experiment = resolve_experiment(spec, scale)
         parts = [f"{steps}-step {totals[(scale, steps)] / 60:.1f}" for steps in columns]

@@ -101,7 +101,8 @@ def test_a_penalty_written_only_in_a_one_step_cell_is_still_checked_before_anyth
     text = path.read_text()
     row = '  - label: "MAML + p_C(0.1)"\n'
     assert row in text
-    path.write_text(text.replace(row, row + "    set_in_columns: {mean_1step: {learner: {penalty: {weight: -1}}}}\n", 1))
+    bad_one_step_penalty = "    set_in_columns: {mean_1step: {learner: {penalty: {weight: -1}}}}\n"
+    path.write_text(text.replace(row, row + bad_one_step_penalty, 1))
     with pytest.raises(PlanError) as caught:
         load_plan(tables, repo / "workflow/schemas", [], cache_dir=tmp_path / "cache")
     message = str(caught.value)
