@@ -8,7 +8,9 @@ experiment, scales and seeds.
 
 A cell's run is ``experiment ⊕ scales[scale] ⊕ row.set ⊕ column.set``. Its identity is a
 hash of that resolved dict, so two tables that need the same run (Table 5's 2-layer row is
-Table 1's SIMOL 2-shot cell) share one set of files. The Snakefile and the ``table``
+Table 1's SIMOL 2-shot cell) share one set of files; a setting that provably cannot change the
+run is dropped first (``without_inert_penalty``), so cells that differ only by it share a run too.
+The Snakefile and the ``table``
 command both resolve cells with this module, so they always agree on paths.
 """
 from __future__ import annotations
