@@ -185,6 +185,25 @@ def test_seed_level_columns_and_verdicts_follow_the_seeds():
     assert (one.seed_verdict == "one seed").all() and one.p_value.isna().all()
 
 
+def test_an_interval_wider_than_the_values_it_compares_is_too_wide_not_consistent():
+    """One exploding seed makes the seed interval overlap any value of the paper's size: 'too wide', while an
+    interval that wide that still misses the paper's value stays 'inconsistent'."""
+    from taskbal.tables import seed_verdict
+
+    rng = np.random.default_rng(5)
+    tight = {s: 1.0 + 0.05 * s + rng.normal(0, 0.01, 50) for s in range(5)}
+    exploded = {**tight, 4: tight[4] * 1e4}
+    spec = dict(SPEC, rows=[{"label": "A", "paper": {"overall": [1.0, 0.05]}},
+                            {"label": "B", "paper": {"overall": [1.0, 0.05]}}], columns=SPEC["columns"][:1])
+    frame = build_table(spec, {("A", "overall"): tight, ("B", "overall"): exploded}, "quick")
+    a, b = line(frame, "A", "overall"), line(frame, "B", "overall")
+    assert a.seed_verdict == "consistent" and a.seed_ci < 0.1
+    assert b.seed_ci > b.ours_mean > 1000 and b.seed_verdict == "too wide"
+    assert seed_verdict(10.0, 11.0, [-12.0, 0.5]) == "inconsistent"  # misses the paper's value all the same
+    assert seed_verdict(10.0, 11.0, [-0.5, 0.5]) == "too wide"
+    assert seed_verdict(10.0, 9.0, [2.0, 0.5]) == "consistent"  # wide, but narrower than our mean
+
+
 def test_a_second_reading_is_judged_against_the_paper_value_of_its_paper_column():
     spec = dict(SPEC, rows=SPEC["rows"][:2],
                 columns=[SPEC["columns"][0], {"key": "overall_b", "label": "overall, reading b",

@@ -24,6 +24,7 @@ from .tables import fmt as number
 from .tables import paper_decimals
 
 CELL_VERDICTS = ("inside", "outside", "no paper value", "not run")  # taskbal.tables.verdict
+SEED_VERDICTS = ("consistent", "inconsistent", "too wide", "one seed")  # taskbal.tables.seed_verdict, when shown
 EXPERIMENT_STATES = ("config", "not_yet", "no_run")
 
 
@@ -123,7 +124,7 @@ def provenance_html(record: dict) -> str:
 
 def seed_verdict_text(cell: dict) -> str:
     verdict = cell.get("seed_verdict")
-    return f" · {esc(verdict)} (seeds)" if verdict in ("consistent", "inconsistent", "one seed") else ""
+    return f" · {esc(verdict)} (seeds)" if verdict in SEED_VERDICTS else ""
 
 
 def diverged_html(cell: dict, decimals: int) -> str:
@@ -173,7 +174,8 @@ def table_html(record: dict) -> str:
             f"per column; *: paired t-test over seeds of our best against our second best, p &lt; "
             f"{record['significance_level']}. 'paper': the paper's published value (copied from the publication, "
             f"not ours); inside/outside: whether our mean lies within the paper's 95 % CI; consistent/inconsistent "
-            f"(seeds): whether the paper's interval and ours over seeds overlap.</p>")
+            f"(seeds): whether the paper's interval and ours over seeds overlap; too wide (seeds): they overlap only "
+            f"because ours is wider than both our mean and the paper's value.</p>")
 
 
 def figure_html(record: dict, png: Path) -> str:
@@ -223,7 +225,7 @@ def tally(records: list[dict]) -> dict:
     stated = [v["verdict"] for r in records for v in r.get("paper_numbers", [])]
     return {"inside": cells.count("inside"), "compared": cells.count("inside") + cells.count("outside"),
             "seed_consistent": seed_cells.count("consistent"),
-            "seed_compared": seed_cells.count("consistent") + seed_cells.count("inconsistent"),
+            "seed_compared": sum(seed_cells.count(v) for v in ("consistent", "inconsistent", "too wide")),
             "cells_not_run": cells.count("not run"), "claims_hold": claims.count("holds"),
             "claims_judged": len(claims) - claims.count("not run"), "stated_reached": stated.count("reached"),
             "stated_judged": len(stated) - stated.count("not run")}

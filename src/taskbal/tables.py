@@ -7,9 +7,12 @@ interval ('inside': |ours − paper mean| ≤ paper CI, else 'outside'; 'no pape
 paper gives no number — not 'n/a', which pandas.read_csv would turn into NaN; 'not run' where we
 have no runs for the cell, e.g. a literature row). ``seed_verdict``: whether the paper's value is
 consistent with ours under seed variation ('consistent': our seed interval and the paper's
-interval overlap, |ours − paper mean| ≤ seed CI + paper CI; else 'inconsistent'; 'one seed' where
-there is no seed interval). ``diverged``: the seeds whose training diverged (their train.json's
-verdict, taskbal.divergence) and where, with ``mean_without_diverged``, the other seeds' mean; the
+interval overlap, |ours − paper mean| ≤ seed CI + paper CI; else 'inconsistent'; 'too wide' where
+they overlap only because our seed interval is wider than both our mean and the paper's value —
+seed CI > max(|ours|, |paper mean|), e.g. one seed far off, a diverged or exploding one — since
+such an interval overlaps nearly any value of that size; 'one seed' where there is no seed
+interval). ``diverged``: the seeds whose training diverged (their train.json's verdict,
+taskbal.divergence) and where, with ``mean_without_diverged``, the other seeds' mean; the
 cell's value keeps every seed. A column with ``paper_column`` (another reading of the same
 experiment) is judged against that column's published value.
 Per column: our best row (bold; rows whose value is NaN are not ranked), a star when its
@@ -64,7 +67,9 @@ def seed_verdict(ours: float | None, seed_ci: float, paper: list | None) -> str:
         return "no paper value"
     if math.isnan(seed_ci) and not math.isnan(ours):
         return "one seed"
-    return "consistent" if abs(ours - paper[0]) <= seed_ci + paper[1] else "inconsistent"
+    if not abs(ours - paper[0]) <= seed_ci + paper[1]:
+        return "inconsistent"
+    return "too wide" if seed_ci > max(abs(ours), abs(paper[0])) else "consistent"
 
 
 def ranking(values: dict[str, float], lower_is_better: bool) -> list[str]:
@@ -384,8 +389,10 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
             f"{spec.get('significance_level', 0.1)}. The values marked 'paper' are the paper's own published "
             f"numbers, copied from the publication ({spec['source']}), not ours; 'inside'/'outside' says "
             "whether our mean lies within the paper's 95 % CI; 'consistent'/'inconsistent' whether the "
-            "paper's interval and our interval over seeds overlap ('one seed': we have no interval over "
-            "seeds); 'paper: n/a': the paper gives no value; 'not run': we have no runs for the cell; "
+            "paper's interval and our interval over seeds overlap ('too wide': they overlap only because our "
+            "interval over seeds is wider than both our mean and the paper's value, which says nothing; 'one "
+            "seed': we have no interval over seeds); 'paper: n/a': the paper gives no value; 'not run': we "
+            "have no runs for the cell; "
             "'diverged at iteration ~i' names a seed whose training loss became non-finite or jumped far "
             "above its running minimum there and stayed (the rule is in taskbal.divergence), and 'without' "
             "is the mean of the other seeds' values (the value shown first includes every seed).", ""]
