@@ -35,3 +35,14 @@ def test_papers_errors_name_the_file_and_the_experiment(repo, tmp_path, change, 
     with pytest.raises(ValueError) as error:
         load_papers(path, table_names(repo))
     assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_record_with_an_infinite_value_is_valid_json_with_null():
+    import json
+    import math
+
+    from taskbal.report import _plain
+
+    record = _plain({"cells": [{"ours_mean": math.inf, "seed_ci": -math.inf, "paper_mean": 0.5}], "n": float("nan")})
+    assert json.loads(json.dumps(record, allow_nan=False)) == {
+        "cells": [{"ours_mean": None, "seed_ci": None, "paper_mean": 0.5}], "n": None}

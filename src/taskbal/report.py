@@ -29,8 +29,9 @@ EXPERIMENT_STATES = ("config", "not_yet", "no_run")
 
 
 def _plain(value):
-    """JSON without NaN (not valid JSON): NaN and missing numbers become null."""
-    if isinstance(value, float) and math.isnan(value):
+    """JSON without NaN or infinity (not valid JSON): they and missing numbers become null (a seed whose
+    test error overflowed; the table's CSV and page keep the value)."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
