@@ -306,7 +306,8 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
                         problem = schema_error(experiment_schema, without(written, [MARKER]), "experiment")
                         if problem:
                             raise PlanError(problem)
-                        check_cell(without(written, [MARKER]), run_id(written), cache)
+                        checked_as = cell.run if cell.as_written is None else run_id(cell.as_written)
+                        check_cell(without(written, [MARKER]), checked_as, cache)
                         add_run(plan, scale, cell.run, cell.experiment, spec["name"], resources.get(scale),
                                 inputs_of_split(cell.experiment["data"], cell.split, cache))
                         if cell.evaluated_on is not None:
