@@ -213,3 +213,84 @@ def test_a_figure_page_names_the_curves_of_diverged_seeds():
                ("MAML", "5shot_sgd"): {0: {"divergence": "none"}, 2: {"diverged_at": 1600}}}
     assert diverged_curves(spec, trained) == "MAML, 5-shot, SGD inner steps: seed 2 diverged at iteration ~1,600"
     assert diverged_curves(spec, {("MAML", "5shot"): {0: {}}}) == ""
+    # with the runs' eval.json: a seed far above its validation MSE on the test tasks is named too
+    trained[("MAML", "5shot")][1] = {"divergence": "none", "final_val_mse": 3.0}
+    finals = {("MAML", "5shot"): {0: {"mse_mean": 0.5}, 1: {"mse_mean": 6e4}},
+              ("MAML", "5shot_sgd"): {0: {"mse_mean": 0.5}, 2: {"mse_mean": math.inf}}}
+    assert diverged_curves(spec, trained, finals) == (
+        "MAML, 5-shot: seed 1 exploded on the test tasks (mean test MSE 6e+04, validation 3); "
+        "MAML, 5-shot, SGD inner steps: seed 2 diverged at iteration ~1,600")
+
+
+def test_a_seed_whose_mean_test_error_is_far_above_its_validation_error_exploded_on_the_test_tasks():
+    summaries = {0: {"final_val_mse": 1.0}, 1: {"final_val_mse": 3.35}, 2: {"final_val_mse": 2.0},
+                 3: {}, 4: {"final_val_mse": math.nan}}
+    means = {0: 1.4, 1: 60600.0, 2: math.inf, 3: 1e9, 4: 1e9}
+    # 3 has no validation MSE (another kind of run), 4 a non-finite one (the training rule's case): not judged
+    assert divergence.exploded_seeds(means, summaries) == {1: (60600.0, 3.35), 2: (math.inf, 2.0)}
+    assert divergence.exploded_seeds({0: 10.0}, {0: {"final_val_mse": 1.0}}) == {}  # at the factor: not above it
+    assert divergence.exploded_seeds({0: 10.0}, {0: {"final_val_mse": 1.0}}, factor=5) == {0: (10.0, 1.0)}
+    assert divergence.exploded_line({1: (60600.0, 3.35)}) == \
+        "seed 1 exploded on the test tasks (mean test MSE 6.06e+04, validation 3.35)"
+    for bad in (1, 0.5, math.inf, "10", True):
+        with pytest.raises(ValueError, match="explosion_factor"):
+            divergence.explosion_factor({"explosion_factor": bad})
+
+
+def exploding_table_spec(**extra) -> dict:
+    return {"name": "demo", "source": "Demo, Table 1", "title": "A caption.", **extra,
+            "rows": [{"label": "A", "paper": {"overall": [1.0, 0.1]}}],
+            "columns": [{"key": "overall", "label": "overall", "metric": "overall"}]}
+
+
+def test_the_table_names_a_seed_that_exploded_on_the_test_tasks_and_leaves_it_out_of_the_mean_without():
+    import pandas as pd
+
+    frames = {s: pd.DataFrame({"mse": np.full(40, 1.0 + 0.1 * s)}) for s in range(3)}
+    frames[1] = pd.DataFrame({"mse": np.r_[np.full(39, 1.0), 1e6]})  # one test task blows up: mean 2.5·10⁴
+    trained = {("A", "overall"): {s: {"divergence": "none", "final_val_mse": 1.0} for s in range(3)}}
+    line = build_table(exploding_table_spec(), {("A", "overall"): frames}, "quick", trained).iloc[0]
+    assert line.diverged == "seed 1 exploded on the test tasks (mean test MSE 2.5e+04, validation 1)"
+    assert line.mean_without_diverged == pytest.approx(np.mean([1.0, 1.2]))
+    page = to_markdown(build_table(exploding_table_spec(), {("A", "overall"): frames}, "quick", trained),
+                       exploding_table_spec(), "quick", {})
+    assert "seed 1 exploded on the test tasks" in page and "above 10 × its validation MSE" in page
+    # a seed that diverged in training is named once, as diverged; both are left out of the mean without
+    trained[("A", "overall")][2] = {"divergence": "diverged …", "diverged_at": 400, "final_val_mse": 0.01}
+    line = build_table(exploding_table_spec(), {("A", "overall"): frames}, "quick", trained).iloc[0]
+    assert line.diverged == ("seed 2 diverged at iteration ~400; "
+                             "seed 1 exploded on the test tasks (mean test MSE 2.5e+04, validation 1)")
+    assert line.mean_without_diverged == pytest.approx(1.0)
+    # the table's own factor; and a column tested on another split's tasks is not judged against validation
+    line = build_table(exploding_table_spec(explosion_factor=1e5), {("A", "overall"): frames}, "quick",
+                       trained).iloc[0]
+    assert line.diverged == "seed 2 diverged at iteration ~400"
+    spec = exploding_table_spec()
+    spec["columns"][0]["evaluate_on"] = {"shots": 1}
+    assert build_table(spec, {("A", "overall"): frames}, "quick", trained).iloc[0].diverged.count("exploded") == 0
+
+
+def test_a_real_run_tested_on_tasks_far_outside_its_training_tasks_is_marked_exploded(tmp_path):
+    """A trained MAML run, evaluated on its own test tasks and on the same tasks with 20 × the
+    amplitude: the rule passes the first and marks the second, from the real train.json and eval.csv."""
+    import pandas as pd
+
+    from taskbal.evaluate import evaluate
+    from taskbal.io import read_arrays, write_arrays
+    from taskbal.runners.meta import train
+
+    experiment = small_experiment(iterations=8)
+    split = tmp_path / "split.npz"
+    sinusoid.write_splits(split, experiment["data"])
+    summary = train(experiment, 0, split, tmp_path / "run", progress=False)
+    meta, arrays = read_arrays(split)
+    arrays["test_amplitude"] = arrays["test_amplitude"] * 20.0
+    far = tmp_path / "far.npz"
+    write_arrays(far, arrays, {**meta, "task": "the test tasks' amplitudes × 20"})
+    evaluate(tmp_path / "run" / "final.pt", split, tmp_path / "own")
+    evaluate(tmp_path / "run" / "final.pt", far, tmp_path / "far")
+    trained = {("A", "overall"): {0: summary}}
+    for folder, marked in (("own", False), ("far", True)):
+        frames = {0: pd.read_csv(tmp_path / folder / "eval.csv")}
+        line = build_table(exploding_table_spec(), {("A", "overall"): frames}, "quick", trained).iloc[0]
+        assert ("exploded on the test tasks" in line.diverged) is marked, (folder, line.diverged)

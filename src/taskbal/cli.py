@@ -259,13 +259,24 @@ def data_sources(split_sidecars: list[str]) -> str:
     return " | ".join(seen)
 
 
-def diverged_curves(spec: dict, trained: dict) -> str:
-    """Which curves of a figure come from diverged seeds ('row, column: seed 2 diverged at …')."""
-    from .divergence import diverged_seeds, seeds_line
+def diverged_curves(spec: dict, trained: dict, finals: dict | None = None) -> str:
+    """Which curves of a figure come from diverged seeds ('row, column: seed 2 diverged at …') and, with
+    the runs' eval.json (``finals``), which seeds exploded on the test tasks (taskbal.divergence)."""
+    from .divergence import diverged_seeds, exploded_line, exploded_seeds, explosion_factor, seeds_line
 
     labels = {column["key"]: column["label"] for column in spec["columns"]}
-    return "; ".join(f"{row}, {labels[column]}: {seeds_line(found)}" for (row, column), per_seed in trained.items()
-                     if (found := diverged_seeds(per_seed)))
+    on_own_tasks = {column["key"] for column in spec["columns"] if not column.get("evaluate_on")}
+    parts = []
+    for (row, column), per_seed in trained.items():
+        diverged = diverged_seeds(per_seed)
+        means = {seed: float(summary["mse_mean"]) for seed, summary in ((finals or {}).get((row, column)) or {}).items()
+                 if column in on_own_tasks and isinstance(summary.get("mse_mean"), (int, float))}
+        exploded = {seed: values for seed, values in exploded_seeds(means, per_seed, explosion_factor(spec)).items()
+                    if seed not in diverged}
+        text = "; ".join(part for part in (seeds_line(diverged), exploded_line(exploded)) if part)
+        if text:
+            parts.append(f"{row}, {labels[column]}: {text}")
+    return "; ".join(parts)
 
 
 def machines_of(summaries) -> dict[str, int]:
@@ -336,7 +347,7 @@ def cmd_table(args) -> None:
         add_curve_means(finals, curves)
         add_run_numbers(finals, trained)
         provenance["runs"] = ", ".join(runs)
-        diverged = diverged_curves(spec, trained)
+        diverged = diverged_curves(spec, trained, finals)
         if diverged:
             provenance["diverged"] = diverged
         png, page, record_path = (out.with_name(out.name + suffix) for suffix in (".png", ".md", ".json"))

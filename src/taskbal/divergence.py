@@ -18,6 +18,14 @@ The rule, applied to the curve's rows in iteration order (row 0, before any step
 The first row that meets either condition is the divergence point. The rule is the experiment's
 optional ``divergence`` section (only what it sets changes the run's identity); absent, the defaults
 below apply. A curve without the metric (a runner that records other losses) is not checked.
+
+A run can also pass the rule and still *explode on the test tasks*: a few meta-test tasks that the
+validation tasks rarely hold (Meta-SGD's learned inner rates overshooting on the largest sinusoid
+amplitudes) make the test error orders of magnitude larger than anything training saw. The
+validation and test tasks come from one distribution, so a table marks a seed whose mean test MSE
+is non-finite or above ``EXPLOSION_FACTOR`` × its validation MSE at the last curve row
+(:func:`exploded_seeds`; a table's ``explosion_factor`` changes it), and leaves it out of the mean
+"without" as it does a diverged seed.
 """
 from __future__ import annotations
 
@@ -25,6 +33,9 @@ import math
 from dataclasses import dataclass
 
 DEFAULTS = {"metric": "train_loss", "factor": 2.0, "after": 0, "recovery": 1.25}
+# Far above the sampling difference between two sets of tasks from one distribution (the mean MSE of
+# 100 sinusoid tasks against 2,500 of them); an exploding seed is above it by orders of magnitude.
+EXPLOSION_FACTOR = 10.0
 
 
 def rule_of(experiment: dict) -> dict:
@@ -114,3 +125,32 @@ def seeds_line(diverged: dict[int, int]) -> str:
     """``seed 2 diverged at iteration ~2,000`` for a table: seed → divergence iteration."""
     parts = [f"seed {seed} diverged at iteration ~{iteration:,}" for seed, iteration in sorted(diverged.items())]
     return "; ".join(parts)
+
+
+def explosion_factor(spec: dict) -> float:
+    """A table's ``explosion_factor`` (default ``EXPLOSION_FACTOR``), checked (the error names the field)."""
+    factor = spec.get("explosion_factor", EXPLOSION_FACTOR)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
+        raise ValueError(f"explosion_factor: must be a finite number > 1, got {factor!r}")
+    return float(factor)
+
+
+def exploded_seeds(test_means: dict[int, float], summaries: dict[int, dict] | None,
+                   factor: float = EXPLOSION_FACTOR) -> dict[int, tuple[float, float]]:
+    """seed → (mean test MSE, validation MSE at the last curve row) of the seeds whose mean test MSE is
+    non-finite or above ``factor`` × that validation MSE. A seed without a finite final validation MSE
+    (another kind of run, or one the divergence rule is for) is not judged."""
+    found = {}
+    for seed, test in sorted(test_means.items()):
+        validation = (summaries or {}).get(seed, {}).get("final_val_mse")
+        if not isinstance(validation, (int, float)) or not math.isfinite(validation):
+            continue
+        if not math.isfinite(test) or test > factor * validation:
+            found[seed] = (float(test), float(validation))
+    return found
+
+
+def exploded_line(exploded: dict[int, tuple[float, float]]) -> str:
+    """``seed 0 exploded on the test tasks (mean test MSE 6.06e+04, validation 3.35)`` for a table."""
+    return "; ".join(f"seed {seed} exploded on the test tasks (mean test MSE {test:.3g}, validation {validation:.3g})"
+                     for seed, (test, validation) in sorted(exploded.items()))

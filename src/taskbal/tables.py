@@ -12,8 +12,9 @@ they overlap only because our seed interval is wider than both our mean and the 
 seed CI > max(|ours|, |paper mean|), e.g. one seed far off, a diverged or exploding one — since
 such an interval overlaps nearly any value of that size; 'one seed' where there is no seed
 interval). ``diverged``: the seeds whose training diverged (their train.json's verdict,
-taskbal.divergence) and where, with ``mean_without_diverged``, the other seeds' mean; the
-cell's value keeps every seed. A column with ``paper_column`` (another reading of the same
+taskbal.divergence) and where, and those that exploded on the test tasks (mean test MSE far above
+their final validation MSE), with ``mean_without_diverged``, the other seeds' mean; the cell's
+value keeps every seed. A column with ``paper_column`` (another reading of the same
 experiment) is judged against that column's published value.
 Per column: our best row (bold; rows whose value is NaN are not ranked), a star when its
 improvement over our second best passes the two-sided paired t-test over seeds (per-seed values
@@ -37,7 +38,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from .divergence import diverged_seeds, names_diverged_seeds, seeds_line
+from .divergence import (
+    diverged_seeds,
+    exploded_line,
+    exploded_seeds,
+    explosion_factor,
+    names_diverged_seeds,
+    seeds_line,
+)
 from .io import atomic_path
 from .stats import paired_t_test, seed_paired_t_test, summarise
 
@@ -46,8 +54,9 @@ COLUMNS = ["table", "scale", "row", "column", "metric", "ours_mean", "ours_ci", 
            "p_value", "p_value_tasks", "ordering", "kendall_tau", "best_agrees", "diverged",
            "mean_without_diverged"]
 # A cell's seeds and per-seed values are JSON lists in the CSV ("[0, 1, 2]"): one text field each.
-# ``diverged``: which seeds diverged and where (taskbal.divergence), 'none' or 'not checked'; and
-# ``mean_without_diverged`` the mean of the other seeds' values (NaN when none or all diverged).
+# ``diverged``: which seeds diverged and where, or exploded on the test tasks (taskbal.divergence), 'none'
+# or 'not checked'; and ``mean_without_diverged`` the mean of the other seeds' values (NaN when none or all
+# are named).
 
 
 def verdict(ours: float | None, paper: list | None) -> str:
@@ -191,21 +200,41 @@ def column_samples(spec: dict, column: dict, cells: dict, trained: dict | None) 
     return samples
 
 
-def divergence_text(trained: dict[int, dict] | None, diverged: dict[int, int]) -> str:
-    """The cell's ``diverged`` entry: which seeds diverged where; 'none'; or 'not checked' when no
-    seed's train.json has a verdict (trained before divergence was recorded, or a curve without the
-    monitored loss)."""
-    if diverged:
-        return seeds_line(diverged)
+def divergence_text(trained: dict[int, dict] | None, diverged: dict[int, int],
+                    exploded: dict[int, tuple[float, float]] | None = None) -> str:
+    """The cell's ``diverged`` entry: which seeds diverged where and which exploded on the test tasks;
+    'none'; or 'not checked' when no seed's train.json has a verdict (trained before divergence was
+    recorded, or a curve without the monitored loss)."""
+    if diverged or exploded:
+        return "; ".join(part for part in (seeds_line(diverged), exploded_line(exploded or {})) if part)
     checked = [s for s in (trained or {}).values() if not str(s.get("divergence", "not checked")).startswith("not")]
     return "none" if checked else "not checked"
 
 
-def without_diverged(summary, diverged: dict[int, int]) -> float:
-    """Mean of the per-seed values of the seeds that did not diverge; NaN when none or all did."""
-    if summary is None or not diverged:
+def test_means(per_seed: dict[int, np.ndarray | pd.DataFrame] | None, column: dict) -> dict[int, float]:
+    """seed → mean MSE over the cell's meta-test tasks (every line of its eval.csv), for the seeds whose
+    eval.csv has an ``mse``; none for a column evaluated on another split's tasks (``evaluate_on``),
+    which its validation tasks do not come from."""
+    if not per_seed or column.get("evaluate_on"):
+        return {}
+    return {seed: float(frame["mse"].mean()) for seed, frame in per_seed.items()
+            if isinstance(frame, pd.DataFrame) and "mse" in frame.columns}
+
+
+def cell_exploded(spec: dict, column: dict, per_seed, summaries: dict[int, dict] | None,
+                  diverged: dict[int, int]) -> dict[int, tuple[float, float]]:
+    """The cell's seeds that exploded on the test tasks (taskbal.divergence.exploded_seeds) and did not
+    already diverge in training."""
+    found = exploded_seeds(test_means(per_seed, column), summaries, explosion_factor(spec))
+    return {seed: values for seed, values in found.items() if seed not in diverged}
+
+
+def without_diverged(summary, left_out) -> float:
+    """Mean of the per-seed values of the seeds not in ``left_out`` (those that diverged or exploded);
+    NaN when none or all are."""
+    if summary is None or not left_out:
         return float("nan")
-    kept = [value for seed, value in zip(summary.seeds, summary.per_seed) if seed not in diverged]
+    kept = [value for seed, value in zip(summary.seeds, summary.per_seed) if seed not in left_out]
     return float(np.mean(kept)) if kept else float("nan")
 
 
@@ -229,7 +258,10 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
             if summary:
                 summaries[row["label"]] = summary
             ours = summary.mean if summary else float("nan")
-            diverged = diverged_seeds((trained or {}).get((row["label"], column["key"]))) if summary else {}
+            key = (row["label"], column["key"])
+            diverged = diverged_seeds((trained or {}).get(key)) if summary else {}
+            exploded = cell_exploded(spec, column, cells.get(key), (trained or {}).get(key), diverged) \
+                if summary else {}
             seed_ci = summary.seed_ci if summary else float("nan")
             column_lines.append({
                 "table": spec["name"], "scale": scale, "row": row["label"], "column": column["key"],
@@ -243,8 +275,9 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
                 "verdict": verdict(summary.mean if summary else None, paper),
                 "seed_verdict": seed_verdict(summary.mean if summary else None, seed_ci, paper),
                 "best": False, "significant": False, "p_value": float("nan"), "p_value_tasks": float("nan"),
-                "diverged": divergence_text((trained or {}).get((row["label"], column["key"])), diverged)
-                if summary else float("nan"), "mean_without_diverged": without_diverged(summary, diverged)})
+                "diverged": divergence_text((trained or {}).get(key), diverged, exploded)
+                if summary else float("nan"),
+                "mean_without_diverged": without_diverged(summary, {*diverged, *exploded})})
         finite = {r: s.mean for r, s in summaries.items() if not math.isnan(s.mean)}
         if finite:
             order = ranking(finite, lower)
@@ -394,7 +427,9 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
             "seed': we have no interval over seeds); 'paper: n/a': the paper gives no value; 'not run': we "
             "have no runs for the cell; "
             "'diverged at iteration ~i' names a seed whose training loss became non-finite or jumped far "
-            "above its running minimum there and stayed (the rule is in taskbal.divergence), and 'without' "
+            "above its running minimum there and stayed (the rule is in taskbal.divergence), 'exploded on the "
+            "test tasks' a seed whose mean test MSE is non-finite or above "
+            f"{explosion_factor(spec):g} × its validation MSE at the end of training, and 'without' "
             "is the mean of the other seeds' values (the value shown first includes every seed).", ""]
     return "\n".join(out)
 
