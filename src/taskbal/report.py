@@ -24,7 +24,9 @@ from .tables import fmt as number
 from .tables import paper_decimals
 
 CELL_VERDICTS = ("inside", "outside", "no paper value", "not run")  # taskbal.tables.verdict
-SEED_VERDICTS = ("consistent", "inconsistent", "too wide", "one seed")  # taskbal.tables.seed_verdict, when shown
+# taskbal.tables.seed_verdict: the verdicts that compare an interval over seeds with the paper, and all shown
+JUDGED_SEED_VERDICTS = ("consistent", "inconsistent", "too wide")
+SEED_VERDICTS = (*JUDGED_SEED_VERDICTS, "one seed")
 EXPERIMENT_STATES = ("config", "not_yet", "no_run")
 
 
@@ -226,7 +228,7 @@ def tally(records: list[dict]) -> dict:
     stated = [v["verdict"] for r in records for v in r.get("paper_numbers", [])]
     return {"inside": cells.count("inside"), "compared": cells.count("inside") + cells.count("outside"),
             "seed_consistent": seed_cells.count("consistent"),
-            "seed_compared": sum(seed_cells.count(v) for v in ("consistent", "inconsistent", "too wide")),
+            "seed_compared": sum(seed_cells.count(v) for v in JUDGED_SEED_VERDICTS),
             "cells_not_run": cells.count("not run"), "claims_hold": claims.count("holds"),
             "claims_judged": len(claims) - claims.count("not run"), "stated_reached": stated.count("reached"),
             "stated_judged": len(stated) - stated.count("not run")}
