@@ -229,6 +229,8 @@ def test_a_seed_whose_mean_test_error_is_far_above_its_validation_error_exploded
     # 3 has no validation MSE (another kind of run), 4 a non-finite one (the training rule's case): not judged
     assert divergence.exploded_seeds(means, summaries) == {1: (60600.0, 3.35), 2: (math.inf, 2.0)}
     assert divergence.exploded_seeds({0: 10.0}, {0: {"final_val_mse": 1.0}}) == {}  # at the factor: not above it
+    diverged = {0: {"final_val_mse": 1.0, "diverged_at": 300}}  # named as diverged, not as exploded
+    assert divergence.exploded_seeds({0: 1e9}, diverged) == {}
     assert divergence.exploded_seeds({0: 10.0}, {0: {"final_val_mse": 1.0}}, factor=5) == {0: (10.0, 1.0)}
     assert divergence.exploded_line({1: (60600.0, 3.35)}) == \
         "seed 1 exploded on the test tasks (mean test MSE 6.06e+04, validation 3.35)"

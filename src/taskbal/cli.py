@@ -262,18 +262,16 @@ def data_sources(split_sidecars: list[str]) -> str:
 def diverged_curves(spec: dict, trained: dict, finals: dict | None = None) -> str:
     """Which curves of a figure come from diverged seeds ('row, column: seed 2 diverged at …') and, with
     the runs' eval.json (``finals``), which seeds exploded on the test tasks (taskbal.divergence)."""
-    from .divergence import diverged_seeds, exploded_line, exploded_seeds, explosion_factor, seeds_line
+    from .divergence import diverged_seeds, exploded_seeds, explosion_factor, named_seeds_line
 
     labels = {column["key"]: column["label"] for column in spec["columns"]}
+    factor = explosion_factor(spec)
     on_own_tasks = {column["key"] for column in spec["columns"] if not column.get("evaluate_on")}
     parts = []
     for (row, column), per_seed in trained.items():
-        diverged = diverged_seeds(per_seed)
         means = {seed: float(summary["mse_mean"]) for seed, summary in ((finals or {}).get((row, column)) or {}).items()
                  if column in on_own_tasks and isinstance(summary.get("mse_mean"), (int, float))}
-        exploded = {seed: values for seed, values in exploded_seeds(means, per_seed, explosion_factor(spec)).items()
-                    if seed not in diverged}
-        text = "; ".join(part for part in (seeds_line(diverged), exploded_line(exploded)) if part)
+        text = named_seeds_line(diverged_seeds(per_seed), exploded_seeds(means, per_seed, factor))
         if text:
             parts.append(f"{row}, {labels[column]}: {text}")
     return "; ".join(parts)

@@ -138,12 +138,14 @@ def explosion_factor(spec: dict) -> float:
 def exploded_seeds(test_means: dict[int, float], summaries: dict[int, dict] | None,
                    factor: float = EXPLOSION_FACTOR) -> dict[int, tuple[float, float]]:
     """seed → (mean test MSE, validation MSE at the last curve row) of the seeds whose mean test MSE is
-    non-finite or above ``factor`` × that validation MSE. A seed without a finite final validation MSE
-    (another kind of run, or one the divergence rule is for) is not judged."""
+    non-finite or above ``factor`` × that validation MSE. A seed that diverged in training (named as
+    such) or has no finite final validation MSE (another kind of run) is not judged."""
     found = {}
     for seed, test in sorted(test_means.items()):
-        validation = (summaries or {}).get(seed, {}).get("final_val_mse")
-        if not isinstance(validation, (int, float)) or not math.isfinite(validation):
+        summary = (summaries or {}).get(seed, {})
+        validation = summary.get("final_val_mse")
+        if summary.get("diverged_at") is not None or not isinstance(validation, (int, float)) \
+                or not math.isfinite(validation):
             continue
         if not math.isfinite(test) or test > factor * validation:
             found[seed] = (float(test), float(validation))
@@ -154,3 +156,8 @@ def exploded_line(exploded: dict[int, tuple[float, float]]) -> str:
     """``seed 0 exploded on the test tasks (mean test MSE 6.06e+04, validation 3.35)`` for a table."""
     return "; ".join(f"seed {seed} exploded on the test tasks (mean test MSE {test:.3g}, validation {validation:.3g})"
                      for seed, (test, validation) in sorted(exploded.items()))
+
+
+def named_seeds_line(diverged: dict[int, int], exploded: dict[int, tuple[float, float]]) -> str:
+    """The seeds that diverged, then those that exploded on the test tasks, for a table or a figure page."""
+    return "; ".join(part for part in (seeds_line(diverged), exploded_line(exploded)) if part)

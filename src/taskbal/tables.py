@@ -38,14 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from .divergence import (
-    diverged_seeds,
-    exploded_line,
-    exploded_seeds,
-    explosion_factor,
-    names_diverged_seeds,
-    seeds_line,
-)
+from .divergence import diverged_seeds, exploded_seeds, explosion_factor, named_seeds_line, names_diverged_seeds
 from .io import atomic_path
 from .stats import paired_t_test, seed_paired_t_test, summarise
 
@@ -206,7 +199,7 @@ def divergence_text(trained: dict[int, dict] | None, diverged: dict[int, int],
     'none'; or 'not checked' when no seed's train.json has a verdict (trained before divergence was
     recorded, or a curve without the monitored loss)."""
     if diverged or exploded:
-        return "; ".join(part for part in (seeds_line(diverged), exploded_line(exploded or {})) if part)
+        return named_seeds_line(diverged, exploded or {})
     checked = [s for s in (trained or {}).values() if not str(s.get("divergence", "not checked")).startswith("not")]
     return "none" if checked else "not checked"
 
@@ -219,14 +212,6 @@ def test_means(per_seed: dict[int, np.ndarray | pd.DataFrame] | None, column: di
         return {}
     return {seed: float(frame["mse"].mean()) for seed, frame in per_seed.items()
             if isinstance(frame, pd.DataFrame) and "mse" in frame.columns}
-
-
-def cell_exploded(spec: dict, column: dict, per_seed, summaries: dict[int, dict] | None,
-                  diverged: dict[int, int]) -> dict[int, tuple[float, float]]:
-    """The cell's seeds that exploded on the test tasks (taskbal.divergence.exploded_seeds) and did not
-    already diverge in training."""
-    found = exploded_seeds(test_means(per_seed, column), summaries, explosion_factor(spec))
-    return {seed: values for seed, values in found.items() if seed not in diverged}
 
 
 def without_diverged(summary, left_out) -> float:
@@ -242,6 +227,7 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
                 scale: str, trained: dict[tuple[str, str], dict[int, dict]] | None = None) -> pd.DataFrame:
     """The table's lines (COLUMNS); ``trained``: per cell, each seed's train.json (for divergence)."""
     level = spec.get("significance_level", 0.1)
+    factor = explosion_factor(spec)
     lines = []
     for column in spec["columns"]:
         metric = column.get("metric", "overall")
@@ -260,7 +246,7 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
             ours = summary.mean if summary else float("nan")
             key = (row["label"], column["key"])
             diverged = diverged_seeds((trained or {}).get(key)) if summary else {}
-            exploded = cell_exploded(spec, column, cells.get(key), (trained or {}).get(key), diverged) \
+            exploded = exploded_seeds(test_means(cells.get(key), column), (trained or {}).get(key), factor) \
                 if summary else {}
             seed_ci = summary.seed_ci if summary else float("nan")
             column_lines.append({
