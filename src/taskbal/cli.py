@@ -295,18 +295,52 @@ def weights_of(summaries) -> str | None:
 
 
 def cmd_table(args) -> None:
+    from .config import load_table
+
+    render(load_table(Path(args.config)), args)
+
+
+def cmd_table_so_far(args) -> None:
+    """A table from the runs built so far (taskbal.so_far), beside where the table's own page goes."""
+    from .config import load_table
+    from .so_far import built_cells, inputs_of, left_out_line, missing_targets, restrict_to_built
+
+    spec = load_table(args.table)
+    if spec.get("kind", "table") != "table":
+        raise ValueError(f"{spec['name']} is a figure: table-so-far renders tables (a figure draws its curves "
+                         "once its runs are built)")
+    built = built_cells(spec, args.scale, lambda path: Path(path).exists())
+    targets, searched = missing_targets(spec, args.scale, lambda path: Path(path).exists())
+    if not any(built.values()):
+        raise ValueError(f"{spec['name']} at scale {args.scale!r}: no cell has every seed's eval.csv and "
+                         f"train.json yet; {len(targets)} evaluations are left to build (snakemake --config "
+                         f"scale={args.scale} -- {spec['name']} builds the table)")
+    subset, left_rows, left_columns = restrict_to_built(spec, built)
+    out = Path(args.out or f"results/tables/{args.scale}/so_far/{spec['name']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    inputs = argparse.Namespace(scale=args.scale, out=str(out), curves=[], eval_summaries=[],
+                                **inputs_of(subset, args.scale))
+    render(subset, inputs, {"built so far, left out": left_out_line(left_rows, left_columns)})
+    if targets:
+        print(f"{len(targets)} evaluations left to build: snakemake --config scale={args.scale} -- {' '.join(targets)}")
+    if searched:
+        print(f"rows waiting for their grid search: {', '.join(searched)} (build the table's target: "
+              f"snakemake --config scale={args.scale} -- {spec['name']})")
+
+
+def render(spec: dict, args, extra_provenance: dict | None = None) -> None:
+    """A table's or figure's page, CSV / PNG and record from the files ``args`` names."""
     import pandas as pd
 
-    from .config import describe_scale, load_table, seeds_of
+    from .config import describe_scale, seeds_of
     from .io import atomic_path, read_json
     from .report import record_of
     from .tracking import git_commit
 
-    spec = load_table(Path(args.config))
     # No build time: a table is a function of its runs, config and commit, so two builds of the same
     # runs (locally and on a cluster) are byte-identical.
     provenance = {"scale_description": describe_scale(spec, args.scale), "git_commit": git_commit(),
-                  "seeds": ", ".join(str(s) for s in seeds_of(spec, args.scale))}
+                  "seeds": ", ".join(str(s) for s in seeds_of(spec, args.scale)), **(extra_provenance or {})}
     sources = data_sources(args.splits)
     if sources:
         provenance["data"] = sources
@@ -567,6 +601,13 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--train-summaries", nargs="*", default=[],
                        help="train.json of every run and seed: machines, divergence, timing columns")
     table.set_defaults(func=cmd_table)
+    so_far = sub.add_parser("table-so-far", help="a table from the runs built so far: the rows and columns whose "
+                            "runs are all trained and evaluated, with the table's verdicts (taskbal.so_far)")
+    so_far.add_argument("table", help="the table's name, e.g. nash_table2")
+    so_far.add_argument("--scale", required=True)
+    so_far.add_argument("--out", default=None,
+                        help="output path without extension (default results/tables/<scale>/so_far/<table>)")
+    so_far.set_defaults(func=cmd_table_so_far)
     select = sub.add_parser("select", help="a grid search's selection from its search runs' curves")
     select.add_argument("--grid", required=True, help="the grid config, e.g. config/grids/simol_appendix_d.yaml")
     select.add_argument("--scale", required=True)

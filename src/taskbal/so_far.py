@@ -1,0 +1,71 @@
+"""A table from the runs built so far: the rows and columns whose runs are all trained and evaluated.
+
+A paper-scale table takes hours to days on a laptop; its runs are built a few at a time (``snakemake --config
+scale=paper -- results/runs/paper/<run>/seed<s>/eval.json``). ``taskbal table-so-far`` renders what those
+runs say with the table's own verdicts (paper CI, seed interval, divergence, ordering and the test against
+the second best, over the rows it has), so a partial build is read the same way as a finished one, and
+names what it leaves out. It is not a rule of the DAG: the table rule keeps declaring every run.
+"""
+from __future__ import annotations
+
+from .artifacts import EVAL, TRAIN_SUMMARY, selection_file, split_sidecar
+from .config import seeds_of, table_cells
+
+
+def built_cells(spec: dict, scale: str, exists) -> dict[tuple[str, str], bool]:
+    """Per (row, column) the table runs: whether every seed's eval.csv and train.json exist (``exists(path)``).
+    A grid-searched cell counts only once its search has chosen (the selection's run is its run)."""
+    seeds = seeds_of(spec, scale)
+    return {(cell.row, cell.column): all(exists(cell.file(scale, seed, name)) for seed in seeds
+                                         for name in (EVAL, TRAIN_SUMMARY))
+            and (cell.selection is None or exists(selection_file(scale, cell.selection)))
+            for cell in table_cells(spec, scale)}
+
+
+def missing_targets(spec: dict, scale: str, exists) -> tuple[list[str], list[str]]:
+    """What is left to build: the eval.csv files (Snakemake targets) of the cells' runs not evaluated yet,
+    and the rows whose grid search has not chosen yet (their runs are named by the search's choice)."""
+    targets, searched = [], []
+    for cell in table_cells(spec, scale):
+        if cell.selection and not exists(selection_file(scale, cell.selection)):
+            searched += [] if cell.row in searched else [cell.row]
+            continue
+        targets += [path for seed in seeds_of(spec, scale)
+                    if not exists(path := cell.file(scale, seed, EVAL)) and path not in targets]
+    return targets, searched
+
+
+def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool]) -> tuple[dict, list[str], list[str]]:
+    """The table with the columns built in some row and, of the rows that run, those built in every kept
+    column; with the labels of the rows and columns left out. Rows the table never runs at this scale
+    (``not_run``, ``extrapolate``) stay: their page line says why."""
+    runs = {row for row, _ in built}
+    columns = [column for column in spec["columns"] if any(built.get((row, column["key"])) for row in runs)]
+    kept_keys = {column["key"] for column in columns}
+    rows = [row for row in spec["rows"]
+            if row["label"] not in runs or all(built.get((row["label"], key), True) for key in kept_keys)]
+    kept_rows = {row["label"] for row in rows}
+    left_rows = [row["label"] for row in spec["rows"] if row["label"] not in kept_rows]
+    left_columns = [column["label"] for column in spec["columns"] if column["key"] not in kept_keys]
+    return {**spec, "rows": rows, "columns": columns}, left_rows, left_columns
+
+
+def inputs_of(spec: dict, scale: str) -> dict[str, list[str]]:
+    """The files ``taskbal table`` reads for ``spec``: eval.csv, train.json, the splits' sidecars and the
+    selections of grid-searched rows."""
+    cells = table_cells(spec, scale)
+    seeds = seeds_of(spec, scale)
+    files = lambda name: sorted({cell.file(scale, seed, name) for cell in cells for seed in seeds})  # noqa: E731
+    return {"eval": files(EVAL), "train_summaries": files(TRAIN_SUMMARY),
+            "splits": sorted({split_sidecar(scale, cell.split) for cell in cells}),
+            "selections": sorted({selection_file(scale, cell.selection) for cell in cells if cell.selection})}
+
+
+def left_out_line(left_rows: list[str], left_columns: list[str]) -> str:
+    """What the page leaves out, for its provenance list (the best and the ordering are over the rows shown)."""
+    quoted = lambda labels: ", ".join(f"'{label}'" for label in labels)  # noqa: E731  (labels hold commas)
+    parts = ([f"rows {quoted(left_rows)}"] if left_rows else []) + \
+            ([f"columns {quoted(left_columns)}"] if left_columns else [])
+    if not parts:
+        return "nothing: every run of the table is built"
+    return "; ".join(parts) + " (the best, the test against the second best and the ordering are over the rows shown)"

@@ -1,0 +1,99 @@
+"""`taskbal table-so-far` (taskbal.so_far): a table from the runs built so far, with the table's verdicts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taskbal.cli import main
+from taskbal.config import load_table, seeds_of, table_cells
+from taskbal.so_far import built_cells, restrict_to_built
+
+TABLE, SCALE = "simol_table1", "tiny"
+BUILT_ROWS = ["min average loss (MAML)", "mini-batch MGDA"]  # their 5-shot Adam runs serve two columns
+
+
+@pytest.fixture()
+def workspace(tmp_path, monkeypatch, repo):
+    """A results/ tree of the tiny simol_table1 with only two rows' 5-shot Adam runs evaluated."""
+    (tmp_path / "config").symlink_to(repo / "config")
+    monkeypatch.chdir(tmp_path)
+    spec = load_table(TABLE)
+    rng = np.random.default_rng(0)
+    values = {}
+    for cell in table_cells(spec, SCALE):
+        if cell.row not in BUILT_ROWS or cell.column != "overall_5shot":
+            continue
+        for seed in seeds_of(spec, SCALE):
+            mse = rng.gamma(2.0, 0.5 + BUILT_ROWS.index(cell.row), size=50)
+            values[cell.row, seed] = mse
+            for name, text in (("eval.csv", pd.DataFrame({"task": range(50), "mse": mse}).to_csv(index=False)),
+                               ("train.json", json.dumps({"divergence": "none", "final_val_mse": float(mse.mean())}))):
+                path = tmp_path / cell.file(SCALE, seed, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        sidecar = tmp_path / f"results/splits/{SCALE}/{cell.split}.json"
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        sidecar.write_text("{}")
+    return tmp_path, values
+
+
+def test_the_built_rows_and_columns_are_rendered_with_the_tables_numbers_and_the_rest_named(workspace, capsys):
+    root, values = workspace
+    main(["table-so-far", TABLE, "--scale", SCALE])
+    printed = capsys.readouterr().out
+    frame = pd.read_csv(root / f"results/tables/{SCALE}/so_far/{TABLE}.csv")
+    assert set(frame.row) == set(BUILT_ROWS)
+    assert set(frame.column) == {"overall_5shot", "worst10_5shot"}  # the two columns of the same runs
+    for row in BUILT_ROWS:
+        line = frame[(frame.row == row) & (frame.column == "overall_5shot")].iloc[0]
+        per_seed = [values[row, seed].mean() for seed in (0, 1)]
+        assert json.loads(line.seed_values) == pytest.approx(per_seed)
+        assert line.ours_mean == pytest.approx(np.mean(per_seed))
+        worst = frame[(frame.row == row) & (frame.column == "worst10_5shot")].iloc[0]
+        assert json.loads(worst.seed_values) == pytest.approx([np.sort(values[row, s])[-5:].mean() for s in (0, 1)])
+    page = (root / f"results/tables/{SCALE}/so_far/{TABLE}.md").read_text()
+    assert "built so far, left out: rows 'mini-batch CAGrad'" in page and "'SIMOL'" in page
+    assert "columns 'overall 2-shot'" in page and "'worst-10% 2-shot, SGD inner steps'" in page
+    # What is left: every other run's evaluation per seed (ungridded rows), and SIMOL's search.
+    spec = load_table(TABLE)
+    others = {cell.run for cell in table_cells(spec, SCALE) if cell.selection is None} - \
+        {cell.run for cell in table_cells(spec, SCALE) if cell.row in BUILT_ROWS and cell.column == "overall_5shot"}
+    left = f"{2 * len(others)} evaluations left to build: snakemake --config scale=tiny -- results/runs/tiny/"
+    assert left in printed
+    assert "rows waiting for their grid search: SIMOL (build the table's target" in printed
+    # The table rule's own page is not touched.
+    assert not (root / f"results/tables/{SCALE}/{TABLE}.md").exists()
+
+
+def test_a_row_is_kept_only_where_every_kept_column_is_built():
+    spec = load_table(TABLE)
+    cells = {(cell.row, cell.column) for cell in table_cells(spec, SCALE)}
+    built = {key: key[0] in BUILT_ROWS and key[1] in {"overall_5shot", "worst10_5shot"} for key in cells}
+    built["mini-batch CAGrad", "overall_5shot"] = True  # built in one kept column only: left out
+    subset, left_rows, left_columns = restrict_to_built(spec, built)
+    assert [row["label"] for row in subset["rows"]] == BUILT_ROWS
+    assert [column["key"] for column in subset["columns"]] == ["overall_5shot", "worst10_5shot"]
+    assert "mini-batch CAGrad" in left_rows and "overall 2-shot" in left_columns
+    # Nothing on disk: nothing built.
+    assert not any(built_cells(spec, SCALE, lambda path: False).values())
+
+
+def test_nothing_built_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch, repo, capsys):
+    (tmp_path / "config").symlink_to(repo / "config")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["table-so-far", TABLE, "--scale", SCALE])
+    assert stop.value.code == 2
+    assert "simol_table1 at scale 'tiny': no cell has every seed's eval.csv and train.json" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_figure_is_refused(tmp_path, monkeypatch, repo, capsys):
+    (tmp_path / "config").symlink_to(repo / "config")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["table-so-far", "nash_figure2", "--scale", SCALE])
+    assert "nash_figure2 is a figure" in capsys.readouterr().err
