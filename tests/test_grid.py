@@ -118,6 +118,11 @@ def test_simol_rows_take_one_selection_per_setting_and_deeper_networks_share_tab
     assert plan.selection_of_run["quick", simol["overall_5shot"].run] == simol["overall_5shot"].selection
     paper = plan.selections["paper", next(c.selection for c in table_cells(table1, "paper") if c.selection)]
     assert len(paper["runs"]) == 4 * 4 * 5 * 2  # the paper-scale search includes the θ optimiser
+    # The clipped SGD columns run at paper scale only: two more settings there, none at quick.
+    at_paper = {cell.column: cell.selection for cell in table_cells(table1, "paper") if cell.row == "SIMOL"}
+    assert len(set(at_paper.values())) == 6
+    assert at_paper["overall_5shot_sgd_clip"] not in {at_paper["overall_5shot_sgd"], at_paper["overall_5shot"]}
+    assert not any(column.endswith("_clip") for column in simol)
 
 
 def test_a_changed_grid_is_another_selection_and_another_run(tmp_path):

@@ -61,7 +61,8 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
     snakemake(["--config", "scale=tiny", "--quiet"], work, tool_env)
 
     table1 = pd.read_csv(work / "results/tables/tiny/simol_table1.csv")
-    assert len(table1) == 6 * 8 and table1["ours_mean"].notna().all()  # 4 columns, each in both readings
+    # 4 columns in each reading of the inner optimiser, and the SGD reading's again with the outer step clipped
+    assert len(table1) == 6 * 12 and table1["ours_mean"].notna().all()
     assert (table1["n_seeds"] == 2).all()
     assert set(table1["row"]) == {"min average loss (MAML)", "mini-batch MGDA", "mini-batch CAGrad",
                                   "mini-batch PCGrad", "mini-batch improvement function", "SIMOL"}
@@ -81,9 +82,9 @@ def test_tiny_scale_runs_the_whole_dag(repo, tool_env, tmp_path):
     with sqlite3.connect(work / "results/mlflow/mlflow.db") as db:
         runs = db.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
         tags = dict(db.execute("select key, count(*) from tags group by key").fetchall())
-    # one training and one evaluation run per (run, seed): (24 + 4) runs × 2 seeds; and the grid's search
-    # runs (trained only): 2 points × 4 settings × 1 seed
-    assert runs == 2 * 56 + 8
+    # one training and one evaluation run per (run, seed): (24 + 12 clipped + 4) runs × 2 seeds; and the grid's
+    # search runs (trained only): 2 points × 6 settings × 1 seed
+    assert runs == 2 * 80 + 12
     for key in ("tables", "method", "seed", "scale", "git_commit"):
         assert tags.get(key) == runs, key
 
@@ -101,10 +102,10 @@ def check_grid_search(work: Path) -> None:
     import torch
 
     page = (work / "results/grids/tiny/simol_appendix_d.md").read_text()
-    assert page.count("- selected: **λ̂' = ") == 4  # 5 / 2 shots × Adam / SGD inner steps
+    assert page.count("- selected: **λ̂' = ") == 6  # 5 / 2 shots × Adam / SGD / SGD with the outer step clipped
     assert "simol_table5: 4 layers, overall" in page
     points = pd.read_csv(work / "results/grids/tiny/simol_appendix_d.csv")
-    assert len(points) == 8 and points["selected"].sum() == 4 and points["val_mse"].notna().all()
+    assert len(points) == 12 and points["selected"].sum() == 6 and points["val_mse"].notna().all()
     assert "grid search: SIMOL, by SIMOL (Yu et al., ICLR 2023), Appendix D" in \
         (work / "results/tables/tiny/simol_table1.md").read_text()
     for selection in (work / "results/grids/tiny").glob("simol_appendix_d-*.json"):
@@ -114,7 +115,8 @@ def check_grid_search(work: Path) -> None:
         finals = [torch.load(p, weights_only=False)["experiment"] for p in
                   (work / "results/runs/tiny").glob("sinusoid-simol-*/seed1/final.pt")]
         using = [e for e in finals if e["data"]["shots"] == record["base"]["data"]["shots"]
-                 and e["learner"]["inner_optimizer"] == record["base"]["learner"]["inner_optimizer"]]
+                 and e["learner"]["inner_optimizer"] == record["base"]["learner"]["inner_optimizer"]
+                 and e["outer"].get("clip_grad_norm") == record["base"]["outer"].get("clip_grad_norm")]
         assert using and all(e["weighting"]["lambda_grad"] == chosen and "grid_search" not in e for e in using)
 
 
