@@ -97,3 +97,16 @@ def test_a_figure_is_refused(tmp_path, monkeypatch, repo, capsys):
     with pytest.raises(SystemExit):
         main(["table-so-far", "nash_figure2", "--scale", SCALE])
     assert "nash_figure2 is a figure" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simol_table1", "--scale", "huge"], "scale: 'huge' is not defined in table simol_table1"),
+    (["simol_tabel1", "--scale", "tiny"], "table config config/tables/simol_tabel1.yaml does not exist"),
+])
+def test_an_unknown_scale_or_table_is_named(tmp_path, monkeypatch, repo, capsys, argv, message):
+    (tmp_path / "config").symlink_to(repo / "config")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["table-so-far", *argv])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

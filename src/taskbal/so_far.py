@@ -1,7 +1,7 @@
 """A table from the runs built so far: the rows and columns whose runs are all trained and evaluated.
 
 A paper-scale table takes hours to days on a laptop; its runs are built a few at a time (``snakemake --config
-scale=paper -- results/runs/paper/<run>/seed<s>/eval.json``). ``taskbal table-so-far`` renders what those
+scale=paper -- results/runs/paper/<run>/seed<s>/eval.csv``). ``taskbal table-so-far`` renders what those
 runs say with the table's own verdicts (paper CI, seed interval, divergence, ordering and the test against
 the second best, over the rows it has), so a partial build is read the same way as a finished one, and
 names what it leaves out. It is not a rule of the DAG: the table rule keeps declaring every run.
@@ -25,14 +25,17 @@ def built_cells(spec: dict, scale: str, exists) -> dict[tuple[str, str], bool]:
 def missing_targets(spec: dict, scale: str, exists) -> tuple[list[str], list[str]]:
     """What is left to build: the eval.csv files (Snakemake targets) of the cells' runs not evaluated yet,
     and the rows whose grid search has not chosen yet (their runs are named by the search's choice)."""
-    targets, searched = [], []
+    targets: dict[str, None] = {}  # ordered and without repeats: columns of one run share its files
+    searched: dict[str, None] = {}
     for cell in table_cells(spec, scale):
         if cell.selection and not exists(selection_file(scale, cell.selection)):
-            searched += [] if cell.row in searched else [cell.row]
+            searched[cell.row] = None
             continue
-        targets += [path for seed in seeds_of(spec, scale)
-                    if not exists(path := cell.file(scale, seed, EVAL)) and path not in targets]
-    return targets, searched
+        for seed in seeds_of(spec, scale):
+            path = cell.file(scale, seed, EVAL)
+            if not exists(path):
+                targets[path] = None
+    return list(targets), list(searched)
 
 
 def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool]) -> tuple[dict, list[str], list[str]]:
