@@ -110,3 +110,16 @@ def test_an_unknown_scale_or_table_is_named(tmp_path, monkeypatch, repo, capsys,
         main(["table-so-far", *argv])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_the_block_with_the_most_built_cells_is_shown():
+    # One row built in all 12 columns, three in the four Adam columns: 4 rows x 4 columns beat 1 x 12.
+    spec = load_table(TABLE)
+    cells = {(cell.row, cell.column) for cell in table_cells(spec, SCALE)}
+    adam = {"overall_5shot", "overall_2shot", "worst10_5shot", "worst10_2shot"}
+    rows = ["mini-batch MGDA", "mini-batch CAGrad", "mini-batch PCGrad"]
+    built = {key: key[0] == "min average loss (MAML)" or (key[0] in rows and key[1] in adam) for key in cells}
+    subset, left_rows, left_columns = restrict_to_built(spec, built)
+    assert [row["label"] for row in subset["rows"]] == ["min average loss (MAML)", *rows]
+    assert {column["key"] for column in subset["columns"]} == adam and len(left_columns) == 8
+    assert left_rows == ["mini-batch improvement function", "SIMOL"]

@@ -39,16 +39,27 @@ def missing_targets(spec: dict, scale: str, exists) -> tuple[list[str], list[str
 
 
 def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool]) -> tuple[dict, list[str], list[str]]:
-    """The table with the columns built in some row and, of the rows that run, those built in every kept
-    column; with the labels of the rows and columns left out. Rows the table never runs at this scale
-    (``not_run``, ``extrapolate``) stay: their page line says why."""
-    runs = {row for row, _ in built}
-    columns = [column for column in spec["columns"] if any(built.get((row, column["key"])) for row in runs)]
-    kept_keys = {column["key"] for column in columns}
-    rows = [row for row in spec["rows"]
-            if row["label"] not in runs or all(built.get((row["label"], key), True) for key in kept_keys)]
-    kept_rows = {row["label"] for row in rows}
-    left_rows = [row["label"] for row in spec["rows"] if row["label"] not in kept_rows]
+    """The table cut to the block of built cells with the most cells (ties: more columns): a set of columns
+    (one row's built columns, or two rows' in common) and every row built in all of them; with the labels
+    of the rows and columns left out. Rows the table never runs at this scale (``not_run``,
+    ``extrapolate``) stay: their page line says why."""
+    position = {column["key"]: i for i, column in enumerate(spec["columns"])}
+    patterns = {row: frozenset(key for (r, key), done in built.items() if r == row and done) for row, _ in built}
+    candidates = {pattern for pattern in patterns.values() if pattern} | \
+        {a & b for a in patterns.values() for b in patterns.values() if a & b}
+
+    def rows_with(keys: frozenset) -> list[str]:
+        return [row for row, pattern in patterns.items() if keys <= pattern]
+
+    def size(keys: frozenset) -> tuple:
+        # most cells, then most columns, then the columns that come first in the table (a fixed choice)
+        return len(keys) * len(rows_with(keys)), len(keys), sorted((-position[key] for key in keys), reverse=True)
+
+    kept_keys = max(candidates, key=size)
+    runs, full = set(patterns), set(rows_with(kept_keys))
+    rows = [row for row in spec["rows"] if row["label"] not in runs or row["label"] in full]
+    columns = [column for column in spec["columns"] if column["key"] in kept_keys]
+    left_rows = [row["label"] for row in spec["rows"] if row["label"] in runs and row["label"] not in full]
     left_columns = [column["label"] for column in spec["columns"] if column["key"] not in kept_keys]
     return {**spec, "rows": rows, "columns": columns}, left_rows, left_columns
 
