@@ -9,7 +9,7 @@ import pytest
 
 from taskbal.cli import main
 from taskbal.config import load_table, seeds_of, table_cells
-from taskbal.so_far import built_cells, restrict_to_built
+from taskbal.so_far import progress, restrict_to_built
 
 TABLE, SCALE = "simol_table1", "tiny"
 BUILT_ROWS = ["min average loss (MAML)", "mini-batch MGDA"]  # their 5-shot Adam runs serve two columns
@@ -78,7 +78,7 @@ def test_a_row_is_kept_only_where_every_kept_column_is_built():
     assert [column["key"] for column in subset["columns"]] == ["overall_5shot", "worst10_5shot"]
     assert "mini-batch CAGrad" in left_rows and "overall 2-shot" in left_columns
     # Nothing on disk: nothing built.
-    assert not any(built_cells(spec, SCALE, lambda path: False).values())
+    assert not any(progress(spec, SCALE, lambda path: False).built.values())
 
 
 def test_nothing_built_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch, repo, capsys):
@@ -123,3 +123,23 @@ def test_the_block_with_the_most_built_cells_is_shown():
     assert [row["label"] for row in subset["rows"]] == ["min average loss (MAML)", *rows]
     assert {column["key"] for column in subset["columns"]} == adam and len(left_columns) == 8
     assert left_rows == ["mini-batch improvement function", "SIMOL"]
+
+
+def test_progress_names_each_missing_evaluation_once_and_waits_for_the_search():
+    spec = load_table(TABLE)
+    cells = table_cells(spec, SCALE)
+    maml = [cell for cell in cells if cell.row == "min average loss (MAML)" and cell.column == "overall_5shot"][0]
+    seeds = seeds_of(spec, SCALE)
+    on_disk = {maml.file(SCALE, seed, "eval.csv") for seed in seeds} | {maml.file(SCALE, seeds[0], "train.json")}
+    done = progress(spec, SCALE, on_disk.__contains__)
+    # Evaluated in every seed but trained-summary in one: not built, and not a target either.
+    assert not done.built["min average loss (MAML)", "overall_5shot"]
+    assert not set(done.targets) & on_disk
+    # A run serves two columns (overall, worst 10 %): its files are named once, and every other run's are.
+    unsearched = {cell.file(SCALE, seed, "eval.csv") for cell in cells if not cell.selection for seed in seeds}
+    assert len(done.targets) == len(set(done.targets)) and set(done.targets) == unsearched - on_disk
+    # SIMOL's row waits for its search: no target, and named as searched.
+    assert done.searched == ["SIMOL"]
+    assert not any(done.built[key] for key in done.built if key[0] == "SIMOL")
+    on_disk |= {maml.file(SCALE, seed, "train.json") for seed in seeds}
+    assert progress(spec, SCALE, on_disk.__contains__).built["min average loss (MAML)", "overall_5shot"]

@@ -303,14 +303,14 @@ def cmd_table(args) -> None:
 def cmd_table_so_far(args) -> None:
     """A table from the runs built so far (taskbal.so_far), beside where the table's own page goes."""
     from .config import load_table
-    from .so_far import built_cells, inputs_of, left_out_line, missing_targets, restrict_to_built
+    from .so_far import inputs_of, left_out_line, progress, restrict_to_built
 
     spec = load_table(args.table)
     if spec.get("kind", "table") != "table":
         raise ValueError(f"{spec['name']} is a figure: table-so-far renders tables (a figure draws its curves "
                          "once its runs are built)")
-    built = built_cells(spec, args.scale, lambda path: Path(path).exists())
-    targets, searched = missing_targets(spec, args.scale, lambda path: Path(path).exists())
+    done = progress(spec, args.scale, lambda path: Path(path).exists())
+    built, targets, searched = done.built, done.targets, done.searched
     if not any(built.values()):
         raise ValueError(f"{spec['name']} at scale {args.scale!r}: no cell has every seed's eval.csv and "
                          f"train.json yet; {len(targets)} evaluations are left to build (snakemake --config "

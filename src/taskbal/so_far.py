@@ -8,34 +8,37 @@ names what it leaves out. It is not a rule of the DAG: the table rule keeps decl
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .artifacts import EVAL, TRAIN_SUMMARY, selection_file, split_sidecar
 from .config import seeds_of, table_cells
 
 
-def built_cells(spec: dict, scale: str, exists) -> dict[tuple[str, str], bool]:
-    """Per (row, column) the table runs: whether every seed's eval.csv and train.json exist (``exists(path)``).
-    A grid-searched cell counts only once its search has chosen (the selection's run is its run)."""
+@dataclass
+class Progress:
+    """How far a table's build has come at one scale."""
+    built: dict[tuple[str, str], bool]  # per (row, column): every seed's eval.csv and train.json exist
+    targets: list[str]                  # the eval.csv files (Snakemake targets) not evaluated yet, in table order
+    searched: list[str]                 # rows whose grid search has not chosen yet (its choice names their runs)
+
+
+def progress(spec: dict, scale: str, exists) -> Progress:
+    """One walk over the table's cells, testing each run's files with ``exists(path)``. A grid-searched cell
+    counts as built only once its search has chosen (the selection's run is its run)."""
     seeds = seeds_of(spec, scale)
-    return {(cell.row, cell.column): all(exists(cell.file(scale, seed, name)) for seed in seeds
-                                         for name in (EVAL, TRAIN_SUMMARY))
-            and (cell.selection is None or exists(selection_file(scale, cell.selection)))
-            for cell in table_cells(spec, scale)}
-
-
-def missing_targets(spec: dict, scale: str, exists) -> tuple[list[str], list[str]]:
-    """What is left to build: the eval.csv files (Snakemake targets) of the cells' runs not evaluated yet,
-    and the rows whose grid search has not chosen yet (their runs are named by the search's choice)."""
+    built: dict[tuple[str, str], bool] = {}
     targets: dict[str, None] = {}  # ordered and without repeats: columns of one run share its files
     searched: dict[str, None] = {}
     for cell in table_cells(spec, scale):
         if cell.selection and not exists(selection_file(scale, cell.selection)):
+            built[cell.row, cell.column] = False
             searched[cell.row] = None
             continue
-        for seed in seeds_of(spec, scale):
-            path = cell.file(scale, seed, EVAL)
-            if not exists(path):
-                targets[path] = None
-    return list(targets), list(searched)
+        evaluated = [exists(cell.file(scale, seed, EVAL)) for seed in seeds]
+        targets.update((cell.file(scale, seed, EVAL), None) for seed, done in zip(seeds, evaluated) if not done)
+        built[cell.row, cell.column] = all(evaluated) and all(exists(cell.file(scale, seed, TRAIN_SUMMARY))
+                                                              for seed in seeds)
+    return Progress(built, list(targets), list(searched))
 
 
 def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool]) -> tuple[dict, list[str], list[str]]:
