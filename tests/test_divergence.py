@@ -66,6 +66,21 @@ def test_a_non_finite_loss_is_divergence(bad):
     assert verdict.iteration == 300 and f"train_loss is {bad}" in verdict.description
 
 
+def test_a_run_blown_up_before_its_second_row_is_judged_against_its_initial_validation_error():
+    # Nash Table 6's medium Meta-SGD, seed 1: validation MSE 6.26 at initialisation, then 65,385 at
+    # iteration 2,000 and never back. Row 0 is the level it climbed from (the training loss has none there).
+    rows = [{"iteration": 0, "val_mse": 6.26}] + [{"iteration": i, "train_loss": 1e4, "val_mse": v} for i, v in
+                                                   ((2000, 65385.4), (4000, 112330.0), (6000, 108506.0),
+                                                    (8000, 33543.4), (10000, 33150.5))]
+    verdict = divergence.detect(rows, {**RULE, "metric": "val_mse"})
+    assert verdict.diverged and verdict.iteration == 2000
+    assert "val_mse 6.539e+04 > 2 × its running minimum 6.26" in verdict.description
+    # Without row 0 the blown-up value would be the running minimum and the run would pass.
+    assert not divergence.detect(rows[1:], {**RULE, "metric": "val_mse"}).diverged
+    # The training loss is still judged from the first step's row on; a missing row-0 value is skipped.
+    assert not divergence.detect([{"iteration": 0, "train_loss": math.nan}, *rows[1:]], RULE).diverged
+
+
 def test_a_curve_without_the_metric_is_not_checked():
     verdict = divergence.detect([{"iteration": 0}, {"iteration": 5, "loss_a": 1.0}], RULE)
     assert not verdict.checked and not verdict.diverged

@@ -4,7 +4,8 @@ A diverged run is marked, not averaged away: the loop records the verdict in the
 ``train.json`` (and so in its MLflow run), and tables show which seeds diverged and their mean
 with and without them.
 
-The rule, applied to the curve's rows in iteration order (row 0, before any step, has no loss):
+The rule, applied to the curve's rows in iteration order (row 0, before any step, has no training
+loss; it has the initial model's validation MSE, the level a run blown up by the next row is judged against):
 
 * the monitored ``metric`` (a curve column, ``train_loss`` by default: the mean meta-batch loss
   since the previous row) is NaN or infinite at a row → diverged there;
@@ -78,11 +79,19 @@ class Verdict:
         return {"divergence": self.description, **({"diverged_at": self.iteration} if self.diverged else {})}
 
 
+def _has_value(row: dict, metric: str) -> bool:
+    """Whether a curve row holds the metric. Row 0 (before any step) has no training loss, but it has
+    the initial model's validation MSE: the first level a run that blows up before the second row
+    climbs from."""
+    value = row.get(metric)
+    return value is not None and not (row["iteration"] == 0 and not math.isfinite(float(value)))
+
+
 def detect(rows: list[dict], rule: dict) -> Verdict:
     """The rule above over curve rows (dicts with ``iteration`` and the metric)."""
     metric, factor, after, recovery = rule["metric"], rule["factor"], rule["after"], rule["recovery"]
     points = [(int(row["iteration"]), float(row[metric])) for row in sorted(rows, key=lambda r: r["iteration"])
-              if row["iteration"] != 0 and row.get(metric) is not None]  # row 0: no step yet
+              if _has_value(row, metric)]
     if not points:
         return Verdict(False, None, f"not checked: the curve has no {metric}")
     level, spikes, index = None, [], 0
