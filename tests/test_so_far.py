@@ -16,10 +16,17 @@ BUILT_ROWS = ["min average loss (MAML)", "mini-batch MGDA"]  # their 5-shot Adam
 
 
 @pytest.fixture()
-def workspace(tmp_path, monkeypatch, repo):
-    """A results/ tree of the tiny simol_table1 with only two rows' 5-shot Adam runs evaluated."""
+def empty_workspace(tmp_path, monkeypatch, repo):
+    """A working folder with the project's config and nothing built."""
     (tmp_path / "config").symlink_to(repo / "config")
     monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture()
+def workspace(empty_workspace):
+    """A results/ tree of the tiny simol_table1 with only two rows' 5-shot Adam runs evaluated."""
+    root = empty_workspace
     spec = load_table(TABLE)
     rng = np.random.default_rng(0)
     values = {}
@@ -31,13 +38,13 @@ def workspace(tmp_path, monkeypatch, repo):
             values[cell.row, seed] = mse
             for name, text in (("eval.csv", pd.DataFrame({"task": range(50), "mse": mse}).to_csv(index=False)),
                                ("train.json", json.dumps({"divergence": "none", "final_val_mse": float(mse.mean())}))):
-                path = tmp_path / cell.file(SCALE, seed, name)
+                path = root / cell.file(SCALE, seed, name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
-        sidecar = tmp_path / f"results/splits/{SCALE}/{cell.split}.json"
+        sidecar = root / f"results/splits/{SCALE}/{cell.split}.json"
         sidecar.parent.mkdir(parents=True, exist_ok=True)
         sidecar.write_text("{}")
-    return tmp_path, values
+    return root, values
 
 
 def test_the_built_rows_and_columns_are_rendered_with_the_tables_numbers_and_the_rest_named(workspace, capsys):
@@ -81,19 +88,15 @@ def test_a_row_is_kept_only_where_every_kept_column_is_built():
     assert not any(progress(spec, SCALE, lambda path: False).built.values())
 
 
-def test_nothing_built_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch, repo, capsys):
-    (tmp_path / "config").symlink_to(repo / "config")
-    monkeypatch.chdir(tmp_path)
+def test_nothing_built_is_a_clear_error_and_writes_nothing(empty_workspace, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["table-so-far", TABLE, "--scale", SCALE])
     assert stop.value.code == 2
     assert "simol_table1 at scale 'tiny': no cell has every seed's eval.csv and train.json" in capsys.readouterr().err
-    assert not (tmp_path / "results").exists()
+    assert not (empty_workspace / "results").exists()
 
 
-def test_a_figure_is_refused(tmp_path, monkeypatch, repo, capsys):
-    (tmp_path / "config").symlink_to(repo / "config")
-    monkeypatch.chdir(tmp_path)
+def test_a_figure_is_refused(empty_workspace, capsys):
     with pytest.raises(SystemExit):
         main(["table-so-far", "nash_figure2", "--scale", SCALE])
     assert "nash_figure2 is a figure" in capsys.readouterr().err
@@ -103,13 +106,11 @@ def test_a_figure_is_refused(tmp_path, monkeypatch, repo, capsys):
     (["simol_table1", "--scale", "huge"], "scale: 'huge' is not defined in table simol_table1"),
     (["simol_tabel1", "--scale", "tiny"], "table config config/tables/simol_tabel1.yaml does not exist"),
 ])
-def test_an_unknown_scale_or_table_is_named(tmp_path, monkeypatch, repo, capsys, argv, message):
-    (tmp_path / "config").symlink_to(repo / "config")
-    monkeypatch.chdir(tmp_path)
+def test_an_unknown_scale_or_table_is_named(empty_workspace, capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
         main(["table-so-far", *argv])
     assert stop.value.code == 2 and message in capsys.readouterr().err
-    assert not (tmp_path / "results").exists()
+    assert not (empty_workspace / "results").exists()
 
 
 def test_the_block_with_the_most_built_cells_is_shown():
@@ -132,7 +133,7 @@ def test_progress_names_each_missing_evaluation_once_and_waits_for_the_search():
     seeds = seeds_of(spec, SCALE)
     on_disk = {maml.file(SCALE, seed, "eval.csv") for seed in seeds} | {maml.file(SCALE, seeds[0], "train.json")}
     done = progress(spec, SCALE, on_disk.__contains__)
-    # Evaluated in every seed but trained-summary in one: not built, and not a target either.
+    # Evaluated in every seed, train.json in one only: not built, and not a target either.
     assert not done.built["min average loss (MAML)", "overall_5shot"]
     assert not set(done.targets) & on_disk
     # A run serves two columns (overall, worst 10 %): its files are named once, and every other run's are.

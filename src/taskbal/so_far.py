@@ -34,10 +34,10 @@ def progress(spec: dict, scale: str, exists) -> Progress:
             built[cell.row, cell.column] = False
             searched[cell.row] = None
             continue
-        evaluated = [exists(cell.file(scale, seed, EVAL)) for seed in seeds]
-        targets.update((cell.file(scale, seed, EVAL), None) for seed, done in zip(seeds, evaluated) if not done)
-        built[cell.row, cell.column] = all(evaluated) and all(exists(cell.file(scale, seed, TRAIN_SUMMARY))
-                                                              for seed in seeds)
+        missing = [path for seed in seeds if not exists(path := cell.file(scale, seed, EVAL))]
+        targets.update(dict.fromkeys(missing))
+        built[cell.row, cell.column] = not missing and all(exists(cell.file(scale, seed, TRAIN_SUMMARY))
+                                                           for seed in seeds)
     return Progress(built, list(targets), list(searched))
 
 
