@@ -1,11 +1,13 @@
 """CIs, worst-10 % and the paired t-test, against hand computations and scipy."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from taskbal.stats import ci95, paired_t_test, seed_paired_t_test, summarise, t_ci95, worst_fraction
+from taskbal.stats import ci95, group_statistic, paired_t_test, seed_paired_t_test, summarise, t_ci95, worst_fraction
 
 
 def test_ci95_is_the_normal_interval():
@@ -13,6 +15,20 @@ def test_ci95_is_the_normal_interval():
     assert ci95(values) == pytest.approx(1.96 * np.std(values, ddof=1) / 2)
     low, high = scipy_stats.norm.interval(0.95, loc=values.mean(), scale=scipy_stats.sem(values))
     assert ci95(values) == pytest.approx((high - low) / 2, rel=1e-3)
+
+
+def test_an_interval_over_a_blown_up_seed_has_no_width_and_warns_nothing():
+    # A Meta-SGD seed whose test MSE overflowed: NaN, not numpy's "invalid value" warning on every page.
+    blown_up = np.array([2.7, np.inf, 3.1, 2.9])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(ci95(blown_up)) and np.isnan(t_ci95(blown_up))
+        assert np.isnan(t_ci95(np.array([2.7, np.nan, 3.1])))
+        groups = np.array([0, 0, 1, 1])
+        assert np.isnan(group_statistic(blown_up, groups, "std_group", lower_is_better=True))
+        assert group_statistic(blown_up, groups, "worst_group", lower_is_better=True) == np.inf
+    huge = np.array([2.7, 6.0e4, 3.1])  # finite, however large: an interval
+    assert t_ci95(huge) == pytest.approx(scipy_stats.t.ppf(0.975, 2) * scipy_stats.sem(huge))
 
 
 def test_worst_ten_percent_of_errors_and_of_accuracies():

@@ -204,6 +204,22 @@ def test_an_interval_wider_than_the_values_it_compares_is_too_wide_not_consisten
     assert seed_verdict(10.0, 9.0, [2.0, 0.5]) == "consistent"  # wide, but narrower than our mean
 
 
+def test_a_seed_whose_error_overflowed_makes_the_cell_inconsistent_not_a_one_seed_cell():
+    """Five seeds, one of them infinite (Meta-SGD's test MSE overflowing float32): the mean is infinite,
+    there is no interval over seeds, and the cell is judged, not mistaken for a single-seed cell."""
+    from taskbal.tables import seed_verdict
+
+    rng = np.random.default_rng(6)
+    finite = {s: 1.0 + rng.normal(0, 0.01, 50) for s in range(5)}
+    overflowed = {**finite, 4: np.full(50, np.inf)}
+    spec = dict(SPEC, rows=[{"label": "A", "paper": {"overall": [1.0, 0.05]}}], columns=SPEC["columns"][:1])
+    cell = line(build_table(spec, {("A", "overall"): overflowed}, "quick"), "A", "overall")
+    assert np.isinf(cell.ours_mean) and np.isnan(cell.seed_ci) and cell.n_seeds == 5
+    assert cell.seed_verdict == "inconsistent"
+    assert seed_verdict(float("nan"), float("nan"), [1.0, 0.05]) == "inconsistent"
+    assert seed_verdict(1.0, float("nan"), [1.0, 0.05]) == "one seed"
+
+
 def test_a_second_reading_is_judged_against_the_paper_value_of_its_paper_column():
     spec = dict(SPEC, rows=SPEC["rows"][:2],
                 columns=[SPEC["columns"][0], {"key": "overall_b", "label": "overall, reading b",

@@ -38,17 +38,19 @@ Z95 = 1.96
 
 
 def ci95(values: np.ndarray) -> float:
-    """Half-width of the normal-approximation 95 % CI of the mean; NaN for fewer than 2 values."""
+    """Half-width of the normal-approximation 95 % CI of the mean; NaN for fewer than 2 values or a
+    non-finite one (a seed that blew up: the interval has no width to give)."""
     values = np.asarray(values, dtype=float)
-    if values.size < 2:
+    if values.size < 2 or not np.isfinite(values).all():
         return float("nan")
     return float(Z95 * values.std(ddof=1) / math.sqrt(values.size))
 
 
 def t_ci95(values: np.ndarray) -> float:
-    """Half-width of the Student-t 95 % CI of the mean (few values: seeds); NaN for fewer than 2."""
+    """Half-width of the Student-t 95 % CI of the mean (few values: seeds); NaN for fewer than 2 or a
+    non-finite one."""
     values = np.asarray(values, dtype=float)
-    if values.size < 2:
+    if values.size < 2 or not np.isfinite(values).all():
         return float("nan")
     from scipy import stats as scipy_stats
 
@@ -101,8 +103,8 @@ METRICS = ("overall", "worst10") + GROUP_METRICS + tuple(TASK_METRICS)
 def group_statistic(values: np.ndarray, groups: np.ndarray, metric: str, lower_is_better: bool) -> float:
     """One seed's worst group mean or standard deviation of the group means."""
     means = pd.Series(np.asarray(values, dtype=float)).groupby(np.asarray(groups)).mean().to_numpy()
-    if metric == "std_group":
-        return float(means.std(ddof=0))
+    if metric == "std_group":  # a group whose mean is not finite (a blown-up seed) leaves no spread to give
+        return float(means.std(ddof=0)) if np.isfinite(means).all() else float("nan")
     if np.isnan(means).any():
         return float("nan")  # a diverged group is the worst in either direction
     return float(means.max() if lower_is_better else means.min())

@@ -7,7 +7,8 @@ interval ('inside': |ours − paper mean| ≤ paper CI, else 'outside'; 'no pape
 paper gives no number — not 'n/a', which pandas.read_csv would turn into NaN; 'not run' where we
 have no runs for the cell, e.g. a literature row). ``seed_verdict``: whether the paper's value is
 consistent with ours under seed variation ('consistent': our seed interval and the paper's
-interval overlap, |ours − paper mean| ≤ seed CI + paper CI; else 'inconsistent'; 'too wide' where
+interval overlap, |ours − paper mean| ≤ seed CI + paper CI; else 'inconsistent', as where a seed's
+value is not finite (a blown-up run: no finite mean, no interval); 'too wide' where
 they overlap only because our seed interval is wider than both our mean and the paper's value —
 seed CI > max(|ours|, |paper mean|), e.g. one seed far off, a diverged or exploding one — since
 such an interval overlaps nearly any value of that size; 'one seed' where there is no seed
@@ -67,7 +68,9 @@ def seed_verdict(ours: float | None, seed_ci: float, paper: list | None) -> str:
         return "not run"
     if paper is None:
         return "no paper value"
-    if math.isnan(seed_ci) and not math.isnan(ours):
+    if not math.isfinite(ours):  # a seed blew up (NaN or infinite): no interval of ours reaches the paper's value
+        return "inconsistent"
+    if math.isnan(seed_ci):
         return "one seed"
     if not abs(ours - paper[0]) <= seed_ci + paper[1]:
         return "inconsistent"
@@ -408,7 +411,8 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
             f"{spec.get('significance_level', 0.1)}. The values marked 'paper' are the paper's own published "
             f"numbers, copied from the publication ({spec['source']}), not ours; 'inside'/'outside' says "
             "whether our mean lies within the paper's 95 % CI; 'consistent'/'inconsistent' whether the "
-            "paper's interval and our interval over seeds overlap ('too wide': they overlap only because our "
+            "paper's interval and our interval over seeds overlap ('inconsistent' too where a seed's value is "
+            "not finite; 'too wide': they overlap only because our "
             "interval over seeds is wider than both our mean and the paper's value, which says nothing; 'one "
             "seed': we have no interval over seeds); 'paper: n/a': the paper gives no value; 'not run': we "
             "have no runs for the cell; "
