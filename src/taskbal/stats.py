@@ -37,24 +37,25 @@ import pandas as pd
 Z95 = 1.96
 
 
-def ci95(values: np.ndarray) -> float:
-    """Half-width of the normal-approximation 95 % CI of the mean; NaN for fewer than 2 values or a
-    non-finite one (a seed that blew up: the interval has no width to give)."""
+def half_width(values: np.ndarray, quantile) -> float:
+    """``quantile(n)`` · sd / √n of the values; NaN for fewer than 2 values or a non-finite one (a seed
+    that blew up: the interval has no width to give)."""
     values = np.asarray(values, dtype=float)
     if values.size < 2 or not np.isfinite(values).all():
         return float("nan")
-    return float(Z95 * values.std(ddof=1) / math.sqrt(values.size))
+    return float(quantile(values.size) * values.std(ddof=1) / math.sqrt(values.size))
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal-approximation 95 % CI of the mean (see ``half_width`` for NaN)."""
+    return half_width(values, lambda n: Z95)
 
 
 def t_ci95(values: np.ndarray) -> float:
-    """Half-width of the Student-t 95 % CI of the mean (few values: seeds); NaN for fewer than 2 or a
-    non-finite one."""
-    values = np.asarray(values, dtype=float)
-    if values.size < 2 or not np.isfinite(values).all():
-        return float("nan")
+    """Half-width of the Student-t 95 % CI of the mean (few values: seeds; see ``half_width`` for NaN)."""
     from scipy import stats as scipy_stats
 
-    return float(scipy_stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+    return half_width(values, lambda n: scipy_stats.t.ppf(0.975, n - 1))
 
 
 def worst_fraction(values_per_seed: dict[int, np.ndarray], fraction: float = 0.1,
