@@ -48,11 +48,13 @@ def test_a_bad_experiment_value_names_the_field_and_the_file_it_is_written_in(re
     assert f"{field}: " in message
 
 
-@pytest.mark.parametrize("value", ["1", ".inf", "ten"])
-def test_a_bad_explosion_factor_names_the_field_and_the_table(repo, tmp_path, value):
-    message = plan_after_edit(repo, tmp_path, "nash_table2.yaml", "\nscales:", f"\nexplosion_factor: {value}\nscales:")
+@pytest.mark.parametrize("field, value", [("explosion_factor", "1"), ("explosion_factor", ".inf"),
+                                          ("explosion_factor", "ten"), ("explosion_share", "1.5"),
+                                          ("explosion_share", ".nan"), ("explosion_share", "0.01")])
+def test_a_bad_explosion_setting_names_the_field_and_the_table(repo, tmp_path, field, value):
+    message = plan_after_edit(repo, tmp_path, "nash_table2.yaml", "\nscales:", f"\n{field}: {value}\nscales:")
     assert message.startswith(str(tmp_path / "tables/nash_table2.yaml") + ": "), message
-    assert "explosion_factor" in message
+    assert field in message
 
 
 def test_infinite_and_nan_options_are_refused_wherever_they_are(repo, tmp_path):

@@ -2,6 +2,7 @@
 view of it through the one loop, and the table's marking of diverged seeds."""
 from __future__ import annotations
 
+import heapq
 import json
 import math
 
@@ -228,30 +229,80 @@ def test_a_figure_page_names_the_curves_of_diverged_seeds():
                ("MAML", "5shot_sgd"): {0: {"divergence": "none"}, 2: {"diverged_at": 1600}}}
     assert diverged_curves(spec, trained) == "MAML, 5-shot, SGD inner steps: seed 2 diverged at iteration ~1,600"
     assert diverged_curves(spec, {("MAML", "5shot"): {0: {}}}) == ""
-    # with the runs' eval.json: a seed far above its validation MSE on the test tasks is named too
+    # with the runs' eval.csv: a seed far above its validation MSE on the test tasks is named too
+    import pandas as pd
+
     trained[("MAML", "5shot")][1] = {"divergence": "none", "final_val_mse": 3.0}
-    finals = {("MAML", "5shot"): {0: {"mse_mean": 0.5}, 1: {"mse_mean": 6e4}},
-              ("MAML", "5shot_sgd"): {0: {"mse_mean": 0.5}, 2: {"mse_mean": math.inf}}}
-    assert diverged_curves(spec, trained, finals) == (
+    per_task = {("MAML", "5shot"): {0: pd.DataFrame({"mse": [0.5, 0.5]}), 1: pd.DataFrame({"mse": [6e4, 6e4]})},
+                ("MAML", "5shot_sgd"): {0: pd.DataFrame({"mse": [0.5]}), 2: pd.DataFrame({"mse": [math.inf]})}}
+    assert diverged_curves(spec, trained, per_task) == (
         "MAML, 5-shot: seed 1 exploded on the test tasks (mean test MSE 6e+04, validation 3); "
         "MAML, 5-shot, SGD inner steps: seed 2 diverged at iteration ~1,600")
+
+
+def few_tasks(mean: float) -> np.ndarray:
+    """Test errors of 40 tasks (too few for the share of the worst 1% to be judged) with the given mean."""
+    return np.full(40, mean)
 
 
 def test_a_seed_whose_mean_test_error_is_far_above_its_validation_error_exploded_on_the_test_tasks():
     summaries = {0: {"final_val_mse": 1.0}, 1: {"final_val_mse": 3.35}, 2: {"final_val_mse": 2.0},
                  3: {}, 4: {"final_val_mse": math.nan}}
-    means = {0: 1.4, 1: 60600.0, 2: math.inf, 3: 1e9, 4: 1e9}
+    errors = {0: few_tasks(1.4), 1: few_tasks(60600.0), 2: few_tasks(math.inf), 3: few_tasks(1e9), 4: few_tasks(1e9)}
     # 3 has no validation MSE (another kind of run), 4 a non-finite one (the training rule's case): not judged
-    assert divergence.exploded_seeds(means, summaries) == {1: (60600.0, 3.35), 2: (math.inf, 2.0)}
-    assert divergence.exploded_seeds({0: 10.0}, {0: {"final_val_mse": 1.0}}) == {}  # at the factor: not above it
+    found = divergence.exploded_seeds(errors, summaries)
+    assert {seed: (e.test, e.validation) for seed, e in found.items()} == {1: (60600.0, 3.35), 2: (math.inf, 2.0)}
+    assert all(math.isnan(e.share) for e in found.values())
+    assert divergence.exploded_seeds({0: few_tasks(10.0)}, {0: {"final_val_mse": 1.0}}) == {}  # at the factor
     diverged = {0: {"final_val_mse": 1.0, "diverged_at": 300}}  # named as diverged, not as exploded
-    assert divergence.exploded_seeds({0: 1e9}, diverged) == {}
-    assert divergence.exploded_seeds({0: 10.0}, {0: {"final_val_mse": 1.0}}, factor=5) == {0: (10.0, 1.0)}
-    assert divergence.exploded_line({1: (60600.0, 3.35)}) == \
+    assert divergence.exploded_seeds({0: few_tasks(1e9)}, diverged) == {}
+    assert list(divergence.exploded_seeds({0: few_tasks(10.0)}, {0: {"final_val_mse": 1.0}}, factor=5)) == [0]
+    assert divergence.exploded_line({1: found[1]}) == \
         "seed 1 exploded on the test tasks (mean test MSE 6.06e+04, validation 3.35)"
     for bad in (1, 0.5, math.inf, "10", True):
         with pytest.raises(ValueError, match="explosion_factor"):
             divergence.explosion_factor({"explosion_factor": bad})
+
+
+def test_the_share_of_the_worst_tasks_matches_a_sum_of_the_largest_errors():
+    rng = np.random.default_rng(0)
+    for n in (100, 101, 250, 5000):
+        errors = rng.lognormal(0.0, 2.0, n)
+        largest = heapq.nlargest(math.ceil(n / 100), errors.tolist())
+        assert divergence.worst_share(errors) == pytest.approx(sum(largest) / math.fsum(errors), rel=1e-12)
+    assert math.isnan(divergence.worst_share(np.ones(99)))  # too few tasks to judge
+    assert math.isnan(divergence.worst_share(np.r_[np.ones(199), math.inf]))
+    assert math.isnan(divergence.worst_share(np.zeros(200)))
+
+
+def test_a_seed_whose_mean_a_few_test_tasks_dominate_exploded_on_the_test_tasks_below_the_factor():
+    """A partial explosion: 2 of 200 tasks at 150, the rest at 1, so the mean (2.49) is under 10 × the
+    validation MSE but the worst 1% carry 60% of the error; a heavy tail that carries 29% is not named."""
+    validation = {0: {"final_val_mse": 1.0}}
+    partial = np.r_[np.full(198, 1.0), 150.0, 150.0]
+    heavy = np.r_[np.full(198, 1.0), 40.0, 40.0]
+    found = divergence.exploded_seeds({0: partial}, validation)
+    assert list(found) == [0] and found[0].share == pytest.approx(300 / 498)
+    assert divergence.exploded_line(found) == ("seed 0 exploded on the test tasks (mean test MSE 2.49, "
+                                               "validation 1; its worst 1% of tasks carry 60% of it)")
+    assert divergence.exploded_seeds({0: heavy}, validation) == {}
+    assert divergence.exploded_seeds({0: partial[-99:]}, validation) == {}  # 99 tasks: the share is not judged
+    assert divergence.exploded_seeds({0: partial}, validation, share=0.7) == {}  # a table's own share
+    assert divergence.explosion_share({"explosion_share": 0.7}) == 0.7
+    # in a table: named with its share, left out of the mean without; the page gives the rule
+    import pandas as pd
+
+    frames = {s: pd.DataFrame({"mse": np.full(200, 1.0 + 0.1 * s)}) for s in range(3)}
+    frames[1] = pd.DataFrame({"mse": partial})
+    trained = {("A", "overall"): {s: {"divergence": "none", "final_val_mse": 1.0} for s in range(3)}}
+    frame = build_table(exploding_table_spec(), {("A", "overall"): frames}, "quick", trained)
+    assert frame.iloc[0].diverged == divergence.exploded_line({1: found[0]})
+    assert frame.iloc[0].mean_without_diverged == pytest.approx(np.mean([1.0, 1.2]))
+    page = to_markdown(frame, exploding_table_spec(), "quick", {})
+    assert "worst 1% of test tasks carry more than 50% of its test MSE" in page
+    for bad in (0.01, 0, 1.5, math.nan, "0.5", True):
+        with pytest.raises(ValueError, match="explosion_share"):
+            divergence.explosion_share({"explosion_share": bad})
 
 
 def exploding_table_spec(**extra) -> dict:

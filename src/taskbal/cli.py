@@ -259,21 +259,20 @@ def data_sources(split_sidecars: list[str]) -> str:
     return " | ".join(seen)
 
 
-def diverged_curves(spec: dict, trained: dict, finals: dict | None = None) -> str:
+def diverged_curves(spec: dict, trained: dict, per_task: dict | None = None) -> str:
     """Which curves of a figure come from diverged seeds ('row, column: seed 2 diverged at …') and, with
-    the runs' eval.json (``finals``), which seeds exploded on the test tasks (taskbal.divergence)."""
-    from .divergence import diverged_seeds, exploded_seeds, explosion_factor, named_seeds_line
+    the runs' eval.csv (``per_task``), which seeds exploded on the test tasks (taskbal.divergence)."""
+    from .divergence import diverged_seeds, exploded_seeds, explosion_factor, explosion_share, named_seeds_line
+    from .tables import test_errors
 
-    labels = {column["key"]: column["label"] for column in spec["columns"]}
-    factor = explosion_factor(spec)
-    on_own_tasks = {column["key"] for column in spec["columns"] if not column.get("evaluate_on")}
+    columns = {column["key"]: column for column in spec["columns"]}
+    factor, share = explosion_factor(spec), explosion_share(spec)
     parts = []
     for (row, column), per_seed in trained.items():
-        means = {seed: float(summary["mse_mean"]) for seed, summary in ((finals or {}).get((row, column)) or {}).items()
-                 if column in on_own_tasks and isinstance(summary.get("mse_mean"), (int, float))}
-        text = named_seeds_line(diverged_seeds(per_seed), exploded_seeds(means, per_seed, factor))
+        errors = test_errors((per_task or {}).get((row, column)), columns[column])
+        text = named_seeds_line(diverged_seeds(per_seed), exploded_seeds(errors, per_seed, factor, share))
         if text:
-            parts.append(f"{row}, {labels[column]}: {text}")
+            parts.append(f"{row}, {columns[column]['label']}: {text}")
     return "; ".join(parts)
 
 
@@ -376,10 +375,11 @@ def render(spec: dict, args, extra_provenance: dict | None = None) -> None:
             raise ValueError(f"figure.style: unknown style {style!r}; known: {sorted(STYLES)}")
         curves, runs = collect(spec, args.scale, args.curves, CURVE, pd.read_csv)
         finals, _ = collect(spec, args.scale, args.eval_summaries, EVAL_SUMMARY, read_json)
+        per_task, _ = collect(spec, args.scale, args.eval, EVAL, pd.read_csv)
         add_curve_means(finals, curves)
         add_run_numbers(finals, trained)
         provenance["runs"] = ", ".join(runs)
-        diverged = diverged_curves(spec, trained, finals)
+        diverged = diverged_curves(spec, trained, per_task)
         if diverged:
             provenance["diverged"] = diverged
         png, page, record_path = (out.with_name(out.name + suffix) for suffix in (".png", ".md", ".json"))
@@ -593,7 +593,7 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--config", required=True, help="the table config, e.g. config/tables/simol_table1.yaml")
     table.add_argument("--scale", required=True)
     table.add_argument("--out", required=True, help="output path without extension")
-    table.add_argument("--eval", nargs="*", default=[], help="eval.csv of every run and seed (tables)")
+    table.add_argument("--eval", nargs="*", default=[], help="eval.csv of every run and seed")
     table.add_argument("--curves", nargs="*", default=[], help="curve.csv of every run and seed (figures)")
     table.add_argument("--eval-summaries", nargs="*", default=[], help="eval.json of every run and seed (figures)")
     table.add_argument("--splits", nargs="*", default=[], help="sidecars (.json) of the runs' split files")

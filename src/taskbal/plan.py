@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import extends_chain, load_table, run_id, split_id, table_cells
-from .divergence import explosion_factor
+from .divergence import explosion_factor, explosion_share
 from .grid import MARKER, base_of, search_experiments, seeds_of_grid, without
 from .settings import ConfigFileError, read_yaml
 
@@ -294,7 +294,8 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
             if problem:
                 raise PlanError(problem)
             check_paper_values(spec)
-            explosion_factor(spec)  # a table-level setting the schema cannot bound (.inf)
+            explosion_factor(spec)  # table-level settings the schema cannot bound (.inf, .nan)
+            explosion_share(spec)
             check_panel_columns(spec)
             for name, grid in (spec.get("grid_configs") or {}).items():
                 check_grid(grid_schema, grid, tables_dir.parent / "grids" / f"{name}.yaml", spec["scales"])

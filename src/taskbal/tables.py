@@ -39,7 +39,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from .divergence import diverged_seeds, exploded_seeds, explosion_factor, named_seeds_line, names_diverged_seeds
+from .divergence import (
+    SHARE_MIN_TASKS,
+    WORST_TASKS,
+    Explosion,
+    diverged_seeds,
+    exploded_seeds,
+    explosion_factor,
+    explosion_share,
+    named_seeds_line,
+    names_diverged_seeds,
+)
 from .io import atomic_path
 from .stats import paired_t_test, seed_paired_t_test, summarise
 
@@ -197,7 +207,7 @@ def column_samples(spec: dict, column: dict, cells: dict, trained: dict | None) 
 
 
 def divergence_text(trained: dict[int, dict] | None, diverged: dict[int, int],
-                    exploded: dict[int, tuple[float, float]] | None = None) -> str:
+                    exploded: dict[int, Explosion] | None = None) -> str:
     """The cell's ``diverged`` entry: which seeds diverged where and which exploded on the test tasks;
     'none'; or 'not checked' when no seed's train.json has a verdict (trained before divergence was
     recorded, or a curve without the monitored loss)."""
@@ -207,13 +217,13 @@ def divergence_text(trained: dict[int, dict] | None, diverged: dict[int, int],
     return "none" if checked else "not checked"
 
 
-def test_means(per_seed: dict[int, np.ndarray | pd.DataFrame] | None, column: dict) -> dict[int, float]:
-    """seed → mean MSE over the cell's meta-test tasks (every line of its eval.csv), for the seeds whose
+def test_errors(per_seed: dict[int, np.ndarray | pd.DataFrame] | None, column: dict) -> dict[int, np.ndarray]:
+    """seed → per-task MSE over the cell's meta-test tasks (every line of its eval.csv), for the seeds whose
     eval.csv has an ``mse``; none for a column evaluated on another split's tasks (``evaluate_on``),
     which its validation tasks do not come from."""
     if not per_seed or column.get("evaluate_on"):
         return {}
-    return {seed: float(frame["mse"].mean()) for seed, frame in per_seed.items()
+    return {seed: frame["mse"].to_numpy(np.float64) for seed, frame in per_seed.items()
             if isinstance(frame, pd.DataFrame) and "mse" in frame.columns}
 
 
@@ -230,7 +240,7 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
                 scale: str, trained: dict[tuple[str, str], dict[int, dict]] | None = None) -> pd.DataFrame:
     """The table's lines (COLUMNS); ``trained``: per cell, each seed's train.json (for divergence)."""
     level = spec.get("significance_level", 0.1)
-    factor = explosion_factor(spec)
+    factor, share = explosion_factor(spec), explosion_share(spec)
     lines = []
     for column in spec["columns"]:
         metric = column.get("metric", "overall")
@@ -249,8 +259,8 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
             ours = summary.mean if summary else float("nan")
             key = (row["label"], column["key"])
             diverged = diverged_seeds((trained or {}).get(key)) if summary else {}
-            exploded = exploded_seeds(test_means(cells.get(key), column), (trained or {}).get(key), factor) \
-                if summary else {}
+            exploded = exploded_seeds(test_errors(cells.get(key), column), (trained or {}).get(key), factor,
+                                      share) if summary else {}
             seed_ci = summary.seed_ci if summary else float("nan")
             column_lines.append({
                 "table": spec["name"], "scale": scale, "row": row["label"], "column": column["key"],
@@ -419,7 +429,9 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
             "'diverged at iteration ~i' names a seed whose training loss became non-finite or jumped far "
             "above its running minimum there and stayed (the rule is in taskbal.divergence), 'exploded on the "
             "test tasks' a seed whose mean test MSE is non-finite or above "
-            f"{explosion_factor(spec):g} × its validation MSE at the end of training, and 'without' "
+            f"{explosion_factor(spec):g} × its validation MSE at the end of training, or whose worst "
+            f"{WORST_TASKS:.0%} of test tasks carry more than {explosion_share(spec):.0%} of its test MSE "
+            f"(judged from {SHARE_MIN_TASKS} tasks on), and 'without' "
             "is the mean of the other seeds' values (the value shown first includes every seed).", ""]
     return "\n".join(out)
 

@@ -34,6 +34,7 @@ rule figure:
     input:
         config="config/tables/{figure}.yaml",
         curves=lambda w: run_files(w.figure, w.scale, artifacts.CURVE),
+        per_task=lambda w: run_files(w.figure, w.scale, artifacts.EVAL),
         finals=lambda w: run_files(w.figure, w.scale, artifacts.EVAL_SUMMARY),
         trained=lambda w: run_files(w.figure, w.scale, artifacts.TRAIN_SUMMARY),
         splits=lambda w: split_sidecars(w.figure, w.scale),
@@ -48,7 +49,8 @@ rule figure:
         "../../environment.yml"
     shell:
         "taskbal table --config {input.config} --scale {wildcards.scale}"
-        " --curves {input.curves} --eval-summaries {input.finals} --train-summaries {input.trained}"
+        " --curves {input.curves} --eval {input.per_task} --eval-summaries {input.finals}"
+        " --train-summaries {input.trained}"
         " --splits {input.splits} --selections {input.selections}"
         " --out results/figures/{wildcards.scale}/{wildcards.figure} > {log} 2>&1"
 
