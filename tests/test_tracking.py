@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -48,6 +49,35 @@ def test_a_live_run_reads_back(tmp_path, monkeypatch):
     # The UI opens the experiment on its runs table, not MLflow 3's GenAI traces page.
     experiment = client.get_experiment_by_name("test-exp")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_local_store_links_artifacts_and_keeps_them_when_the_run_folder_is_rewritten(tmp_path, monkeypatch):
+    """The default store holds a checkpoint once (a hard link), as a snapshot: replacing the run folder's file
+    (the jobs write by renaming) leaves the logged one as it was. Where linking fails, a copy."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
+    checkpoint = tmp_path / "final.pt"
+    checkpoint.write_bytes(b"trained")
+    run = live_run(uri)
+    run.finish({}, [checkpoint])
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    logged = Path(client.download_artifacts(run.run_id, "final.pt", str(tmp_path / "down")))
+    assert logged.read_bytes() == b"trained"
+    stored = next((tmp_path / "db" / "artifacts").rglob("final.pt"))
+    assert stored.samefile(checkpoint)
+    replacement = tmp_path / "final.pt.tmp"
+    replacement.write_bytes(b"retrained")
+    replacement.replace(checkpoint)
+    assert stored.read_bytes() == b"trained"
+
+    def no_links(*args):
+        raise OSError("Invalid cross-device link")
+
+    monkeypatch.setattr(tracking.os, "link", no_links)
+    again = live_run(uri)
+    again.finish({}, [checkpoint])
+    copied = [p for p in (tmp_path / "db" / "artifacts").rglob("final.pt") if again.run_id in str(p)]
+    assert len(copied) == 1 and copied[0].read_bytes() == b"retrained" and not copied[0].samefile(checkpoint)
 
 
 def test_a_failed_job_marks_its_run_failed_and_a_later_attempt_continues_it(tmp_path):

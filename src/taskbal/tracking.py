@@ -205,8 +205,27 @@ class LiveRun:
             if tags:
                 self.client.log_batch(self.run_id, tags=tags)
             for path in artifacts:
-                self.client.log_artifact(self.run_id, str(path))
+                self._log_artifact(Path(path))
             self.client.set_terminated(self.run_id, "FINISHED", end_time=_now())
+
+    def _log_artifact(self, path: Path) -> None:
+        """Into a local artifact store (the default, under results/) as a hard link, so a checkpoint is on
+        disk once, not twice; a copy where linking fails (another file system) and for any other store.
+        A link is a snapshot like a copy: run files are replaced by renaming, never rewritten in place."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+        store = get_artifact_repository(self.client.get_run(self.run_id).info.artifact_uri)
+        if isinstance(store, LocalArtifactRepository):
+            target = Path(store.artifact_dir) / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            try:
+                os.link(path, target)
+                return
+            except OSError:
+                pass
+        self.client.log_artifact(self.run_id, str(path))
 
     def end(self, status: str) -> None:
         """FAILED or KILLED; never raises (the job's own error is the one to report)."""

@@ -386,7 +386,7 @@ class Trainer:
         extra = {}
         if isinstance(self.step_object, BilevelStep):
             extra["alpha"] = self.step_object.method.alpha.detach().cpu().clone()
-        return {"model": model_state, "last_model": self.model.state_dict(), "selected_iteration": selected, **extra}
+        return {"model": model_state, "selected_iteration": selected, **extra}
 
     def summary(self, rows: list[dict]) -> dict:
         weights = self.conf["weights"]
