@@ -149,3 +149,23 @@ def test_parallel_jobs_lose_nothing_on_a_server_with_postgresql(repo, tool_env, 
             assert [value for _, value in logged] == pytest.approx(expected[column].tolist()), (name, column)
         evaluated = json.loads((folder / "eval.json").read_text())
         assert evaluate.data.metrics == pytest.approx({k: float(v) for k, v in evaluated.items()})
+
+
+def test_a_run_on_a_server_uploads_its_checkpoint_through_the_server(repo, tmp_path, tool_env):
+    """The server proxies its artifact store (an ``mlflow-artifacts:`` URI): the job uploads a copy, and never
+    links into the server's folder, even where that folder is on the job's disk."""
+    import mlflow
+
+    from taskbal.tracking import LiveRun
+
+    checkpoint = tmp_path / "final.pt"
+    checkpoint.write_bytes(b"trained")
+    with running_server(repo, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, tool_env, workers=1) as uri:
+        run = LiveRun(experiment="served", run_name="train r seed0", params={}, tags={}, uri=uri)
+        run.finish({"x": 1.0}, [checkpoint])
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        assert client.get_run(run.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+        down = Path(client.download_artifacts(run.run_id, "final.pt", str(tmp_path / "down")))
+    assert down.read_bytes() == b"trained"
+    stored = list((tmp_path / "artifacts").rglob("final.pt"))
+    assert len(stored) == 1 and stored[0].read_bytes() == b"trained" and not stored[0].samefile(checkpoint)

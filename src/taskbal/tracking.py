@@ -215,7 +215,7 @@ class LiveRun:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
         from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-        store = get_artifact_repository(self.client.get_run(self.run_id).info.artifact_uri)
+        store = get_artifact_repository(self.client.get_run(self.run_id).info.artifact_uri, tracking_uri=self.uri)
         if isinstance(store, LocalArtifactRepository):
             target = Path(store.artifact_dir) / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
