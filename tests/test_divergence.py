@@ -7,7 +7,9 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from conftest import small_experiment
 from taskbal import divergence
@@ -172,6 +174,8 @@ def test_a_real_meta_learning_run_with_a_huge_inner_step_is_marked_diverged(tmp_
     sinusoid.write_splits(split, experiment["data"])
     summary = train(experiment, 0, split, tmp_path / "run", progress=False)
     assert summary["diverged_at"] == 2, summary["divergence"]
+    assert summary["nonfinite_at"] == 2  # its meta-parameters too: the run ends at that row
+    assert list(pd.read_csv(tmp_path / "run" / "curve.csv")["iteration"]) == [0, 2]
     written = json.loads((tmp_path / "run" / "train.json").read_text())
     assert written["divergence"] == summary["divergence"]
     # The train job hands this summary to its MLflow run: the verdict a tag, the iteration a metric.
@@ -184,6 +188,40 @@ def test_a_real_meta_learning_run_with_a_huge_inner_step_is_marked_diverged(tmp_
     live.finish(written)
     logged = mlflow.MlflowClient(tracking_uri=uri).get_run(live.run_id).data
     assert logged.tags["divergence"] == summary["divergence"] and logged.metrics["diverged_at"] == 2
+
+
+def test_a_run_stopped_at_non_finite_meta_parameters_loses_nothing_that_training_on_would_give(tmp_path,
+                                                                                                 monkeypatch):
+    """The reference: the same run made to train on to the end. Its rows up to the stop are the stopped run's,
+    every later one is NaN or infinite in every measured column, and its final parameters are still not
+    finite; a healthy run is never stopped."""
+    from taskbal.runners.meta import train
+    from taskbal.train import Run
+
+    experiment = small_experiment(iterations=8)
+    experiment["learner"]["inner_lr"] = 30.0
+    experiment["evaluation"]["curve_every"] = 2
+    split = tmp_path / "split.npz"
+    sinusoid.write_splits(split, experiment["data"])
+    train(experiment, 0, split, tmp_path / "stopped", progress=False)
+    stopped = pd.read_csv(tmp_path / "stopped" / "curve.csv")
+    monkeypatch.setattr(Run, "stopped", property(lambda self: False))
+    on = train(experiment, 0, split, tmp_path / "on", progress=False)
+    full = pd.read_csv(tmp_path / "on" / "curve.csv")
+    assert len(full) == 5 and on["nonfinite_at"] == 2
+    pd.testing.assert_frame_equal(full.iloc[:len(stopped)], stopped)
+    later = full.iloc[len(stopped):].drop(columns="iteration")
+    assert not np.isfinite(later.to_numpy(float)).any()
+    def tensors(state):
+        return [t for v in state.values() for t in (tensors(v) if isinstance(v, dict) else [v]) if torch.is_tensor(t)]
+
+    learner = tensors(torch.load(tmp_path / "on" / "final.pt", weights_only=False)["learner"])
+    assert learner and not all(torch.isfinite(t).all() for t in learner)
+    monkeypatch.undo()
+    calm = small_experiment(iterations=8)
+    calm["evaluation"]["curve_every"] = 2
+    summary = train(calm, 0, split, tmp_path / "calm", progress=False)
+    assert "nonfinite_at" not in summary and len(pd.read_csv(tmp_path / "calm" / "curve.csv")) == 5
 
 
 def test_the_table_names_the_diverged_seeds_and_their_mean_without_them():

@@ -26,7 +26,8 @@ A trainable has
     final_state() -> dict              what final.pt holds besides the experiment and seed
     summary(rows) -> dict              the runner's entries of train.json (numbers only: MLflow metrics)
 
-and may have ``stopped`` (True ends the run early: a diverged optimiser keeps its last finite point),
+and may have ``stopped`` (True ends the run early: a diverged optimiser keeps its last finite point; a
+meta-learning run stops at the curve row that finds a meta-parameter non-finite),
 ``stats_at_row_point`` (True: a step's statistics describe the point it starts from, so they join the
 row recorded at that iteration rather than the next one), ``progress_line(row)`` (beside the progress
 bar) and ``final_line(summary)`` (the log's last line).

@@ -140,6 +140,7 @@ class Run:
         self.eval_chunk = evaluation_chunk(self.learner, self.tasks)
         self.monitored = self.monitored_windows(device)
         self.iteration = 0
+        self.nonfinite_at: int | None = None  # the curve row that found a meta-parameter NaN or infinite
 
     def monitored_windows(self, device: torch.device) -> dict[str, list[TaskBatch]]:
         """The family's monitored windows (``data.monitor``), whose weights the weighting plans at every curve
@@ -252,7 +253,17 @@ class Run:
             row.update({key: float(np.mean([w[key] for w in window])) for key in window[0]})
         row.update(self.evaluate_mean_mse())
         row.update(self.monitored_weights())
+        if self.nonfinite_at is None and not torch.isfinite(self.learner.flat_meta_parameters()).all():
+            self.nonfinite_at = iteration
         return row
+
+    @property
+    def stopped(self) -> bool:
+        """A NaN or infinite meta-parameter stays so under every outer step (p - lr·g, Adam, clipping), so
+        every later row would be NaN: the loop ends the run at the row that found it (``nonfinite_at`` in
+        train.json) instead of computing them. Checked at curve rows only, where the row's evaluation has
+        synchronised the device anyway."""
+        return self.nonfinite_at is not None
 
     def progress_line(self, row: dict) -> str:
         shown = ("test_mse", "test_accuracy_mean", "val_accuracy")
@@ -272,7 +283,9 @@ class Run:
         return {"learner": self.learner.state_dict(), "weighting": self.weighting.state_dict()}
 
     def summary(self, rows: list[dict]) -> dict:
-        return {"num_params": self.num_params, **{f"final_{k}": v for k, v in rows[-1].items() if k != "iteration"}}
+        stopped = {} if self.nonfinite_at is None else {"nonfinite_at": self.nonfinite_at}
+        return {"num_params": self.num_params, **stopped,
+                **{f"final_{k}": v for k, v in rows[-1].items() if k != "iteration"}}
 
 
 def train(experiment: dict, seed: int, split_path: Path, out_dir: Path, *, device: str = "auto",
