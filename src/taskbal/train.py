@@ -260,9 +260,9 @@ class Run:
     @property
     def stopped(self) -> bool:
         """A NaN or infinite meta-parameter stays so under every outer step (p - lr·g, Adam, clipping), so
-        every later row would be NaN: the loop ends the run at the row that found it (``nonfinite_at`` in
-        train.json) instead of computing them. Checked at curve rows only, where the row's evaluation has
-        synchronised the device anyway."""
+        every later row would evaluate the same broken model (NaN losses): the loop ends the run at the row
+        that found it (``nonfinite_at`` in train.json) instead. Checked at curve rows only, where the row's
+        evaluation has synchronised the device anyway."""
         return self.nonfinite_at is not None
 
     def progress_line(self, row: dict) -> str:
