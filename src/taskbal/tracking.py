@@ -204,20 +204,26 @@ class LiveRun:
             self._log_metrics(metrics)
             if tags:
                 self.client.log_batch(self.run_id, tags=tags)
+            local = self._local_artifact_dir() if artifacts else None
             for path in artifacts:
-                self._log_artifact(Path(path))
+                self._log_artifact(Path(path), local)
             self.client.set_terminated(self.run_id, "FINISHED", end_time=_now())
 
-    def _log_artifact(self, path: Path) -> None:
-        """Into a local artifact store (the default, under results/) as a hard link, so a checkpoint is on
-        disk once, not twice; a copy where linking fails (another file system) and for any other store.
-        A link is a snapshot like a copy: run files are replaced by renaming, never rewritten in place."""
+    def _local_artifact_dir(self) -> Path | None:
+        """The run's artifact folder where its store is a local one (the default, under results/); None for
+        any other store (a server's proxied store, object storage)."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
         from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
         store = get_artifact_repository(self.client.get_run(self.run_id).info.artifact_uri, tracking_uri=self.uri)
-        if isinstance(store, LocalArtifactRepository):
-            target = Path(store.artifact_dir) / path.name
+        return Path(store.artifact_dir) if isinstance(store, LocalArtifactRepository) else None
+
+    def _log_artifact(self, path: Path, local: Path | None) -> None:
+        """Into a local artifact folder as a hard link, so a checkpoint is on disk once, not twice; a copy
+        where linking fails (another file system) and for any other store. A link is a snapshot like a
+        copy: run files are replaced by renaming, never rewritten in place."""
+        if local is not None:
+            target = local / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.unlink(missing_ok=True)
             try:
