@@ -144,3 +144,37 @@ def test_progress_names_each_missing_evaluation_once_and_waits_for_the_search():
     assert not any(done.built[key] for key in done.built if key[0] == "SIMOL")
     on_disk |= {maml.file(SCALE, seed, "train.json") for seed in seeds}
     assert progress(spec, SCALE, on_disk.__contains__).built["min average loss (MAML)", "overall_5shot"]
+
+
+def test_columns_asked_for_replace_the_largest_block():
+    # MAML built everywhere, SIMOL in the clipped columns only: the largest block (MAML's 12 columns) leaves
+    # SIMOL out; asking for the clipped columns shows both rows there.
+    spec = load_table(TABLE)
+    cells = {(cell.row, cell.column) for cell in table_cells(spec, SCALE)}
+    clipped = ["overall_5shot_sgd_clip", "worst10_5shot_sgd_clip"]
+    built = {key: key[0] == "min average loss (MAML)" or (key[0] == "SIMOL" and key[1] in clipped) for key in cells}
+    assert [row["label"] for row in restrict_to_built(spec, built)[0]["rows"]] == ["min average loss (MAML)"]
+    subset, left_rows, left_columns = restrict_to_built(spec, built, clipped)
+    assert [row["label"] for row in subset["rows"]] == ["min average loss (MAML)", "SIMOL"]
+    assert [column["key"] for column in subset["columns"]] == clipped and len(left_columns) == 10
+    built["min average loss (MAML)", "overall_2shot"] = False
+    with pytest.raises(ValueError, match=r"no row has every seed built in the columns asked for \(overall 2-shot\)"):
+        restrict_to_built(spec, built, ["overall_2shot"])
+
+
+def test_the_columns_option_renders_only_those_columns(workspace):
+    root, _ = workspace
+    main(["table-so-far", TABLE, "--scale", SCALE, "--columns", "overall_5shot"])
+    frame = pd.read_csv(root / f"results/tables/{SCALE}/so_far/{TABLE}.csv")
+    assert set(frame.column) == {"overall_5shot"} and set(frame.row) == set(BUILT_ROWS)
+
+
+def test_an_unknown_column_is_named_with_the_tables_columns(workspace, capsys):
+    root, _ = workspace
+    with pytest.raises(SystemExit) as stop:
+        main(["table-so-far", TABLE, "--scale", SCALE, "--columns", "overall_5shot,overall_7shot"])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "--columns: overall_7shot is not a column of config/tables/simol_table1.yaml" in error
+    assert "overall_2shot_sgd_clip" in error
+    assert not (root / "results/tables").exists()

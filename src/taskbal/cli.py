@@ -314,7 +314,12 @@ def cmd_table_so_far(args) -> None:
         raise ValueError(f"{spec['name']} at scale {args.scale!r}: no cell has every seed's eval.csv and "
                          f"train.json yet; {len(targets)} evaluations are left to build (snakemake --config "
                          f"scale={args.scale} -- {spec['name']} builds the table)")
-    subset, left_rows, left_columns = restrict_to_built(spec, built)
+    columns = args.columns.split(",") if args.columns else None
+    unknown = [key for key in columns or [] if key not in {column["key"] for column in spec["columns"]}]
+    if unknown:
+        raise ValueError(f"--columns: {', '.join(unknown)} is not a column of config/tables/{spec['name']}.yaml "
+                         f"(its columns: {', '.join(column['key'] for column in spec['columns'])})")
+    subset, left_rows, left_columns = restrict_to_built(spec, built, columns)
     out = Path(args.out or f"results/tables/{args.scale}/so_far/{spec['name']}")
     out.parent.mkdir(parents=True, exist_ok=True)
     inputs = argparse.Namespace(scale=args.scale, out=str(out), curves=[], eval_summaries=[],
@@ -605,6 +610,9 @@ def parser() -> argparse.ArgumentParser:
                             "runs are all trained and evaluated, with the table's verdicts (taskbal.so_far)")
     so_far.add_argument("table", help="the table's name, e.g. nash_table2")
     so_far.add_argument("--scale", required=True)
+    so_far.add_argument("--columns", default=None,
+                        help="comma-separated column keys to show, with every row built in all of them (default: "
+                             "the block with the most built cells)")
     so_far.add_argument("--out", default=None,
                         help="output path without extension (default results/tables/<scale>/so_far/<table>)")
     so_far.set_defaults(func=cmd_table_so_far)

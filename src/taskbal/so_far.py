@@ -41,11 +41,12 @@ def progress(spec: dict, scale: str, exists) -> Progress:
     return Progress(built, list(targets), list(searched))
 
 
-def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool]) -> tuple[dict, list[str], list[str]]:
-    """The table cut to the block of built cells with the most cells (ties: more columns): a set of columns
-    (one row's built columns, or two rows' in common) and every row built in all of them; with the labels
-    of the rows and columns left out. Rows the table never runs at this scale (``not_run``,
-    ``extrapolate``) stay: their page line says why."""
+def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool],
+                      columns: list[str] | None = None) -> tuple[dict, list[str], list[str]]:
+    """The table cut to a block of built cells: the given ``columns`` (keys), or else the block with the most
+    cells (ties: more columns), a set of columns (one row's built columns, or two rows' in common); with
+    every row built in all of them, and the labels of the rows and columns left out. Rows the table never
+    runs at this scale (``not_run``, ``extrapolate``) stay: their page line says why."""
     position = {column["key"]: i for i, column in enumerate(spec["columns"])}
     patterns = {row: frozenset(key for (r, key), done in built.items() if r == row and done) for row, _ in built}
     candidates = {pattern for pattern in patterns.values() if pattern} | \
@@ -58,7 +59,10 @@ def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool]) -> tuple[d
         # most cells, then most columns, then the columns that come first in the table (a fixed choice)
         return len(keys) * len(rows_with(keys)), len(keys), sorted((-position[key] for key in keys), reverse=True)
 
-    kept_keys = max(candidates, key=size)
+    kept_keys = frozenset(columns) if columns else max(candidates, key=size)
+    if not rows_with(kept_keys):
+        labels = ", ".join(column["label"] for column in spec["columns"] if column["key"] in kept_keys)
+        raise ValueError(f"{spec['name']}: no row has every seed built in the columns asked for ({labels})")
     runs, full = set(patterns), set(rows_with(kept_keys))
     rows = [row for row in spec["rows"] if row["label"] not in runs or row["label"] in full]
     columns = [column for column in spec["columns"] if column["key"] in kept_keys]
