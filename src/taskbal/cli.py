@@ -301,7 +301,7 @@ def cmd_table(args) -> None:
 
 def cmd_table_so_far(args) -> None:
     """A table from the runs built so far (taskbal.so_far), beside where the table's own page goes."""
-    from .config import load_table
+    from .config import TABLES_DIR, load_table
     from .so_far import inputs_of, left_out_line, progress, restrict_to_built
 
     spec = load_table(args.table)
@@ -314,12 +314,12 @@ def cmd_table_so_far(args) -> None:
         raise ValueError(f"{spec['name']} at scale {args.scale!r}: no cell has every seed's eval.csv and "
                          f"train.json yet; {len(targets)} evaluations are left to build (snakemake --config "
                          f"scale={args.scale} -- {spec['name']} builds the table)")
-    columns = args.columns.split(",") if args.columns else None
-    unknown = [key for key in columns or [] if key not in {column["key"] for column in spec["columns"]}]
+    column_keys = args.columns.split(",") if args.columns else None
+    unknown = [key for key in column_keys or [] if key not in {column["key"] for column in spec["columns"]}]
     if unknown:
-        raise ValueError(f"--columns: {', '.join(unknown)} is not a column of config/tables/{spec['name']}.yaml "
+        raise ValueError(f"--columns: {', '.join(unknown)} is not a column of {TABLES_DIR / spec['name']}.yaml "
                          f"(its columns: {', '.join(column['key'] for column in spec['columns'])})")
-    subset, left_rows, left_columns = restrict_to_built(spec, built, columns)
+    subset, left_rows, left_columns = restrict_to_built(spec, built, column_keys)
     out = Path(args.out or f"results/tables/{args.scale}/so_far/{spec['name']}")
     out.parent.mkdir(parents=True, exist_ok=True)
     inputs = argparse.Namespace(scale=args.scale, out=str(out), curves=[], eval_summaries=[],

@@ -42,8 +42,8 @@ def progress(spec: dict, scale: str, exists) -> Progress:
 
 
 def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool],
-                      columns: list[str] | None = None) -> tuple[dict, list[str], list[str]]:
-    """The table cut to a block of built cells: the given ``columns`` (keys), or else the block with the most
+                      column_keys: list[str] | None = None) -> tuple[dict, list[str], list[str]]:
+    """The table cut to a block of built cells: the columns ``column_keys``, or else the block with the most
     cells (ties: more columns), a set of columns (one row's built columns, or two rows' in common); with
     every row built in all of them, and the labels of the rows and columns left out. Rows the table never
     runs at this scale (``not_run``, ``extrapolate``) stay: their page line says why."""
@@ -59,11 +59,11 @@ def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool],
         # most cells, then most columns, then the columns that come first in the table (a fixed choice)
         return len(keys) * len(rows_with(keys)), len(keys), sorted((-position[key] for key in keys), reverse=True)
 
-    kept_keys = frozenset(columns) if columns else max(candidates, key=size)
-    if not rows_with(kept_keys):
+    kept_keys = frozenset(column_keys) if column_keys else max(candidates, key=size)
+    runs, full = set(patterns), set(rows_with(kept_keys))
+    if not full:
         labels = ", ".join(column["label"] for column in spec["columns"] if column["key"] in kept_keys)
         raise ValueError(f"{spec['name']}: no row has every seed built in the columns asked for ({labels})")
-    runs, full = set(patterns), set(rows_with(kept_keys))
     rows = [row for row in spec["rows"] if row["label"] not in runs or row["label"] in full]
     columns = [column for column in spec["columns"] if column["key"] in kept_keys]
     left_rows = [row["label"] for row in spec["rows"] if row["label"] in runs and row["label"] not in full]
