@@ -57,6 +57,17 @@ def test_a_bad_explosion_setting_names_the_field_and_the_table(repo, tmp_path, f
     assert field in message
 
 
+@pytest.mark.parametrize("rule, field", [("{metric: simol_r_mean}", "below"),
+                                         ("{metric: simol_r_mean, below: .nan}", "stall.below"),
+                                         ("{metric: simol_r_mean, below: 0.01, share: 1}", "share"),
+                                         ("{metric: simol_r_mean, below: 0.01, at: 3}", "at")])
+def test_a_bad_stall_rule_names_the_field_and_the_table(repo, tmp_path, rule, field):
+    message = plan_after_edit(repo, tmp_path, "simol_table1.yaml", "stall: {metric: simol_r_mean, below: 0.01}",
+                              f"stall: {rule}")
+    assert message.startswith(str(tmp_path / "tables/simol_table1.yaml") + ": "), message
+    assert "stall" in message and field in message, message
+
+
 def test_infinite_and_nan_options_are_refused_wherever_they_are(repo, tmp_path):
     from conftest import small_experiment
     from taskbal.runners import check_experiment

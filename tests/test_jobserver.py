@@ -133,3 +133,15 @@ def test_the_server_ends_with_its_build(tmp_path, tool_env):
     build.wait()
     assert server.wait(timeout=30) == 0
     assert "stopped" in server.stdout.read() and not folder.exists()  # its socket folder is gone
+
+
+def test_a_server_whose_build_has_already_ended_leaves_nothing(tmp_path, tool_env):
+    build = subprocess.Popen(["true"])
+    build.wait()  # reaped: its pid names no process
+    folder = tmp_path / "s"
+    folder.mkdir()
+    done = subprocess.run([sys.executable, "-m", "taskbal.jobserver.server", "--socket",
+                           str(folder / jobserver.SOCKET_NAME), "--parent", str(build.pid)], env=tool_env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "has already ended; not started" in done.stdout, done.stdout + done.stderr
+    assert not folder.exists()

@@ -36,8 +36,10 @@ def workspace(empty_workspace):
         for seed in seeds_of(spec, SCALE):
             mse = rng.gamma(2.0, 0.5 + BUILT_ROWS.index(cell.row), size=50)
             values[cell.row, seed] = mse
+            curve = pd.DataFrame({"iteration": [0, 10, 20], "val_mse": [4.0, 2.0, float(mse.mean())]})
             for name, text in (("eval.csv", pd.DataFrame({"task": range(50), "mse": mse}).to_csv(index=False)),
-                               ("train.json", json.dumps({"divergence": "none", "final_val_mse": float(mse.mean())}))):
+                               ("train.json", json.dumps({"divergence": "none", "final_val_mse": float(mse.mean())})),
+                               ("curve.csv", curve.to_csv(index=False))):  # the train rule writes all three
                 path = root / cell.file(SCALE, seed, name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)

@@ -259,18 +259,28 @@ def data_sources(split_sidecars: list[str]) -> str:
     return " | ".join(seen)
 
 
-def diverged_curves(spec: dict, trained: dict, per_task: dict | None = None) -> str:
+def diverged_curves(spec: dict, trained: dict, per_task: dict | None = None, curves: dict | None = None) -> str:
     """Which curves of a figure come from diverged seeds ('row, column: seed 2 diverged at …') and, with
-    the runs' eval.csv (``per_task``), which seeds exploded on the test tasks (taskbal.divergence)."""
-    from .divergence import diverged_seeds, exploded_seeds, explosion_factor, explosion_share, named_seeds_line
+    the runs' eval.csv (``per_task``), which seeds exploded on the test tasks, and with their curves and the
+    figure's stall rule, which stalled (taskbal.divergence)."""
+    from .divergence import (
+        diverged_seeds,
+        exploded_seeds,
+        explosion_factor,
+        explosion_share,
+        named_seeds_line,
+        stall_rule,
+        stalled_seeds,
+    )
     from .tables import test_errors
 
     columns = {column["key"]: column for column in spec["columns"]}
-    factor, share = explosion_factor(spec), explosion_share(spec)
+    factor, share, stall = explosion_factor(spec), explosion_share(spec), stall_rule(spec)
     parts = []
     for (row, column), per_seed in trained.items():
         errors = test_errors((per_task or {}).get((row, column)), columns[column])
-        text = named_seeds_line(diverged_seeds(per_seed), exploded_seeds(errors, per_seed, factor, share))
+        stalled = stalled_seeds((curves or {}).get((row, column)), per_seed, stall)
+        text = named_seeds_line(diverged_seeds(per_seed), exploded_seeds(errors, per_seed, factor, share), stalled)
         if text:
             parts.append(f"{row}, {columns[column]['label']}: {text}")
     return "; ".join(parts)
@@ -322,8 +332,7 @@ def cmd_table_so_far(args) -> None:
     subset, left_rows, left_columns = restrict_to_built(spec, built, column_keys)
     out = Path(args.out or f"results/tables/{args.scale}/so_far/{spec['name']}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    inputs = argparse.Namespace(scale=args.scale, out=str(out), curves=[], eval_summaries=[],
-                                **inputs_of(subset, args.scale))
+    inputs = argparse.Namespace(scale=args.scale, out=str(out), eval_summaries=[], **inputs_of(subset, args.scale))
     render(subset, inputs, {"built so far, left out": left_out_line(left_rows, left_columns)})
     if targets:
         print(f"{len(targets)} evaluations left to build: snakemake --config scale={args.scale} -- {' '.join(targets)}")
@@ -363,11 +372,14 @@ def render(spec: dict, args, extra_provenance: dict | None = None) -> None:
         provenance["weights"] = weights
     out = Path(args.out)
     if spec.get("kind", "table") == "table":
+        from .divergence import stall_rule
         from .tables import build_table, write_table
 
         cells, runs = collect(spec, args.scale, args.eval, EVAL, pd.read_csv)
         provenance["runs"] = ", ".join(runs)
-        frame = build_table(spec, cells, args.scale, trained)
+        # A table with a stall rule judges each seed's curve (the rule declares curve.csv only for such tables).
+        curves = collect(spec, args.scale, args.curves, CURVE, pd.read_csv)[0] if stall_rule(spec) else None
+        frame = build_table(spec, cells, args.scale, trained, curves)
         record = record_of(spec, args.scale, provenance, cells=frame, machines=machines)
         for path in write_table(frame, spec, out, args.scale, provenance, record):
             print(f"wrote {path}")
@@ -384,7 +396,7 @@ def render(spec: dict, args, extra_provenance: dict | None = None) -> None:
         add_curve_means(finals, curves)
         add_run_numbers(finals, trained)
         provenance["runs"] = ", ".join(runs)
-        diverged = diverged_curves(spec, trained, per_task)
+        diverged = diverged_curves(spec, trained, per_task, curves)
         if diverged:
             provenance["diverged"] = diverged
         png, page, record_path = (out.with_name(out.name + suffix) for suffix in (".png", ".md", ".json"))
@@ -599,7 +611,8 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--scale", required=True)
     table.add_argument("--out", required=True, help="output path without extension")
     table.add_argument("--eval", nargs="*", default=[], help="eval.csv of every run and seed")
-    table.add_argument("--curves", nargs="*", default=[], help="curve.csv of every run and seed (figures)")
+    table.add_argument("--curves", nargs="*", default=[],
+                       help="curve.csv of every run and seed (figures, and tables with a stall rule)")
     table.add_argument("--eval-summaries", nargs="*", default=[], help="eval.json of every run and seed (figures)")
     table.add_argument("--splits", nargs="*", default=[], help="sidecars (.json) of the runs' split files")
     table.add_argument("--selections", nargs="*", default=[], help="grid selections of the grid-searched rows")

@@ -32,6 +32,15 @@ a diverged seed. Either of two signs marks it:
   ``explosion_share``), judged from 100 test tasks on. This names a *partial* explosion, a handful
   of tasks whose error is thousands of times the rest's while the mean stays under the factor (a
   few hundred validation tasks seldom hold such a task, so the mean against validation misses it).
+
+A run can also *stall*: stay finite and calm while the quantity that drives its learning collapses.
+SIMOL's task weights r_θ(τ) multiply every task's meta-gradient, and under a small λ̂'' they fall to
+zero for most of a run (README, Measured). A table's optional ``stall`` section names a curve column
+(``metric``), a level (``below``) and a ``share`` (default ``STALL_SHARE``): a seed whose column is
+below the level at more than that share of its curve rows after iteration 0 stalled
+(:func:`stalled_seeds`). The table names it and leaves it out of the mean "without", as it does a
+diverged seed; the cell's value keeps it, since a stall is the method's own behaviour. A table
+without the section, or a curve without the column, is not judged.
 """
 from __future__ import annotations
 
@@ -40,6 +49,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 
 DEFAULTS = {"metric": "train_loss", "factor": 2.0, "after": 0, "recovery": 1.25}
 # Far above the sampling difference between two sets of tasks from one distribution (the mean MSE of
@@ -52,6 +62,9 @@ EXPLOSION_FACTOR = 10.0
 EXPLOSION_SHARE = 0.5
 WORST_TASKS = 0.01
 SHARE_MIN_TASKS = 100  # below this, ⌈1 %⌉ is one task, and one hard task among few can carry half the error
+# "Most of training": a run whose driving quantity is near zero at a minority of its rows has dipped and
+# recovered, which SIMOL's weights do in runs that end among the best.
+STALL_SHARE = 0.5
 
 
 def rule_of(experiment: dict) -> dict:
@@ -141,8 +154,8 @@ def diverged_seeds(summaries: dict[int, dict] | None) -> dict[int, int]:
 
 
 def names_diverged_seeds(text) -> bool:
-    """Whether a table cell's ``diverged`` entry is a ``seeds_line`` (not 'none' or 'not checked')."""
-    return isinstance(text, str) and text.startswith("seed ")
+    """Whether a table cell's ``diverged`` entry names seeds (not 'none' or 'not checked')."""
+    return isinstance(text, str) and text.startswith("seed")
 
 
 def seeds_line(diverged: dict[int, int]) -> str:
@@ -216,6 +229,74 @@ def exploded_line(exploded: dict[int, Explosion]) -> str:
                      for seed, found in sorted(exploded.items()))
 
 
-def named_seeds_line(diverged: dict[int, int], exploded: dict[int, Explosion]) -> str:
-    """The seeds that diverged, then those that exploded on the test tasks, for a table or a figure page."""
-    return "; ".join(part for part in (seeds_line(diverged), exploded_line(exploded)) if part)
+def stall_rule(spec: dict) -> dict | None:
+    """A table's ``stall`` section with its default share, checked (errors name the field); None when the
+    table has none."""
+    section = spec.get("stall")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ValueError(f"stall: expected a mapping with metric, below and share, got {section!r}")
+    unknown = sorted(set(section) - {"metric", "below", "share"})
+    if unknown:
+        raise ValueError(f"stall.{unknown[0]}: unknown option of the stall rule; known: ['below', 'metric', 'share']")
+    metric = section.get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise ValueError(f"stall.metric: expected the name of a curve column, got {metric!r}")
+    below = section.get("below")
+    if isinstance(below, bool) or not isinstance(below, (int, float)) or not math.isfinite(below):
+        raise ValueError(f"stall.below: must be a finite number, got {below!r}")
+    share = section.get("share", STALL_SHARE)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+        raise ValueError(f"stall.share: must be a number from 0 to below 1, got {share!r}")
+    return {"metric": metric, "below": float(below), "share": float(share)}
+
+
+class Stall(NamedTuple):
+    share: float  # of the curve rows after iteration 0 with the metric below the level
+    first: int    # the first iteration at which it was
+    metric: str
+    below: float
+
+
+def stalled_seeds(curves: dict[int, pd.DataFrame] | None, summaries: dict[int, dict] | None,
+                  rule: dict | None) -> dict[int, Stall]:
+    """seed → Stall for the seeds whose curve has the rule's metric below its level at more than its share of
+    the rows after iteration 0. A seed that diverged (named as such) or whose curve lacks the metric is not
+    judged; nor is any seed without a rule."""
+    if not rule:
+        return {}
+    metric, found = rule["metric"], {}
+    for seed, curve in sorted((curves or {}).items()):
+        if (summaries or {}).get(seed, {}).get("diverged_at") is not None or metric not in curve.columns:
+            continue
+        recorded = curve[curve["iteration"] > 0].dropna(subset=[metric])
+        if recorded.empty:
+            continue
+        low = recorded[metric].to_numpy(np.float64) < rule["below"]
+        if low.mean() > rule["share"]:
+            found[seed] = Stall(float(low.mean()), int(recorded["iteration"].to_numpy()[low][0]), metric,
+                                rule["below"])
+    return found
+
+
+def stalled_line(stalled: dict[int, Stall]) -> str:
+    """``seeds 1, 4 stalled: simol_r_mean < 0.01 at 90%, 82% of their curve rows (first at iteration 1,100,
+    1,600)``; one rule serves a table, so the metric and level are said once."""
+    if not stalled:
+        return ""
+    seeds = sorted(stalled)
+    first = stalled[seeds[0]]
+    listed = lambda parts: ", ".join(parts)  # noqa: E731
+    return (f"seed{'s' if len(seeds) > 1 else ''} {listed(str(seed) for seed in seeds)} stalled: {first.metric} < "
+            f"{first.below:g} at {listed(f'{stalled[seed].share:.0%}' for seed in seeds)} of "
+            f"{'their' if len(seeds) > 1 else 'its'} curve rows (first at iteration "
+            f"{listed(f'{stalled[seed].first:,}' for seed in seeds)})")
+
+
+def named_seeds_line(diverged: dict[int, int], exploded: dict[int, Explosion],
+                     stalled: dict[int, Stall] | None = None) -> str:
+    """The seeds that diverged, then those that exploded on the test tasks, then those that stalled, for a
+    table or a figure page."""
+    return "; ".join(part for part in (seeds_line(diverged), exploded_line(exploded), stalled_line(stalled or {}))
+                     if part)

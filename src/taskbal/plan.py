@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import extends_chain, load_table, run_id, split_id, table_cells
-from .divergence import explosion_factor, explosion_share
+from .divergence import explosion_factor, explosion_share, stall_rule
 from .grid import MARKER, base_of, search_experiments, seeds_of_grid, without
 from .settings import ConfigFileError, read_yaml
 
@@ -296,6 +296,7 @@ def load_plan(tables_dir: Path | str, schemas_dir: Path | str, requested: list[s
             check_paper_values(spec)
             explosion_factor(spec)  # table-level settings the schema cannot bound (.inf, .nan)
             explosion_share(spec)
+            stall_rule(spec)
             check_panel_columns(spec)
             for name, grid in (spec.get("grid_configs") or {}).items():
                 check_grid(grid_schema, grid, tables_dir.parent / "grids" / f"{name}.yaml", spec["scales"])

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .artifacts import EVAL, TRAIN_SUMMARY, selection_file, split_sidecar
+from .artifacts import CURVE, EVAL, TRAIN_SUMMARY, selection_file, split_sidecar
 from .config import seeds_of, table_cells
+from .divergence import stall_rule
 
 
 @dataclass
@@ -72,12 +73,13 @@ def restrict_to_built(spec: dict, built: dict[tuple[str, str], bool],
 
 
 def inputs_of(spec: dict, scale: str) -> dict[str, list[str]]:
-    """The files ``taskbal table`` reads for ``spec``: eval.csv, train.json, the splits' sidecars and the
-    selections of grid-searched rows."""
+    """The files ``taskbal table`` reads for ``spec``: eval.csv, train.json, curve.csv where the table has a
+    stall rule, the splits' sidecars and the selections of grid-searched rows."""
     cells = table_cells(spec, scale)
     seeds = seeds_of(spec, scale)
     files = lambda name: sorted({cell.file(scale, seed, name) for cell in cells for seed in seeds})  # noqa: E731
     return {"eval": files(EVAL), "train_summaries": files(TRAIN_SUMMARY),
+            "curves": files(CURVE) if stall_rule(spec) else [],
             "splits": sorted({split_sidecar(scale, cell.split) for cell in cells}),
             "selections": sorted({selection_file(scale, cell.selection) for cell in cells if cell.selection})}
 

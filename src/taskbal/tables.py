@@ -13,10 +13,11 @@ they overlap only because our seed interval is wider than both our mean and the 
 seed CI > max(|ours|, |paper mean|), e.g. one seed far off, a diverged or exploding one — since
 such an interval overlaps nearly any value of that size; 'one seed' where there is no seed
 interval). ``diverged``: the seeds whose training diverged (their train.json's verdict,
-taskbal.divergence) and where, and those that exploded on the test tasks (mean test MSE far above
-their final validation MSE), with ``mean_without_diverged``, the other seeds' mean; the cell's
-value keeps every seed. A column with ``paper_column`` (another reading of the same
-experiment) is judged against that column's published value.
+taskbal.divergence) and where, those that exploded on the test tasks (mean test MSE far above
+their final validation MSE) and, where the table has a ``stall`` rule, those that stalled (the rule's
+curve column near zero for most of training: read from the runs' curve.csv), with
+``mean_without_diverged``, the other seeds' mean; the cell's value keeps every seed. A column with
+``paper_column`` (another reading of the same experiment) is judged against that column's published value.
 Per column: our best row (bold; rows whose value is NaN are not ranked), a star when its
 improvement over our second best passes the two-sided paired t-test over seeds (per-seed values
 paired by seed) at the table's significance level (default 0.1, as the paper's captions define
@@ -43,12 +44,15 @@ from .divergence import (
     SHARE_MIN_TASKS,
     WORST_TASKS,
     Explosion,
+    Stall,
     diverged_seeds,
     exploded_seeds,
     explosion_factor,
     explosion_share,
     named_seeds_line,
     names_diverged_seeds,
+    stall_rule,
+    stalled_seeds,
 )
 from .io import atomic_path
 from .stats import paired_t_test, seed_paired_t_test, summarise
@@ -207,12 +211,12 @@ def column_samples(spec: dict, column: dict, cells: dict, trained: dict | None) 
 
 
 def divergence_text(trained: dict[int, dict] | None, diverged: dict[int, int],
-                    exploded: dict[int, Explosion] | None = None) -> str:
-    """The cell's ``diverged`` entry: which seeds diverged where and which exploded on the test tasks;
-    'none'; or 'not checked' when no seed's train.json has a verdict (trained before divergence was
+                    exploded: dict[int, Explosion] | None = None, stalled: dict[int, Stall] | None = None) -> str:
+    """The cell's ``diverged`` entry: which seeds diverged where, which exploded on the test tasks and which
+    stalled; 'none'; or 'not checked' when no seed's train.json has a verdict (trained before divergence was
     recorded, or a curve without the monitored loss)."""
-    if diverged or exploded:
-        return named_seeds_line(diverged, exploded or {})
+    if diverged or exploded or stalled:
+        return named_seeds_line(diverged, exploded or {}, stalled)
     checked = [s for s in (trained or {}).values() if not str(s.get("divergence", "not checked")).startswith("not")]
     return "none" if checked else "not checked"
 
@@ -228,7 +232,7 @@ def test_errors(per_seed: dict[int, np.ndarray | pd.DataFrame] | None, column: d
 
 
 def without_diverged(summary, left_out) -> float:
-    """Mean of the per-seed values of the seeds not in ``left_out`` (those that diverged or exploded);
+    """Mean of the per-seed values of the seeds not in ``left_out`` (those that diverged, exploded or stalled);
     NaN when none or all are."""
     if summary is None or not left_out:
         return float("nan")
@@ -237,10 +241,12 @@ def without_diverged(summary, left_out) -> float:
 
 
 def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | pd.DataFrame]],
-                scale: str, trained: dict[tuple[str, str], dict[int, dict]] | None = None) -> pd.DataFrame:
-    """The table's lines (COLUMNS); ``trained``: per cell, each seed's train.json (for divergence)."""
+                scale: str, trained: dict[tuple[str, str], dict[int, dict]] | None = None,
+                curves: dict[tuple[str, str], dict[int, pd.DataFrame]] | None = None) -> pd.DataFrame:
+    """The table's lines (COLUMNS); ``trained``: per cell, each seed's train.json (for divergence);
+    ``curves``: per cell, each seed's curve.csv (for the table's stall rule, if it has one)."""
     level = spec.get("significance_level", 0.1)
-    factor, share = explosion_factor(spec), explosion_share(spec)
+    factor, share, stall = explosion_factor(spec), explosion_share(spec), stall_rule(spec)
     lines = []
     for column in spec["columns"]:
         metric = column.get("metric", "overall")
@@ -261,6 +267,7 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
             diverged = diverged_seeds((trained or {}).get(key)) if summary else {}
             exploded = exploded_seeds(test_errors(cells.get(key), column), (trained or {}).get(key), factor,
                                       share) if summary else {}
+            stalled = stalled_seeds((curves or {}).get(key), (trained or {}).get(key), stall) if summary else {}
             seed_ci = summary.seed_ci if summary else float("nan")
             column_lines.append({
                 "table": spec["name"], "scale": scale, "row": row["label"], "column": column["key"],
@@ -274,9 +281,9 @@ def build_table(spec: dict, cells: dict[tuple[str, str], dict[int, np.ndarray | 
                 "verdict": verdict(summary.mean if summary else None, paper),
                 "seed_verdict": seed_verdict(summary.mean if summary else None, seed_ci, paper),
                 "best": False, "significant": False, "p_value": float("nan"), "p_value_tasks": float("nan"),
-                "diverged": divergence_text((trained or {}).get(key), diverged, exploded)
+                "diverged": divergence_text((trained or {}).get(key), diverged, exploded, stalled)
                 if summary else float("nan"),
-                "mean_without_diverged": without_diverged(summary, {*diverged, *exploded})})
+                "mean_without_diverged": without_diverged(summary, {*diverged, *exploded, *stalled})})
         finite = {r: s.mean for r, s in summaries.items() if not math.isnan(s.mean)}
         if finite:
             order = ranking(finite, lower)
@@ -431,9 +438,18 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
             "test tasks' a seed whose mean test MSE is non-finite or above "
             f"{explosion_factor(spec):g} × its validation MSE at the end of training, or whose worst "
             f"{WORST_TASKS:.0%} of test tasks carry more than {explosion_share(spec):.0%} of its test MSE "
-            f"(judged from {SHARE_MIN_TASKS} tasks on), and 'without' "
+            f"(judged from {SHARE_MIN_TASKS} tasks on), {stall_legend(spec)}and 'without' "
             "is the mean of the other seeds' values (the value shown first includes every seed).", ""]
     return "\n".join(out)
+
+
+def stall_legend(spec: dict) -> str:
+    """The legend's words on the table's stall rule (nothing for a table without one)."""
+    rule = stall_rule(spec)
+    if not rule:
+        return ""
+    return (f"'stalled' a seed whose {rule['metric']} (a column of its training curve) is below {rule['below']:g} "
+            f"at more than {rule['share']:.0%} of its curve rows (the rule is the table's stall section), ")
 
 
 TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from taskbal import artifacts
 from taskbal.config import seeds_of, table_cells
+from taskbal.divergence import stall_rule
 from taskbal.plan import PlanError, load_plan
 
 validate(config, "../schemas/config.schema.yaml")
@@ -145,6 +146,11 @@ def run_files(spec_name, scale, filename):
     spec = TABLES[spec_name]
     seeds = seeds_of(spec, scale)
     return sorted({cell.file(scale, seed, filename) for cell in table_cells(spec, scale) for seed in seeds})
+
+
+def stall_curves(spec_name, scale):
+    """The curve.csv files of a table with a stall rule, which judges each seed's curve; none for another table."""
+    return run_files(spec_name, scale, artifacts.CURVE) if stall_rule(TABLES[spec_name]) else []
 
 
 def split_sidecars(spec_name, scale):

@@ -11,6 +11,7 @@ rule table:
         config="config/tables/{table}.yaml",
         per_task=lambda w: run_files(w.table, w.scale, artifacts.EVAL),
         trained=lambda w: run_files(w.table, w.scale, artifacts.TRAIN_SUMMARY),
+        curves=lambda w: stall_curves(w.table, w.scale),
         splits=lambda w: split_sidecars(w.table, w.scale),
         selections=lambda w: table_selections(w.table, w.scale),
     output:
@@ -24,8 +25,8 @@ rule table:
         "../../environment.yml"
     shell:
         "taskbal table --config {input.config} --scale {wildcards.scale}"
-        " --eval {input.per_task} --train-summaries {input.trained} --splits {input.splits}"
-        " --selections {input.selections}"
+        " --eval {input.per_task} --train-summaries {input.trained} --curves {input.curves}"
+        " --splits {input.splits} --selections {input.selections}"
         " --out results/tables/{wildcards.scale}/{wildcards.table} > {log} 2>&1"
 
 

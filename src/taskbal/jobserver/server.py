@@ -32,12 +32,14 @@ class Server:
     def __init__(self, path: str, parent: int, idle_seconds: float):
         self.idle_seconds = idle_seconds
         self.selector = selectors.DefaultSelector()
+        # The build's pidfd before the socket: once the socket exists (what a client waits for), the build's
+        # end is always seen. A build gone before this raises ProcessLookupError, and no socket is left behind.
+        self.parent = os.pidfd_open(parent)
+        self.selector.register(self.parent, selectors.EVENT_READ, ("parent", None))
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(128)
         self.selector.register(self.listener, selectors.EVENT_READ, ("listener", None))
-        self.parent = os.pidfd_open(parent)
-        self.selector.register(self.parent, selectors.EVENT_READ, ("parent", None))
         self.jobs: dict[int, tuple[int, socket.socket, float]] = {}  # pidfd -> (pid, the job's connection, start)
         self.listening, self.stop_asked = True, False
         self.last_job = time.monotonic()
@@ -214,7 +216,12 @@ def serve(path: str, parent: int, idle_seconds: float) -> None:
 
     for name in (*PRELOAD, *(module for module in FAMILIES.values() if isinstance(module, str))):
         importlib.import_module(name)
-    server = Server(path, parent, idle_seconds)
+    try:
+        server = Server(path, parent, idle_seconds)
+    except ProcessLookupError:
+        print(f"job server: the build (process {parent}) has already ended; not started", flush=True)
+        remove_folder(path)
+        return
     me = os.getpid()
     Path(path).with_name("pid").write_text(str(me))
 
@@ -228,11 +235,16 @@ def serve(path: str, parent: int, idle_seconds: float) -> None:
     finally:
         for name in (SOCKET_NAME, "pid"):
             Path(path).with_name(name).unlink(missing_ok=True)
-        try:
-            os.rmdir(Path(path).parent)
-        except OSError:
-            pass
+        remove_folder(path)
         print(f"job server {me}: stopped", flush=True)
+
+
+def remove_folder(path: str) -> None:
+    """The socket's folder, if nothing else is in it."""
+    try:
+        os.rmdir(Path(path).parent)
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
