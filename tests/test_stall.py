@@ -1,5 +1,5 @@
 """A stalled run (taskbal.divergence, a table's ``stall`` rule): finite and calm, but the quantity that drives
-its learning stays near zero for most of training (SIMOL's task weights under a small λ̂'')."""
+its learning stays near zero for most of training (SIMOL's task weights, README, Measured)."""
 from __future__ import annotations
 
 import json
