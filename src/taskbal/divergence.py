@@ -35,7 +35,7 @@ a diverged seed. Either of two signs marks it:
 
 A run can also *stall*: stay finite and calm while the quantity that drives its learning collapses.
 SIMOL's task weights r_θ(τ) multiply every task's meta-gradient, and at the published budget they
-fall to zero for most of training in 3 of the 5 seeds of the searched point and at 15 of the search's
+fall to zero for most of training in 3 of the 5 seeds of the selected point and at 15 of the search's
 80 points (README, Measured). A table's optional ``stall`` section names a curve column (``metric``),
 a level (``below``) and a ``share`` (default ``STALL_SHARE``): a seed whose column is below the level
 at more than that share of its curve rows after iteration 0 stalled (:func:`stalled_seeds`). The table
