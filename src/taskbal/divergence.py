@@ -275,9 +275,9 @@ def stalled_seeds(curves: dict[int, pd.DataFrame] | None, summaries: dict[int, d
         if recorded.empty:
             continue
         low = recorded[metric].to_numpy(np.float64) < rule["below"]
-        if low.mean() > rule["share"]:
-            found[seed] = Stall(float(low.mean()), int(recorded["iteration"].to_numpy()[low][0]), metric,
-                                rule["below"])
+        share = float(low.mean())
+        if share > rule["share"]:
+            found[seed] = Stall(share, int(recorded["iteration"].to_numpy()[low][0]), metric, rule["below"])
     return found
 
 
