@@ -60,10 +60,11 @@ def test_a_bad_explosion_setting_names_the_field_and_the_table(repo, tmp_path, f
 @pytest.mark.parametrize("rule, field", [("{metric: simol_r_mean}", "below"),
                                          ("{metric: simol_r_mean, below: .nan}", "stall.below"),
                                          ("{metric: simol_r_mean, below: 0.01, share: 1}", "share"),
-                                         ("{metric: simol_r_mean, below: 0.01, at: 3}", "at")])
+                                         ("{metric: simol_r_mean, below: 0.01, at: 3}", "at"),
+                                         ("{metric: simol_r_mean, below: 0.01, above: 0.01}", "stall.above")])
 def test_a_bad_stall_rule_names_the_field_and_the_table(repo, tmp_path, rule, field):
-    message = plan_after_edit(repo, tmp_path, "simol_table1.yaml", "stall: {metric: simol_r_mean, below: 0.01}",
-                              f"stall: {rule}")
+    written = "stall: {metric: simol_r_mean, below: 0.01, above: 10}"
+    message = plan_after_edit(repo, tmp_path, "simol_table1.yaml", written, f"stall: {rule}")
     assert message.startswith(str(tmp_path / "tables/simol_table1.yaml") + ": "), message
     assert "stall" in message and field in message, message
 

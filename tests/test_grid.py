@@ -22,6 +22,8 @@ from taskbal.grid import (
     score_point,
     search_experiments,
     selection_record,
+    stall_counts,
+    with_stalls,
 )
 from taskbal.plan import PlanError, load_plan
 
@@ -74,6 +76,30 @@ def test_a_selection_record_names_the_point_and_keeps_every_point():
     assert "**1**" in page and "t1: SIMOL, overall" in page
     nothing = selection_record(TINY_GRID, "paper", base, [point([math.nan], index=0)])
     assert nothing["selected"] is None
+
+
+def test_the_page_names_points_that_stalled_or_blew_up_without_changing_the_selection():
+    """A grid's stall rule judges each point's search runs for its page (taskbal.divergence); the selection
+    stays the paper's, the value alone."""
+    weights = {"run0": [1.0, 0.001, 0.001, 0.002], "run1": [1.0, 0.9, 1.1, 0.8], "run2": [20.0, 40.0, 50.0, 1.0]}
+    base = {"data": {"family": "sinusoid"}, "weighting": {"name": "simol"}}
+    scored = [point([0.5, 0.7], index=0), point([1.0, 1.2], index=1), point([4.0, 4.1], index=2)]
+    record = selection_record(TINY_GRID, "paper", base, scored)
+    assert record["selected"] == {"weighting.theta_lr": 0}  # the stalled point is still the best by value
+    rule = {"metric": "simol_r_mean", "below": 0.01, "above": 10.0, "share": 0.5}
+    curve = lambda run, seed: pd.DataFrame({"iteration": [0, 100, 200, 300, 400],  # noqa: E731
+                                            "simol_r_mean": [math.nan] + weights[run]})
+    judged = with_stalls([record], rule, curve, lambda run, seed: {"divergence": "none"})
+    notes = [p["stalled"] for p in judged[0]["points"]]
+    assert notes[0].startswith("seeds 0, 1 stalled: simol_r_mean < 0.01 at 75%, 75%")
+    assert notes[1] == "" and notes[2].startswith("seeds 0, 1 blew up: simol_r_mean > 10 at 75%, 75%")
+    assert stall_counts(judged[0]) == ("1 stalled, 1 blew up (of 3 points); the selected point: " + notes[0])
+    grid = {**TINY_GRID, "stall": {"metric": "simol_r_mean", "below": 0.01, "above": 10}}
+    page = page_markdown(grid, "paper", judged, {}, {})
+    assert "- stall rule: 1 stalled, 1 blew up (of 3 points)" in page and notes[2] in page
+    assert "'blew up' a seed whose simol_r_mean" in page and "the selection does not use it" in page
+    assert with_stalls([record], None, curve, None) == [record]  # a grid without the rule judges nothing
+    assert "stall rule" not in page_markdown(TINY_GRID, "paper", [record], {}, {})
 
 
 def test_apply_selection_merges_the_chosen_settings_and_checks_the_file():
@@ -155,6 +181,30 @@ def test_a_grid_that_does_not_exist_or_is_malformed_names_its_file(tmp_path):
                     .replace("weighting.theta_lr: [0.01, 0.03", "weighting.theta_rate: [0.01, 0.03"))
     with pytest.raises(PlanError, match="grid simol_appendix_d point .*theta_rate"):
         load_plan(config / "tables", SCHEMAS, [], cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("rule, field", [("{metric: simol_r_mean, below: 0.01, above: .nan}", "stall.above"),
+                                         ("{metric: simol_r_mean, below: 0.01, above: 0.001}", "stall.above"),
+                                         ("{metric: simol_r_mean}", "stall.below: the rule needs a level"),
+                                         ("{metric: simol_r_mean, below: 0.01, over: 10}", "stall")])
+def test_a_bad_grid_stall_rule_names_its_field_and_file(tmp_path, rule, field):
+    config = copy_configs(tmp_path)
+    grid = config / "grids/simol_appendix_d.yaml"
+    grid.write_text(grid.read_text().replace("stall: {metric: simol_r_mean, below: 0.01, above: 10}", f"stall: {rule}"))
+    with pytest.raises(PlanError, match=rf"simol_appendix_d.yaml: .*{field}"):
+        load_plan(config / "tables", SCHEMAS, [], cache_dir=tmp_path)
+
+
+def test_a_grid_stall_rule_judges_the_page_only_and_changes_no_run(tmp_path):
+    config = copy_configs(tmp_path)
+    def simol_cells():
+        table = load_table(config / "tables/simol_table1.yaml")
+        return {c.column: (c.run, c.selection) for c in table_cells(table, "paper") if c.row == "SIMOL"}
+
+    before = simol_cells()
+    grid = config / "grids/simol_appendix_d.yaml"
+    grid.write_text(grid.read_text().replace("below: 0.01, above: 10}", "below: 0.05}"))
+    assert simol_cells() == before
 
 
 def write_search_run(root: Path, scale: str, run: str, seed: int, values: list[float], diverged_at=None) -> None:

@@ -15,7 +15,7 @@ from taskbal.config import load_table
 from taskbal.data import sinusoid
 from taskbal.tables import build_table, to_markdown
 
-RULE = {"metric": "simol_r_mean", "below": 0.01, "share": 0.5}
+RULE = {"metric": "simol_r_mean", "below": 0.01, "above": None, "share": 0.5}
 
 
 def weights_curve(values: list[float], every: int = 100) -> pd.DataFrame:
@@ -36,6 +36,8 @@ def test_the_rule_is_absent_unless_a_table_sets_it_and_defaults_its_share():
     ({"metric": "m", "below": True}, "stall.below"), ({"metric": "m", "below": 0.1, "share": 1.0}, "stall.share"),
     ({"metric": "m", "below": 0.1, "share": -0.1}, "stall.share"),
     ({"metric": "m", "below": 0.1, "when": 3}, "stall.when"),
+    ({"metric": "m", "above": math.inf}, "stall.above"), ({"metric": "m", "above": "10"}, "stall.above"),
+    ({"metric": "m", "below": 0.1, "above": 0.1}, "stall.above"),
     ("simol_r_mean", "stall"),
 ])
 def test_a_bad_rule_names_its_field(section, field):
@@ -63,6 +65,34 @@ def test_a_seed_is_stalled_when_the_metric_is_below_the_level_at_more_than_the_s
                                                "their curve rows (first at iteration 300, 200, 100)")
     assert divergence.stalled_seeds(curves, summaries, None) == {}  # a table without the rule judges nothing
     assert divergence.names_diverged_seeds(divergence.stalled_line(looser))  # the page and report show the line
+
+
+def test_a_seed_blew_up_when_the_metric_is_above_the_upper_level_at_more_than_the_share_of_its_rows():
+    rule = divergence.stall_rule({"stall": {"metric": "simol_r_mean", "below": 0.01, "above": 10}})
+    curves = {
+        0: weights_curve([1.0, 30.0, 45.0, 80.0, 0.5]),      # three of five above 10: blew up from 200
+        1: weights_curve([1.0, 12.0, 0.9, 1.1]),             # one of four: a swing, not a blow-up
+        2: weights_curve([0.001, 0.002, 0.003, 50.0]),       # three of four low: stalled, not blown up
+        3: weights_curve([20.0, 30.0, 40.0, 0.001, 0.001, 1.0]),  # three high and two low of six: neither
+    }
+    found = divergence.stalled_seeds(curves, {}, rule)
+    assert sorted(found) == [0, 2]
+    assert found[0].word == "blew up" and found[0].first == 200 and found[0].share == pytest.approx(0.6)
+    assert found[2].word == "stalled"
+    assert divergence.stalled_line(found) == (
+        "seed 2 stalled: simol_r_mean < 0.01 at 75% of its curve rows (first at iteration 100); "
+        "seed 0 blew up: simol_r_mean > 10 at 60% of its curve rows (first at iteration 200)")
+    # where both shares pass a low rule's share, the larger names the seed
+    both = divergence.stalled_seeds({3: curves[3]}, {}, {**rule, "share": 0.3})
+    assert both[3].word == "blew up" and both[3].share == pytest.approx(0.5)
+    upper_only = divergence.stall_rule({"stall": {"metric": "simol_r_mean", "above": 10}})
+    assert sorted(divergence.stalled_seeds(curves, {}, upper_only)) == [0]
+    from taskbal.tables import stall_legend
+
+    legend = stall_legend({"stall": {"metric": "simol_r_mean", "below": 0.01, "above": 10}})
+    assert "'stalled' a seed whose simol_r_mean (a column of its training curve) is below 0.01" in legend
+    assert "'blew up' a seed whose simol_r_mean (a column of its training curve) is above 10" in legend
+    assert "'stalled'" not in stall_legend({"stall": {"metric": "simol_r_mean", "above": 10}})
 
 
 def stall_spec(**extra) -> dict:

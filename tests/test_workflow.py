@@ -106,6 +106,8 @@ def check_grid_search(work: Path) -> None:
     assert "simol_table5: 4 layers, overall" in page
     points = pd.read_csv(work / "results/grids/tiny/simol_appendix_d.csv")
     assert len(points) == 12 and points["selected"].sum() == 6 and points["val_mse"].notna().all()
+    # the grid's stall rule judged every point from its search runs' curves (declared by the page rule)
+    assert page.count("- stall rule: ") == 6 and "stalled" in points.columns
     assert "grid search: SIMOL, by SIMOL (Yu et al., ICLR 2023), Appendix D" in \
         (work / "results/tables/tiny/simol_table1.md").read_text()
     for selection in (work / "results/grids/tiny").glob("simol_appendix_d-*.json"):

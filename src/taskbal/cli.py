@@ -442,10 +442,12 @@ def cmd_select(args) -> None:
 
 
 def cmd_grid(args) -> None:
-    """A grid search's page (md) and every point's value (csv) from its selections at one scale."""
+    """A grid search's page (md) and every point's value (csv) from its selections at one scale; where the grid
+    has a stall rule, its points judged on their search runs' curves (the rule declares them then)."""
     import pandas as pd
 
-    from .grid import load_grid, page_markdown, page_rows
+    from .divergence import stall_rule
+    from .grid import load_grid, page_markdown, page_rows, with_stalls
     from .io import atomic_path, read_json
     from .tracking import git_commit
 
@@ -455,6 +457,16 @@ def cmd_grid(args) -> None:
     wrong = [record["selection"] for record in records if record["grid"] != grid["name"]]
     if wrong:
         raise ValueError(f"selection {wrong[0]} is not of grid {grid['name']}")
+    curves, summaries = files_by_run(args.curves, CURVE), files_by_run(args.train_summaries, TRAIN_SUMMARY)
+
+    def declared(files: dict, run: str, seed: int) -> Path:
+        if (run, seed, None) not in files:
+            raise ValueError(f"grid {grid['name']}'s stall rule: no curve.csv / train.json of search run {run} seed "
+                             f"{seed} among the inputs")
+        return files[run, seed, None]
+
+    records = with_stalls(records, stall_rule(grid), lambda run, seed: pd.read_csv(declared(curves, run, seed)),
+                          lambda run, seed: read_json(declared(summaries, run, seed)))
     provenance = {"git_commit": git_commit(), "search runs": sum(len(record["points"]) for record in records)}
     out = Path(args.out)
     with atomic_path(out.with_name(out.name + ".csv")) as tmp:
@@ -643,6 +655,10 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("--scale", required=True)
     grid.add_argument("--selections", nargs="*", default=[], help="the grid's selection files at this scale")
     grid.add_argument("--used-by", default="{}", help="JSON: selection → the table cells it serves")
+    grid.add_argument("--curves", nargs="*", default=[],
+                      help="curve.csv of every search run and seed (a grid with a stall rule)")
+    grid.add_argument("--train-summaries", nargs="*", default=[],
+                      help="train.json of every search run and seed (a grid with a stall rule)")
     grid.add_argument("--out", required=True, help="output path without extension (.md and .csv)")
     grid.set_defaults(func=cmd_grid)
 

@@ -41,7 +41,12 @@ a level (``below``) and a ``share`` (default ``STALL_SHARE``): a seed whose colu
 at more than that share of its curve rows after iteration 0 stalled (:func:`stalled_seeds`). The table
 names it and leaves it out of the mean "without", as it does a diverged seed; the cell's value keeps
 it, since a stall is the method's own behaviour. A table without the section, or a curve without the
-column, is not judged.
+column, is not judged. The section's ``above`` names the opposite failure, with the same share: the quantity
+*blown up* for most of training (SIMOL's weights pass 10, ten times where they start, at every point of the
+5-shot search with β′ = 1, and most of those runs end at the validation MSE of an untrained model; README,
+Measured); such a seed "blew up" and is treated as a stalled one.
+A grid search's config may carry the same section: its page then names each point whose search runs stalled
+or blew up, without changing what the search selects (the paper's rule: the validation value alone).
 """
 from __future__ import annotations
 
@@ -230,41 +235,59 @@ def exploded_line(exploded: dict[int, Explosion]) -> str:
                      for seed, found in sorted(exploded.items()))
 
 
+def _bound(section: dict, field: str) -> float | None:
+    value = section.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"stall.{field}: must be a finite number, got {value!r}")
+    return float(value)
+
+
 def stall_rule(spec: dict) -> dict | None:
-    """A table's ``stall`` section with its default share, checked (errors name the field); None when the
-    table has none."""
+    """A table's (or a grid's) ``stall`` section with its default share, checked (errors name the field); None
+    when it has none. ``below`` names a collapse (stalled), ``above`` a blow-up; a rule has one or both."""
     section = spec.get("stall")
     if section is None:
         return None
     if not isinstance(section, dict):
-        raise ValueError(f"stall: expected a mapping with metric, below and share, got {section!r}")
-    unknown = sorted(set(section) - {"metric", "below", "share"})
+        raise ValueError(f"stall: expected a mapping with metric, below and/or above, and share, got {section!r}")
+    known = ["above", "below", "metric", "share"]
+    unknown = sorted(set(section) - set(known))
     if unknown:
-        raise ValueError(f"stall.{unknown[0]}: unknown option of the stall rule; known: ['below', 'metric', 'share']")
+        raise ValueError(f"stall.{unknown[0]}: unknown option of the stall rule; known: {known}")
     metric = section.get("metric")
     if not isinstance(metric, str) or not metric:
         raise ValueError(f"stall.metric: expected the name of a curve column, got {metric!r}")
-    below = section.get("below")
-    if isinstance(below, bool) or not isinstance(below, (int, float)) or not math.isfinite(below):
-        raise ValueError(f"stall.below: must be a finite number, got {below!r}")
+    below, above = _bound(section, "below"), _bound(section, "above")
+    if below is None and above is None:
+        raise ValueError("stall.below: the rule needs a level, below (a collapse) or above (a blow-up) or both")
+    if below is not None and above is not None and not below < above:
+        raise ValueError(f"stall.above: must be above stall.below ({below:g}), got {above:g}")
     share = section.get("share", STALL_SHARE)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
         raise ValueError(f"stall.share: must be a number from 0 to below 1, got {share!r}")
-    return {"metric": metric, "below": float(below), "share": float(share)}
+    return {"metric": metric, "below": below, "above": above, "share": float(share)}
 
 
 class Stall(NamedTuple):
-    share: float  # of the curve rows after iteration 0 with the metric below the level
+    share: float  # of the curve rows after iteration 0 with the metric beyond the level
     first: int    # the first iteration at which it was
     metric: str
-    below: float
+    level: float
+    side: str     # "<": stalled (below the level), ">": blew up (above it)
+
+    @property
+    def word(self) -> str:
+        return "stalled" if self.side == "<" else "blew up"
 
 
 def stalled_seeds(curves: dict[int, pd.DataFrame] | None, summaries: dict[int, dict] | None,
                   rule: dict | None) -> dict[int, Stall]:
-    """seed → Stall for the seeds whose curve has the rule's metric below its level at more than its share of
-    the rows after iteration 0. A seed that diverged (named as such) or whose curve lacks the metric is not
-    judged; nor is any seed without a rule."""
+    """seed → Stall for the seeds whose curve has the rule's metric below its ``below`` level (stalled) or above
+    its ``above`` level (blew up) at more than its share of the rows after iteration 0 (the larger share where
+    both are). A seed that diverged (named as such) or whose curve lacks the metric is not judged; nor is any
+    seed without a rule."""
     if not rule:
         return {}
     metric, found = rule["metric"], {}
@@ -274,25 +297,42 @@ def stalled_seeds(curves: dict[int, pd.DataFrame] | None, summaries: dict[int, d
         recorded = curve[curve["iteration"] > 0].dropna(subset=[metric])
         if recorded.empty:
             continue
-        low = recorded[metric].to_numpy(np.float64) < rule["below"]
-        share = float(low.mean())
-        if share > rule["share"]:
-            found[seed] = Stall(share, int(recorded["iteration"].to_numpy()[low][0]), metric, rule["below"])
+        values, iterations = recorded[metric].to_numpy(np.float64), recorded["iteration"].to_numpy()
+        judged = []
+        for side, level in (("<", rule.get("below")), (">", rule.get("above"))):
+            if level is None:
+                continue
+            beyond = values < level if side == "<" else values > level
+            share = float(beyond.mean())
+            if share > rule["share"]:
+                judged.append(Stall(share, int(iterations[beyond][0]), metric, level, side))
+        if judged:
+            found[seed] = max(judged, key=lambda stall: stall.share)
     return found
 
 
 def stalled_line(stalled: dict[int, Stall]) -> str:
     """``seeds 1, 4 stalled: simol_r_mean < 0.01 at 90%, 82% of their curve rows (first at iteration 1,100,
-    1,600)``; one rule serves a table, so the metric and level are said once."""
-    if not stalled:
-        return ""
-    seeds = sorted(stalled)
-    first = stalled[seeds[0]]
+    1,600)``, then likewise the seeds that blew up; one rule serves a table, so each level is said once."""
     listed = lambda parts: ", ".join(parts)  # noqa: E731
-    return (f"seed{'s' if len(seeds) > 1 else ''} {listed(str(seed) for seed in seeds)} stalled: {first.metric} < "
-            f"{first.below:g} at {listed(f'{stalled[seed].share:.0%}' for seed in seeds)} of "
-            f"{'their' if len(seeds) > 1 else 'its'} curve rows (first at iteration "
-            f"{listed(f'{stalled[seed].first:,}' for seed in seeds)})")
+    parts = []
+    for side in ("<", ">"):
+        seeds = sorted(seed for seed, stall in stalled.items() if stall.side == side)
+        if not seeds:
+            continue
+        first, shares = stalled[seeds[0]], listed(f"{stalled[seed].share:.0%}" for seed in seeds)
+        parts.append(f"seed{'s' if len(seeds) > 1 else ''} {listed(str(seed) for seed in seeds)} {first.word}: "
+                     f"{first.metric} {side} {first.level:g} at {shares} of {'their' if len(seeds) > 1 else 'its'} "
+                     f"curve rows (first at iteration {listed(f'{stalled[seed].first:,}' for seed in seeds)})")
+    return "; ".join(parts)
+
+
+def stall_words(rule: dict) -> str:
+    """What the rule calls stalled and blown up, for a legend."""
+    return ", ".join(f"'{word}' a seed whose {rule['metric']} (a column of its training curve) is {side} {level:g} "
+                     f"at more than {rule['share']:.0%} of its curve rows"
+                     for word, side, level in (("stalled", "below", rule["below"]), ("blew up", "above", rule["above"]))
+                     if level is not None)
 
 
 def named_seeds_line(diverged: dict[int, int], exploded: dict[int, Explosion],

@@ -30,6 +30,7 @@ import json
 import math
 from pathlib import Path
 
+from .divergence import stall_rule, stall_words, stalled_line, stalled_seeds
 from .io import stable_hash
 from .settings import ConfigFileError, deep_merge, nested, read_yaml
 
@@ -203,6 +204,34 @@ def flatten(settings: dict, prefix: str = ""):
             yield path, value
 
 
+def with_stalls(records: list[dict], rule: dict | None, curve_of, summary_of) -> list[dict]:
+    """The records with each point's ``stalled`` line: which of its seeds' search runs stalled or blew up under
+    the grid's stall rule (taskbal.divergence; '' for none), from ``curve_of(run, seed)`` (a curve.csv frame) and
+    ``summary_of(run, seed)`` (its train.json). The selection is not changed: it judges the value alone, as the
+    paper does. Without a rule the records come back as they are."""
+    if not rule:
+        return records
+    judged = []
+    for record in records:
+        points = []
+        for point in record["points"]:
+            seeds = [int(seed) for seed in point["values"]]
+            stalled = stalled_seeds({seed: curve_of(point["run"], seed) for seed in seeds},
+                                    {seed: summary_of(point["run"], seed) for seed in seeds}, rule)
+            points.append({**point, "stalled": stalled_line(stalled)})
+        judged.append({**record, "points": points})
+    return judged
+
+
+def stall_counts(record: dict) -> str:
+    """``15 stalled, 18 blew up (of 160 points); the selected point: neither`` for a page (a record judged by
+    :func:`with_stalls`; a point with seeds of both kinds counts in both)."""
+    points = record["points"]
+    counts = ", ".join(f"{sum(word in point['stalled'] for point in points)} {word}" for word in ("stalled", "blew up"))
+    selected = next((point["stalled"] for point in points if point["point"] == record["selected"]), "")
+    return f"{counts} (of {len(points)} points); the selected point: {selected or 'neither'}"
+
+
 def page_rows(grid: dict, records: list[dict]) -> list[dict]:
     """One row per (selection, point) for the grid's CSV: the setting, the point, its seeds' values."""
     context = context_of(records)
@@ -213,7 +242,7 @@ def page_rows(grid: dict, records: list[dict]) -> list[dict]:
                          **{label_of(grid, path): value for path, value in point["point"].items()},
                          record["value"]: point["mean"], "seed_values": json.dumps(point["values"]),
                          "selected": point["point"] == record["selected"], "excluded": point["excluded"] or "",
-                         "run": point["run"]})
+                         **({"stalled": point["stalled"]} if "stalled" in point else {}), "run": point["run"]})
     return rows
 
 
@@ -230,12 +259,19 @@ def page_markdown(grid: dict, scale: str, records: list[dict], used_by: dict[str
     if records:
         fixed = ", ".join(f"{key} = {value}" for key, value in flatten(records[0]["base"].get("weighting", {})))
         out.insert(-1, f"- the search runs' other weighting settings (not searched at this scale): {fixed}")
+    rule = stall_rule(grid)
+    if rule:
+        out.insert(-1, f"- {stall_words(rule)} (the grid's stall section): judged on each point's search runs and "
+                       "named in its note; the selection does not use it")
     if grid.get("notes"):
         out += [f"Choices where the paper is silent: {grid['notes']}", ""]
     for record in records:
         name = record["selection"]
         out += [f"## {context[name]}", "", f"- selected: **{selected_line(grid, record)}**",
-                f"- used by: {'; '.join(used_by.get(name, [])) or 'no table at this scale'}", ""]
+                f"- used by: {'; '.join(used_by.get(name, [])) or 'no table at this scale'}"]
+        if rule and all("stalled" in point for point in record["points"]):
+            out.append(f"- stall rule: {stall_counts(record)}")
+        out.append("")
         paths = list(record["points"][0]["point"]) if record["points"] else []
         out.append("| " + " | ".join([label_of(grid, path) for path in paths] + [record["value"], "note"]) + " |")
         out.append("|" + "---|" * (len(paths) + 2))
@@ -244,6 +280,7 @@ def page_markdown(grid: dict, scale: str, records: list[dict], used_by: dict[str
             cells = [f"{point['point'][path]:g}" if isinstance(point["point"][path], (int, float))
                      else str(point["point"][path]) for path in paths]
             value = f"{mark}{point['mean']:.4g}{mark}" if not math.isnan(point["mean"]) else "—"
-            out.append("| " + " | ".join(cells + [value, point["excluded"] or ""]) + " |")
+            note = "; ".join(text for text in (point["excluded"], point.get("stalled")) if text)
+            out.append("| " + " | ".join(cells + [value, note]) + " |")
         out.append("")
     return "\n".join(out)

@@ -224,6 +224,11 @@ def check_grid(validator, grid: dict, path: Path, scales) -> None:
     missing = [scale for scale in scales if scale not in grid["scales"]] if not problem else []
     if missing:
         problem = f"scales: no settings for scale {missing[0]!r} (the table that uses it has it)"
+    if not problem:
+        try:
+            stall_rule(grid)  # what the schema cannot bound (.nan, above not above below)
+        except ValueError as error:
+            problem = str(error)
     if problem:
         raise ConfigFileError(f"{path}: {problem}")
 

@@ -52,6 +52,7 @@ from .divergence import (
     named_seeds_line,
     names_diverged_seeds,
     stall_rule,
+    stall_words,
     stalled_seeds,
 )
 from .io import atomic_path
@@ -446,10 +447,7 @@ def to_markdown(frame: pd.DataFrame, spec: dict, scale: str, provenance: dict) -
 def stall_legend(spec: dict) -> str:
     """The legend's words on the table's stall rule (nothing for a table without one)."""
     rule = stall_rule(spec)
-    if not rule:
-        return ""
-    return (f"'stalled' a seed whose {rule['metric']} (a column of its training curve) is below {rule['below']:g} "
-            f"at more than {rule['share']:.0%} of its curve rows (the rule is the table's stall section), ")
+    return f"{stall_words(rule)} (the rule is the table's stall section), " if rule else ""
 
 
 TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

@@ -192,6 +192,14 @@ def grid_selections(grid, scale):
     return sorted(name for (at, name), search in SELECTIONS.items() if at == scale and search["grid"] == grid)
 
 
+def grid_stall_files(grid, scale, filename):
+    """The per-seed files of every search run of a grid at a scale, where the grid's page judges them by its
+    stall rule (none otherwise)."""
+    if not stall_rule(GRIDS[grid]):
+        return []
+    return [path for selection in grid_selections(grid, scale) for path in search_files(scale, selection, filename)]
+
+
 def cells_using(grid, scale):
     """selection → the table cells it serves ('simol_table1: SIMOL, overall 5-shot'), for the grid's page."""
     used = {}

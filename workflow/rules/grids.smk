@@ -27,6 +27,8 @@ rule grid_page:
     input:
         grid="config/grids/{grid}.yaml",
         selections=lambda w: [artifacts.selection_file(w.scale, name) for name in grid_selections(w.grid, w.scale)],
+        curves=lambda w: grid_stall_files(w.grid, w.scale, artifacts.CURVE),
+        trained=lambda w: grid_stall_files(w.grid, w.scale, artifacts.TRAIN_SUMMARY),
     output:
         page=f"{artifacts.GRID_PAGE}.md",
         csv=f"{artifacts.GRID_PAGE}.csv",
@@ -38,7 +40,8 @@ rule grid_page:
         used_by=lambda w: json.dumps(cells_using(w.grid, w.scale)),
     shell:
         "taskbal grid --grid {input.grid} --scale {wildcards.scale} --selections {input.selections}"
-        " --used-by {params.used_by:q} --out results/grids/{wildcards.scale}/{wildcards.grid} > {log} 2>&1"
+        " --used-by {params.used_by:q} --curves {input.curves} --train-summaries {input.trained}"
+        " --out results/grids/{wildcards.scale}/{wildcards.grid} > {log} 2>&1"
 
 
 # One rule per grid search, named after its config, so that `snakemake simol_appendix_d` runs it at the
