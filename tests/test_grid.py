@@ -151,18 +151,20 @@ def test_simol_rows_take_one_selection_per_setting_and_deeper_networks_share_tab
     assert not any(column.endswith("_clip") for column in simol)
 
 
+def simol_cells(config: Path, scale: str) -> dict:
+    """Table 1's SIMOL cells: column → (run, selection)."""
+    table = load_table(config / "tables/simol_table1.yaml")
+    return {c.column: (c.run, c.selection) for c in table_cells(table, scale) if c.row == "SIMOL"}
+
+
 def test_a_changed_grid_is_another_selection_and_another_run(tmp_path):
     config = copy_configs(tmp_path)
-    def simol_cells():
-        table = load_table(config / "tables/simol_table1.yaml")
-        return {c.column: (c.run, c.selection) for c in table_cells(table, "quick") if c.row == "SIMOL"}
-
-    before = simol_cells()
+    before = simol_cells(config, "quick")
     path = config / "grids/simol_appendix_d.yaml"
     grid = yaml.safe_load(path.read_text())
     grid["scales"]["quick"]["set"]["outer"]["iterations"] = 999
     path.write_text(yaml.safe_dump(grid, allow_unicode=True))
-    after = simol_cells()
+    after = simol_cells(config, "quick")
     assert all(before[key][0] != after[key][0] and before[key][1] != after[key][1] for key in before)
 
 
@@ -197,14 +199,11 @@ def test_a_bad_grid_stall_rule_names_its_field_and_file(tmp_path, rule, field):
 
 def test_a_grid_stall_rule_judges_the_page_only_and_changes_no_run(tmp_path):
     config = copy_configs(tmp_path)
-    def simol_cells():
-        table = load_table(config / "tables/simol_table1.yaml")
-        return {c.column: (c.run, c.selection) for c in table_cells(table, "paper") if c.row == "SIMOL"}
-
-    before = simol_cells()
+    before = simol_cells(config, "paper")
     grid = config / "grids/simol_appendix_d.yaml"
     grid.write_text(grid.read_text().replace("below: 0.01, above: 10}", "below: 0.05}"))
-    assert simol_cells() == before
+    assert "stall: {metric: simol_r_mean, below: 0.05}" in grid.read_text()
+    assert simol_cells(config, "paper") == before
 
 
 def write_search_run(root: Path, scale: str, run: str, seed: int, values: list[float], diverged_at=None) -> None:
